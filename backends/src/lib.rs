@@ -1,0 +1,11 @@
+//! # vfio-migrate backends
+//!
+//! Adapters the engine drives. Backends report facts and carry out requests; they never
+//! decide.
+//!
+//! - [`qmp`]: a QMP client that owns its framing (length-limited lines, events it does
+//!   not know delivered raw) and uses `qapi-qmp`'s types.
+//! - [`qemu`]: the engine's driver over two QEMU monitors.
+
+pub mod qemu;
+pub mod qmp;

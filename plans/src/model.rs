@@ -1,0 +1,328 @@
+//! The plan, as the engine uses it once it has been read and checked.
+//!
+//! Every field is documented where it is declared; `vfio-migrate schema` and
+//! `docs/plan.md` describe the same fields. Defaults are the values a plan gets when it
+//! leaves a key out.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::units::{serialize_duration, Bytes, Rate};
+
+/// A complete, valid migration plan for one VM.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// The VM being moved.
+    pub vm: Vm,
+    /// Where the VM runs now.
+    pub source: Endpoint,
+    /// Where it should run afterwards.
+    pub destination: Destination,
+    /// How the migration stream travels.
+    #[serde(default)]
+    pub migration: Migration,
+    /// The VFIO devices the VM owns, by QOM id.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    /// Limits the migration must stay within.
+    #[serde(default)]
+    pub limits: Limits,
+    /// How progress is measured and when a migration counts as not converging.
+    #[serde(default)]
+    pub convergence: Convergence,
+    /// What to do when it does not converge.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// The VM being moved.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Vm {
+    /// A name for reports and logs.
+    pub name: String,
+    /// Allow VFIO devices on the VM that the plan does not list (default false).
+    #[serde(default)]
+    pub allow_unlisted_devices: bool,
+}
+
+/// How to reach a QEMU's monitor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// QMP socket: `unix:/path/to/qmp.sock` or `tcp:127.0.0.1:4444` (loopback only).
+    pub qmp: QmpAddress,
+}
+
+/// Where QEMU's monitor listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(into = "String")]
+#[schemars(with = "String")]
+pub enum QmpAddress {
+    /// A Unix socket path.
+    Unix(PathBuf),
+    /// A TCP address; plans accept loopback addresses only.
+    Tcp(String, u16),
+}
+
+impl fmt::Display for QmpAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QmpAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+            QmpAddress::Tcp(h, p) => write!(f, "tcp:{h}:{p}"),
+        }
+    }
+}
+
+impl From<QmpAddress> for String {
+    fn from(a: QmpAddress) -> String {
+        a.to_string()
+    }
+}
+
+/// The destination: its monitor, and whether the tool makes it listen.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// QMP socket of the destination QEMU.
+    pub qmp: QmpAddress,
+    /// When set, the tool sends `migrate-incoming` with this URI (for a destination
+    /// started with `-incoming defer`), asking QEMU to stay alive if the migration fails.
+    pub listen: Option<String>,
+    /// Start the destination's vCPUs after a completed migration when it was started
+    /// paused (`-S`); default true. Never done before the migration completed.
+    #[serde(default = "yes")]
+    pub resume: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How the migration stream travels.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Migration {
+    /// Where the source sends the stream (`tcp:HOST:PORT`, `unix:PATH`); defaults to
+    /// `destination.listen`.
+    pub uri: Option<String>,
+    /// Post-copy migration. Refused with VFIO devices: QEMU does not support it for them.
+    #[serde(default)]
+    pub postcopy: bool,
+}
+
+/// A VFIO device passed through to the VM.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// The device's QOM id (`-device vfio-pci,id=...`, libvirt's `hostdev` alias).
+    pub id: String,
+    /// The host PCI address on the source, e.g. `0000:3b:00.1`.
+    pub host: Option<String>,
+    /// Whether the device supports pre-copy (default true). A device without it stays
+    /// `running` until the VM stops and saves everything in stop-copy.
+    #[serde(default = "yes")]
+    pub precopy: bool,
+    /// The device's expected stop-copy state size. QMP does not report it, but QEMU
+    /// counts it when deciding to switch over, so the downtime prediction needs it.
+    pub state_size: Option<Bytes>,
+}
+
+/// Limits the migration must stay within.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Downtime limit QEMU starts with (`downtime-limit`); default 300ms.
+    #[serde(serialize_with = "serialize_duration")]
+    #[schemars(with = "String")]
+    pub downtime: Duration,
+    /// The most downtime the policy may allow when forcing completion; default: the same
+    /// as `downtime` (forcing then cannot raise it).
+    #[serde(serialize_with = "serialize_duration")]
+    #[schemars(with = "String")]
+    pub max_downtime: Duration,
+    /// Bandwidth cap for the migration stream (`max-bandwidth`); default: QEMU's own.
+    pub max_bandwidth: Option<Rate>,
+    /// Wall-clock limit for the whole migration; default 10m.
+    #[serde(serialize_with = "serialize_duration")]
+    #[schemars(with = "String")]
+    pub deadline: Duration,
+    /// How long every VFIO device may take to reach its saving state; default 30s.
+    #[serde(serialize_with = "serialize_duration")]
+    #[schemars(with = "String")]
+    pub saving_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            downtime: Duration::from_millis(300),
+            max_downtime: Duration::from_millis(300),
+            max_bandwidth: None,
+            deadline: Duration::from_secs(600),
+            saving_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where dirty rates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirtyRateSource {
+    /// The kernel's dirty log (KVM dirty ring or dirty bitmap), measured by QEMU's
+    /// `calc-dirty-rate` while the migration runs.
+    Kernel,
+    /// QEMU's migration statistics (`ram.dirty-pages-rate`).
+    Stats,
+}
+
+/// Which kernel dirty log `calc-dirty-rate` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelDirtyMode {
+    /// The dirty ring when the guest has one, else the dirty bitmap.
+    Auto,
+    /// KVM dirty ring (needs `-accel kvm,dirty-ring-size=N`); gives per-vCPU rates.
+    DirtyRing,
+    /// KVM dirty bitmap (only when the ring is off).
+    DirtyBitmap,
+}
+
+/// How progress is measured and when a migration counts as not converging.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Convergence {
+    /// How often migration statistics are read; default 200ms.
+    #[serde(serialize_with = "serialize_duration")]
+    #[schemars(with = "String")]
+    pub sample_interval: Duration,
+    /// Dirty-rate source; default `kernel`.
+    pub dirty_rate: DirtyRateSource,
+    /// Kernel dirty log to read; default `auto`.
+    pub kernel_mode: KernelDirtyMode,
+    /// Length of one dirty-rate measurement; default 1s.
+    #[serde(serialize_with = "serialize_duration")]
+    #[schemars(with = "String")]
+    pub calc_time: Duration,
+    /// Dirty-sync passes without progress before the policy acts; default 2.
+    pub stall_passes: u32,
+}
+
+impl Default for Convergence {
+    fn default() -> Self {
+        Convergence {
+            sample_interval: Duration::from_millis(200),
+            dirty_rate: DirtyRateSource::Kernel,
+            kernel_mode: KernelDirtyMode::Auto,
+            calc_time: Duration::from_secs(1),
+            stall_passes: 2,
+        }
+    }
+}
+
+/// One step of the escalation taken when a migration does not converge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Slow the guest's vCPUs down (auto-converge or a dirty limit).
+    Throttle,
+    /// Allow the downtime the remaining data needs, up to `limits.max_downtime`.
+    ForceDowntime,
+    /// Cancel the migration; the VM keeps running on the source.
+    Abort,
+}
+
+impl Step {
+    /// The name plans use for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Throttle => "throttle",
+            Step::ForceDowntime => "force-downtime",
+            Step::Abort => "abort",
+        }
+    }
+}
+
+/// How vCPUs are throttled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThrottleMethod {
+    /// QEMU's auto-converge: vCPU sleep time rises every pass that dirties too much.
+    AutoConverge,
+    /// A per-vCPU dirty-page rate limit enforced through the KVM dirty ring.
+    DirtyLimit,
+}
+
+/// How completion is forced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForceMethod {
+    /// Raise `downtime-limit` to what the remaining data needs, so QEMU switches over
+    /// itself with the devices in stop-copy.
+    RaiseLimit,
+    /// Stop the guest so the rest is copied while it is paused. Refused with VFIO
+    /// devices: stopping vCPUs does not stop device DMA in every case.
+    StopGuest,
+}
+
+/// What to do when a migration does not converge, and what to do at the deadline.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Steps taken in order, one each time the migration stalls; default
+    /// `["throttle", "force-downtime", "abort"]`.
+    pub escalation: Vec<Step>,
+    /// What happens when `limits.deadline` passes: `abort` (default) or `force-downtime`.
+    pub on_deadline: Step,
+    /// Throttle method; default `auto-converge`.
+    pub throttle: ThrottleMethod,
+    /// vCPU dirty limit for the `dirty-limit` method; default 50MiB/s.
+    pub dirty_limit: Rate,
+    /// Auto-converge: first throttle percentage; default 20.
+    pub throttle_initial: u8,
+    /// Auto-converge: percentage added each pass; default 10.
+    pub throttle_increment: u8,
+    /// Auto-converge: the most the guest is throttled, in percent; default 99.
+    pub throttle_max: u8,
+    /// How completion is forced; default `raise-limit`.
+    pub force: ForceMethod,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            escalation: vec![Step::Throttle, Step::ForceDowntime, Step::Abort],
+            on_deadline: Step::Abort,
+            throttle: ThrottleMethod::AutoConverge,
+            dirty_limit: Rate(50 * 1024 * 1024),
+            throttle_initial: 20,
+            throttle_increment: 10,
+            throttle_max: 99,
+            force: ForceMethod::RaiseLimit,
+        }
+    }
+}
+
+impl Plan {
+    /// The URI the source sends the migration stream to.
+    pub fn migration_uri(&self) -> Option<&str> {
+        self.migration
+            .uri
+            .as_deref()
+            .or(self.destination.listen.as_deref())
+    }
+
+    /// The sum of the devices' declared stop-copy state sizes.
+    pub fn device_state_bytes(&self) -> u64 {
+        self.devices
+            .iter()
+            .filter_map(|d| d.state_size)
+            .map(|b| b.0)
+            .sum()
+    }
+}

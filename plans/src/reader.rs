@@ -1,0 +1,368 @@
+//! A reader over the spanned TOML tree that records every mistake instead of stopping at
+//! the first, so a plan's whole list of problems can be shown at once.
+//!
+//! serde's derive stops at the first error and loses the positions of values that parsed
+//! but fail a later check; reading the tree by hand keeps a span for every key and value.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::diagnostic::Diagnostic;
+use crate::units::{parse_duration, Bytes, Rate};
+
+/// Collects the mistakes found while reading one plan.
+#[derive(Debug, Default)]
+pub(crate) struct Mistakes {
+    pub(crate) list: Vec<Diagnostic>,
+}
+
+impl Mistakes {
+    pub(crate) fn push(&mut self, d: Diagnostic) {
+        self.list.push(d);
+    }
+}
+
+/// A value with the byte range it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct At<T> {
+    pub(crate) value: T,
+    pub(crate) span: Range<usize>,
+}
+
+/// Reads the keys of one table. Keys that are read are remembered; [`TableReader::finish`]
+/// reports the others as unknown, with the nearest known key as a hint.
+pub(crate) struct TableReader<'a, 'i> {
+    path: String,
+    span: Range<usize>,
+    table: &'a DeTable<'i>,
+    known: &'static [&'static str],
+}
+
+fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints on misspelt keys.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+impl<'a, 'i> TableReader<'a, 'i> {
+    pub(crate) fn new(
+        path: impl Into<String>,
+        table: &'a DeTable<'i>,
+        span: Range<usize>,
+        known: &'static [&'static str],
+    ) -> Self {
+        TableReader {
+            path: path.into(),
+            span,
+            table,
+            known,
+        }
+    }
+
+    /// The dotted path of a key in this table.
+    pub(crate) fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn entry(&self, key: &str) -> Option<(&'a Spanned<DeValue<'i>>, Range<usize>)> {
+        debug_assert!(self.known.contains(&key), "{key} missing from known keys");
+        self.table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, v)| (v, k.span()))
+    }
+
+    /// Whether the key is present.
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.entry(key).is_some()
+    }
+
+    /// Reports a missing required key.
+    pub(crate) fn missing(&self, m: &mut Mistakes, key: &str, hint: &str) {
+        m.push(
+            Diagnostic::new(
+                self.key_path(key),
+                self.span.clone(),
+                format!("missing required key `{key}`"),
+            )
+            .hint(hint),
+        );
+    }
+
+    fn wrong_type(&self, m: &mut Mistakes, key: &str, v: &Spanned<DeValue<'_>>, want: &str) {
+        m.push(
+            Diagnostic::new(
+                self.key_path(key),
+                v.span(),
+                format!("expected {want}, found {}", type_name(v.get_ref())),
+            )
+            .hint(format!("write `{key}` as {want}")),
+        );
+    }
+
+    /// A string value.
+    pub(crate) fn string(&self, m: &mut Mistakes, key: &str) -> Option<At<String>> {
+        let (v, _) = self.entry(key)?;
+        match v.get_ref() {
+            DeValue::String(s) => Some(At {
+                value: s.to_string(),
+                span: v.span(),
+            }),
+            _ => {
+                self.wrong_type(m, key, v, "a string");
+                None
+            }
+        }
+    }
+
+    /// A boolean value.
+    pub(crate) fn boolean(&self, m: &mut Mistakes, key: &str) -> Option<At<bool>> {
+        let (v, _) = self.entry(key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(At {
+                value: *b,
+                span: v.span(),
+            }),
+            _ => {
+                self.wrong_type(m, key, v, "true or false");
+                None
+            }
+        }
+    }
+
+    /// A non-negative integer value within `range`.
+    pub(crate) fn integer(
+        &self,
+        m: &mut Mistakes,
+        key: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<At<u64>> {
+        let (v, _) = self.entry(key)?;
+        let DeValue::Integer(i) = v.get_ref() else {
+            self.wrong_type(m, key, v, "an integer");
+            return None;
+        };
+        let text: String = i.as_str().chars().filter(|c| *c != '_').collect();
+        match u64::from_str_radix(&text, i.radix()) {
+            Ok(n) if range.contains(&n) => Some(At {
+                value: n,
+                span: v.span(),
+            }),
+            _ => {
+                m.push(
+                    Diagnostic::new(
+                        self.key_path(key),
+                        v.span(),
+                        format!("{} is out of range", i.as_str()),
+                    )
+                    .hint(format!(
+                        "`{key}` takes a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    fn quantity<T>(
+        &self,
+        m: &mut Mistakes,
+        key: &str,
+        what: &str,
+        example: &str,
+        parse: impl Fn(&str) -> Result<T, crate::units::UnitError>,
+    ) -> Option<At<T>> {
+        let (v, _) = self.entry(key)?;
+        let DeValue::String(s) = v.get_ref() else {
+            m.push(
+                Diagnostic::new(
+                    self.key_path(key),
+                    v.span(),
+                    format!(
+                        "expected {what} as a string with a unit, found {}",
+                        type_name(v.get_ref())
+                    ),
+                )
+                .hint(format!("write e.g. `{key} = \"{example}\"`")),
+            );
+            return None;
+        };
+        match parse(s) {
+            Ok(value) => Some(At {
+                value,
+                span: v.span(),
+            }),
+            Err(e) => {
+                m.push(
+                    Diagnostic::new(self.key_path(key), v.span(), e.to_string())
+                        .hint(format!("write e.g. `{key} = \"{example}\"`")),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration such as `"300ms"`; zero is refused unless `allow_zero`.
+    pub(crate) fn duration(
+        &self,
+        m: &mut Mistakes,
+        key: &str,
+        example: &str,
+        allow_zero: bool,
+    ) -> Option<At<Duration>> {
+        let d = self.quantity(m, key, "a duration", example, parse_duration)?;
+        if !allow_zero && d.value.is_zero() {
+            m.push(
+                Diagnostic::new(self.key_path(key), d.span, "must be greater than zero")
+                    .hint(format!("write e.g. `{key} = \"{example}\"`")),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    /// A size such as `"512MiB"`.
+    pub(crate) fn bytes(&self, m: &mut Mistakes, key: &str, example: &str) -> Option<At<Bytes>> {
+        self.quantity(m, key, "a size", example, Bytes::parse)
+    }
+
+    /// A rate such as `"128MiB/s"`; zero is refused.
+    pub(crate) fn rate(&self, m: &mut Mistakes, key: &str, example: &str) -> Option<At<Rate>> {
+        let r = self.quantity(m, key, "a rate", example, Rate::parse)?;
+        if r.value.0 == 0 {
+            m.push(
+                Diagnostic::new(self.key_path(key), r.span, "must be greater than zero")
+                    .hint(format!("write e.g. `{key} = \"{example}\"`")),
+            );
+            return None;
+        }
+        Some(r)
+    }
+
+    /// One of a fixed set of words.
+    pub(crate) fn choice<T: Copy>(
+        &self,
+        m: &mut Mistakes,
+        key: &str,
+        choices: &[(&str, T)],
+    ) -> Option<At<T>> {
+        let s = self.string(m, key)?;
+        match choices.iter().find(|(name, _)| *name == s.value) {
+            Some((_, value)) => Some(At {
+                value: *value,
+                span: s.span,
+            }),
+            None => {
+                let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                m.push(
+                    Diagnostic::new(
+                        self.key_path(key),
+                        s.span,
+                        format!("unknown value \"{}\"", s.value),
+                    )
+                    .hint(format!("`{key}` is one of {}", names.join(", "))),
+                );
+                None
+            }
+        }
+    }
+
+    /// A sub-table, `[path.key]` or an inline table.
+    pub(crate) fn table(&self, m: &mut Mistakes, key: &str) -> Option<(&'a DeTable<'i>, Range<usize>)> {
+        let (v, key_span) = self.entry(key)?;
+        match v.get_ref() {
+            DeValue::Table(t) => Some((t, key_span)),
+            _ => {
+                self.wrong_type(m, key, v, "a table");
+                None
+            }
+        }
+    }
+
+    /// An array of values with their spans.
+    pub(crate) fn array(
+        &self,
+        m: &mut Mistakes,
+        key: &str,
+    ) -> Option<(&'a [Spanned<DeValue<'i>>], Range<usize>)> {
+        let (v, _) = self.entry(key)?;
+        match v.get_ref() {
+            DeValue::Array(a) => Some((&a[..], v.span())),
+            _ => {
+                self.wrong_type(m, key, v, "an array");
+                None
+            }
+        }
+    }
+
+    /// Reports every key of this table that is not one of the known keys.
+    pub(crate) fn finish(self, m: &mut Mistakes) {
+        for (k, _) in self.table.iter() {
+            let name = k.get_ref().as_ref();
+            if self.known.contains(&name) {
+                continue;
+            }
+            let nearest = self
+                .known
+                .iter()
+                .map(|known| (distance(name, known), known))
+                .min();
+            let hint = match nearest {
+                Some((d, known)) if d <= 3 => format!("did you mean `{known}`?"),
+                _ if self.known.is_empty() => "this table takes no keys".to_string(),
+                _ => format!("known keys here: {}", self.known.join(", ")),
+            };
+            m.push(
+                Diagnostic::new(self.key_path(name), k.span(), format!("unknown key `{name}`")).hint(hint),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distance;
+
+    #[test]
+    fn distance_counts_single_character_edits() {
+        assert_eq!(distance("downtime", "downtime"), 0);
+        assert_eq!(distance("dowtime", "downtime"), 1);
+        assert_eq!(distance("max_bandwith", "max_bandwidth"), 1);
+        assert_eq!(distance("", "abc"), 3);
+    }
+}
