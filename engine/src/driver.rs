@@ -149,7 +149,8 @@ pub struct SideFacts {
     pub migration: MigrationStatus,
     /// QEMU's current migration blockers (`blocked-reasons`), verbatim.
     pub blocked_reasons: Vec<String>,
-    /// KVM dirty ring size when the guest runs under KVM with the ring on.
+    /// Whether the guest runs under KVM with the dirty ring on (`Some`; the size when a
+    /// backend can tell it, else 1).
     pub dirty_ring_size: Option<u64>,
     /// Whether the guest runs under KVM (else TCG).
     pub kvm: bool,

@@ -25,11 +25,13 @@ pub(crate) async fn recover<D: Driver>(
         let deadline = Instant::now() + SETTLE;
         loop {
             match driver.sample().await {
+                // After a cancel QEMU drops the RAM statistics; keep the last ones
+                // that have them for the report.
                 Ok(s) if s.status.is_final() || s.status == MigrationStatus::None => {
-                    seen.last_sample = Some(s);
+                    keep_stats(seen, s);
                     break;
                 }
-                Ok(s) => seen.last_sample = Some(s),
+                Ok(s) => keep_stats(seen, s),
                 Err(e) if e.disconnected => break,
                 Err(_) => {}
             }
@@ -84,4 +86,14 @@ pub(crate) async fn recover<D: Driver>(
         _ => RunningOn::Unknown,
     };
     (running_on, Some(src.name()), Some(dst.name()), notes)
+}
+
+fn keep_stats(seen: &mut Observed, sample: crate::driver::Sample) {
+    match &mut seen.last_sample {
+        Some(last) if sample.total_bytes == 0 => {
+            last.status = sample.status;
+            last.error = sample.error.or(last.error.take());
+        }
+        _ => seen.last_sample = Some(sample),
+    }
 }

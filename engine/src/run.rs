@@ -38,6 +38,8 @@ pub(crate) struct Observed {
     pub(crate) stopped_by_us: bool,
     pub(crate) switchover_latency: Option<Duration>,
     pub(crate) gate: DeviceGate,
+    /// When `migrate` was sent.
+    pub(crate) started: Option<Instant>,
 }
 
 impl Observed {
@@ -52,6 +54,7 @@ impl Observed {
             stopped_by_us: false,
             switchover_latency: None,
             gate: DeviceGate::new(Vec::new(), Instant::now(), Duration::ZERO),
+            started: None,
         }
     }
 
@@ -145,7 +148,7 @@ pub async fn migrate<D: Driver>(
         return not_ready(plan, clock, problems, sink);
     }
     if *interrupt.borrow() {
-        return finish(plan, driver, sink, clock, seen, Ending::Interrupted, None).await;
+        return finish(plan, driver, &mut events, sink, clock, seen, Ending::Interrupted).await;
     }
 
     // From here on the hosts change; every failure goes through recovery.
@@ -162,11 +165,11 @@ pub async fn migrate<D: Driver>(
         return finish(
             plan,
             driver,
+            &mut events,
             sink,
             clock,
             seen,
             Ending::Failed(e.to_string()),
-            None,
         )
         .await;
     }
@@ -177,11 +180,11 @@ pub async fn migrate<D: Driver>(
             return finish(
                 plan,
                 driver,
+                &mut events,
                 sink,
                 clock,
                 seen,
                 Ending::Failed(e.to_string()),
-                None,
             )
             .await;
         }
@@ -189,16 +192,17 @@ pub async fn migrate<D: Driver>(
 
     enter(&mut clock, sink, Phase::Migrate);
     let started = Instant::now();
+    seen.started = Some(started);
     seen.gate = DeviceGate::new(devices.follow, started, plan.limits.saving_timeout);
     if let Err(e) = driver.start(&uri).await {
         return finish(
             plan,
             driver,
+            &mut events,
             sink,
             clock,
             seen,
             Ending::Failed(e.to_string()),
-            Some(started),
         )
         .await;
     }
@@ -232,11 +236,11 @@ pub async fn migrate<D: Driver>(
                 let report = finish(
                     plan,
                     driver,
+                    &mut events,
                     sink,
                     clock,
                     seen,
                     Ending::Aborted(violation.to_string()),
-                    Some(started),
                 )
                 .await;
                 return report;
@@ -259,7 +263,7 @@ pub async fn migrate<D: Driver>(
         LoopEnd::Interrupted => Ending::Interrupted,
         LoopEnd::Failed(e) => Ending::Failed(e),
     };
-    let mut report = finish(plan, driver, sink, clock, seen, ending, Some(started)).await;
+    let mut report = finish(plan, driver, &mut events, sink, clock, seen, ending).await;
     report.downtime_limit_ms = downtime_limit_ms.max(report.downtime_limit_ms);
     // Drain what is left so late events do not pile up in the channel.
     while events.try_recv().is_ok() {}
@@ -326,12 +330,13 @@ fn empty_report(plan: &Plan, phase: Phase, phases: Vec<crate::phase::PhaseTiming
 async fn finish<D: Driver>(
     plan: &Plan,
     driver: &mut D,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<DriverEvent>,
     sink: &mut dyn EventSink,
     mut clock: PhaseClock,
     mut seen: Observed,
     ending: Ending,
-    started: Option<Instant>,
 ) -> Report {
+    let started = seen.started;
     let (outcome, error, interrupted) = match ending {
         Ending::Completed => {
             enter(&mut clock, sink, Phase::Verify);
@@ -356,10 +361,19 @@ async fn finish<D: Driver>(
     };
 
     let (running_on, src_state, dst_state, mut notes) = if outcome == Outcome::Migrated {
-        crate::verify::verify(plan, driver, &mut seen).await
+        crate::verify::verify(plan, driver).await
     } else {
         crate::recover::recover(driver, &mut seen).await
     };
+    // The guest-visible pause ends with a RESUME, which trails `cont`'s reply.
+    let until = Instant::now() + Duration::from_secs(1);
+    while seen.source_stopped_at.is_some() && seen.resumed_at.is_none() {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(event)) => seen.record_late(&event, "completed"),
+            _ => break,
+        }
+    }
     for note in notes.drain(..) {
         sink.emit(EngineEvent::Note { message: note });
     }

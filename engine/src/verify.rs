@@ -23,7 +23,7 @@ pub(crate) async fn wait_for_completion<D: Driver>(
             seen.record_late(&event, "device");
             if let DriverEvent::Migration { status, .. } = &event {
                 match status {
-                    MigrationStatus::Completed => return Ending::Completed,
+                    MigrationStatus::Completed => return completed(driver, seen).await,
                     MigrationStatus::Failed | MigrationStatus::Cancelled => break,
                     _ => {}
                 }
@@ -54,7 +54,7 @@ pub(crate) async fn wait_for_completion<D: Driver>(
             event = events.recv() => if let Some(event) = event {
                 seen.record_late(&event, "device");
                 if let DriverEvent::Migration { status: MigrationStatus::Completed, .. } = event {
-                    return Ending::Completed;
+                    return completed(driver, seen).await;
                 }
             },
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -62,12 +62,19 @@ pub(crate) async fn wait_for_completion<D: Driver>(
     }
 }
 
+/// Reads the final statistics (downtime, total time) once QEMU reports completion.
+async fn completed<D: Driver>(driver: &mut D, seen: &mut Observed) -> Ending {
+    if let Ok(s) = driver.sample().await {
+        seen.last_sample = Some(s);
+    }
+    Ending::Completed
+}
+
 /// After completion: start the destination if it waits paused (never before completion),
 /// and confirm the source handed over.
 pub(crate) async fn verify<D: Driver>(
     plan: &Plan,
     driver: &mut D,
-    seen: &mut Observed,
 ) -> (RunningOn, Option<String>, Option<String>, Vec<String>) {
     let mut notes = Vec::new();
     let mut dst = driver
@@ -106,10 +113,6 @@ pub(crate) async fn verify<D: Driver>(
         }
     }
     let src = driver.run_state(Side::Source).await.unwrap_or(RunState::Gone);
-    if seen.resumed_at.is_none() {
-        // The RESUME event can trail `cont`'s reply by a moment.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let running_on = match (&src, &dst) {
         (RunState::Running, RunState::Running) => {
             notes.push(

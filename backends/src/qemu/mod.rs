@@ -126,17 +126,12 @@ impl QmpDriver {
             .get("enabled")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        // The accelerator object carries the ring size; TCG has no such property.
-        let dirty_ring_size = if kvm {
-            self.raw(
-                side,
-                "qom-get",
-                Some(json!({"path": "/machine/accel", "property": "dirty-ring-size"})),
-            )
-            .await
-            .ok()
-            .and_then(|v| v.as_u64())
-            .filter(|n| *n > 0)
+        // QMP does not show the ring size (the accelerator is not in the QOM tree), but
+        // QEMU refuses a dirty-ring measurement at once when the ring is off. When it is
+        // on, the 100 ms measurement is waited out so the convergence loop can start its
+        // own.
+        let dirty_ring_size = if kvm && side == Side::Source {
+            self.probe_dirty_ring().await?
         } else {
             None
         };
@@ -154,6 +149,25 @@ impl QmpDriver {
             kvm,
             ram_bytes,
         })
+    }
+
+    async fn probe_dirty_ring(&self) -> Result<Option<u64>, DriverError> {
+        let args = json!({"calc-time": 100, "calc-time-unit": "millisecond", "mode": "dirty-ring"});
+        match self.raw(Side::Source, "calc-dirty-rate", Some(args)).await {
+            Ok(_) => {}
+            Err(e) if !e.disconnected => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let reply = self.raw(Side::Source, "query-dirty-rate", None).await?;
+            if reply.get("status").and_then(Value::as_str) != Some("measuring") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The size itself is not reported; any ring is enough for what the engine does.
+        Ok(Some(1))
     }
 
     async fn set_capabilities(&self, caps: &[(MigrationCapability, bool)]) -> Result<(), DriverError> {

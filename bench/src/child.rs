@@ -1,0 +1,67 @@
+//! Runs the `vfio-migrate` binary on a plan and measures it with `wait4`.
+
+#![allow(unsafe_code)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One measured run.
+pub struct Measured {
+    pub code: i32,
+    pub report: Value,
+    pub wall: Duration,
+    pub cpu: Duration,
+    pub max_rss_kib: i64,
+}
+
+pub fn run(bin: &Path, dir: &Path, plan: &str) -> Measured {
+    let path = dir.join("plan.toml");
+    if let Err(e) = std::fs::write(&path, plan) {
+        eprintln!("bench: cannot write plan: {e}");
+        std::process::exit(1);
+    }
+    let started = Instant::now();
+    let child = Command::new(bin)
+        .args(["--output", "json", "--quiet"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bench: cannot start {}: {e}", bin.display());
+            std::process::exit(1);
+        }
+    };
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        use std::io::Read;
+        let _ = out.read_to_string(&mut stdout);
+    }
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: zeroed rusage is a valid value for this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet reaped (std's Child never waited on it);
+    // `status` and `usage` are valid, writable out-pointers for the call's duration.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    let code = if rc == pid && libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let tv =
+        |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    Measured {
+        code,
+        report: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss,
+    }
+}

@@ -1,0 +1,100 @@
+//! The command line, declared once: `--help`, the man page and the shell completions
+//! are all generated from these definitions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes, as `--help` shows them.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    migrated: the VM runs on the destination
+  1    not migrated (aborted by policy or failed); the VM runs on the source
+  2    invalid plan or usage
+  3    hosts not ready (preflight); nothing was changed
+  4    the VM needs attention: where it runs could not be confirmed
+  130  interrupted: migration cancelled, the VM runs on the source";
+
+/// Live-migrate a QEMU/KVM VM that owns VFIO devices, as a TOML plan describes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vfio-migrate",
+    version,
+    about,
+    after_help = EXIT_CODES,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// The plan to carry out (same as `vfio-migrate migrate PLAN`).
+    #[arg(value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+
+    /// How results are written to stdout.
+    #[arg(long, short, value_enum, global = true, default_value_t = Output::Human)]
+    pub output: Output,
+
+    /// No progress display, only the result.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Progress bars on a terminal (stderr), a readable report on stdout.
+    Human,
+    /// One JSON report object on stdout; nothing else on stdout.
+    Json,
+    /// One JSON object per line: events as they happen, then the report.
+    Ndjson,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate the VM as the plan says.
+    #[command(after_help = EXIT_CODES)]
+    Migrate {
+        /// The plan file.
+        plan: PathBuf,
+    },
+    /// Check a plan without contacting any host (exit 0 valid, 2 invalid).
+    Validate {
+        /// The plan file.
+        plan: PathBuf,
+    },
+    /// Print the plan's JSON Schema.
+    Schema,
+    /// Start two local QEMUs with a bundled dirtying guest and migrate it between them.
+    #[command(after_help = EXIT_CODES)]
+    Demo {
+        /// What the guest does and how the bundled plan reacts.
+        #[arg(long, value_enum, default_value_t = Scenario::Converge)]
+        scenario: Scenario,
+        /// Keep the generated plan and QEMU logs in this directory instead of a temporary one.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Demo scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// 256 MiB working set dirtied at 50 MiB/s over a 128 MiB/s link: converges.
+    Converge,
+    /// 256 MiB at 200 MiB/s over 128 MiB/s: never converges; the policy aborts.
+    Abort,
+    /// The same stalled workload; the policy raises the downtime limit to finish.
+    Force,
+    /// The same stalled workload; a vCPU dirty limit makes it converge.
+    Throttle,
+}

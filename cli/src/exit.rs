@@ -1,0 +1,34 @@
+//! Exit paths that do not come from a migration report: usage mistakes and invalid plans
+//! (exit 2), written for people on stderr or as one JSON object on stdout.
+
+use engine::report::ExitStatus;
+use plans::diagnostic::LocatedDiagnostic;
+
+use crate::args::Output;
+use crate::render::print_json;
+
+/// Reports an invalid plan (already printed for people) and returns exit code 2.
+pub fn invalid(output: Output, msg: &str, errors: &[LocatedDiagnostic]) -> i32 {
+    match output {
+        Output::Human => {
+            if errors.is_empty() {
+                eprintln!("vfio-migrate: {msg}");
+            }
+        }
+        _ => print_json(&serde_json::json!({
+            "failed": true,
+            "changed": false,
+            "rc": ExitStatus::InvalidPlan as i32,
+            "result": "invalid",
+            "msg": msg,
+            "errors": errors,
+        })),
+    }
+    ExitStatus::InvalidPlan as i32
+}
+
+/// A usage mistake clap does not catch; returns exit code 2.
+pub fn usage(msg: &str) -> i32 {
+    eprintln!("vfio-migrate: {msg}");
+    ExitStatus::InvalidPlan as i32
+}

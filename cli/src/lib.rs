@@ -1,0 +1,103 @@
+//! # vfio-migrate (command line)
+//!
+//! The binary's logic, kept as a library so tests can reach the clap definitions (for
+//! the generated completions and man page) and the renderers. `main.rs` only calls
+//! [`run`].
+
+pub mod args;
+pub mod demo;
+pub mod exit;
+pub mod generate;
+pub mod render;
+mod signals;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use args::{Cli, Command, Output};
+use backends::qemu::QmpDriver;
+use engine::report::ExitStatus;
+use plans::Plan;
+use render::Renderer;
+
+/// Runs the command line and returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let output = cli.output;
+    match (cli.command, cli.plan) {
+        (Some(Command::Migrate { plan }), _) | (None, Some(plan)) => migrate_file(&plan, output, cli.quiet),
+        (Some(Command::Validate { plan }), _) => validate_file(&plan, output),
+        (Some(Command::Schema), _) => {
+            println!("{}", plans::schema::plan_schema_json());
+            0
+        }
+        (Some(Command::Demo { scenario, keep }), _) => {
+            demo::run(scenario, keep.as_deref(), output, cli.quiet)
+        }
+        (Some(Command::Completions { shell }), _) => {
+            generate::completions(shell, &mut std::io::stdout());
+            0
+        }
+        (None, None) => exit::usage("no plan given: try `vfio-migrate PLAN.toml`, or `vfio-migrate demo`"),
+    }
+}
+
+/// Reads and checks a plan file; on failure prints the mistakes and returns exit code 2.
+pub fn load_plan(path: &Path, output: Output) -> Result<Plan, i32> {
+    let text =
+        match std::fs::read_to_string(path).with_context(|| format!("cannot read plan {}", path.display())) {
+            Ok(t) => t,
+            Err(e) => return Err(exit::invalid(output, &format!("{e:#}"), &[])),
+        };
+    plans::load(&path.display().to_string(), &text).map_err(|errors| {
+        let located = errors.located();
+        let summary = format!("{} has {} mistake(s)", path.display(), located.len());
+        if output == Output::Human {
+            eprintln!("{errors}");
+        }
+        exit::invalid(output, &summary, &located)
+    })
+}
+
+fn validate_file(path: &Path, output: Output) -> i32 {
+    match load_plan(path, output) {
+        Ok(plan) => {
+            match output {
+                Output::Human => {
+                    println!("{}: valid plan for VM {:?}", path.display(), plan.vm.name)
+                }
+                _ => render::print_json(&serde_json::json!({
+                    "failed": false, "changed": false, "rc": 0, "valid": true,
+                    "msg": "valid plan", "errors": [], "plan": plan,
+                })),
+            }
+            0
+        }
+        Err(code) => code,
+    }
+}
+
+fn migrate_file(path: &Path, output: Output, quiet: bool) -> i32 {
+    match load_plan(path, output) {
+        Ok(plan) => migrate_plan(&plan, output, quiet),
+        Err(code) => code,
+    }
+}
+
+/// Migrates a loaded plan over QMP and renders the run; returns the exit code.
+pub fn migrate_plan(plan: &Plan, output: Output, quiet: bool) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vfio-migrate: cannot start the async runtime: {e}");
+            return ExitStatus::NeedsAttention as i32;
+        }
+    };
+    runtime.block_on(async {
+        let interrupt = signals::watch_interrupts();
+        let mut renderer = Renderer::new(output, quiet);
+        let mut driver = QmpDriver::new(plan);
+        let report = engine::migrate(plan, &mut driver, &mut renderer, interrupt).await;
+        renderer.finish(output, &report);
+        report.rc
+    })
+}

@@ -1,0 +1,74 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_vfio_migrate_global_optspecs
+    string join \n o/output= q/quiet h/help V/version
+end
+
+function __fish_vfio_migrate_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_vfio_migrate_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_vfio_migrate_using_subcommand
+    set -l cmd (__fish_vfio_migrate_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
+json\t'One JSON report object on stdout; nothing else on stdout'
+ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s q -l quiet -d 'No progress display, only the result'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s V -l version -d 'Print version'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "migrate" -d 'Migrate the VM as the plan says'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "validate" -d 'Check a plan without contacting any host (exit 0 valid, 2 invalid)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "schema" -d 'Print the plan\'s JSON Schema'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "demo" -d 'Start two local QEMUs with a bundled dirtying guest and migrate it between them'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "completions" -d 'Print shell completions'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
+json\t'One JSON report object on stdout; nothing else on stdout'
+ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -s q -l quiet -d 'No progress display, only the result'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
+json\t'One JSON report object on stdout; nothing else on stdout'
+ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -s q -l quiet -d 'No progress display, only the result'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
+json\t'One JSON report object on stdout; nothing else on stdout'
+ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -s q -l quiet -d 'No progress display, only the result'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l scenario -d 'What the guest does and how the bundled plan reacts' -r -f -a "converge\t'256 MiB working set dirtied at 50 MiB/s over a 128 MiB/s link: converges'
+abort\t'256 MiB at 200 MiB/s over 128 MiB/s: never converges; the policy aborts'
+force\t'The same stalled workload; the policy raises the downtime limit to finish'
+throttle\t'The same stalled workload; a vCPU dirty limit makes it converge'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l keep -d 'Keep the generated plan and QEMU logs in this directory instead of a temporary one' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
+json\t'One JSON report object on stdout; nothing else on stdout'
+ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s q -l quiet -d 'No progress display, only the result'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
+json\t'One JSON report object on stdout; nothing else on stdout'
+ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s q -l quiet -d 'No progress display, only the result'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "migrate" -d 'Migrate the VM as the plan says'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "validate" -d 'Check a plan without contacting any host (exit 0 valid, 2 invalid)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "schema" -d 'Print the plan\'s JSON Schema'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "demo" -d 'Start two local QEMUs with a bundled dirtying guest and migrate it between them'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "completions" -d 'Print shell completions'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

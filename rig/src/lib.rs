@@ -1,0 +1,146 @@
+//! # vfio-migrate rig
+//!
+//! What the tests, benchmarks and the demo run on: real QEMUs on loopback with a guest
+//! whose dirty rate and working set are chosen at boot.
+//!
+//! The guest (`guest/guest.S`, built by `build.rs`) is a bare-metal multiboot program:
+//! this project's machines run KVM under KVM-PVM, where a Linux kernel does not finish
+//! booting but long-mode ring-3 code runs at native speed. It fills its working set,
+//! then every timer tick writes `rate_mb / HZ` MiB of pages round-robin, checking before
+//! each write that the page still holds the value written last time (a migration that
+//! loses a page shows up as `errors`), and prints one heartbeat line a second:
+//!
+//! ```text
+//! READY wss_mb=256 rate_mb=100
+//! HB t=1 rate_mb=100 errors=0 pages=25600
+//! ```
+
+mod accel;
+mod error;
+mod process;
+mod spawn;
+
+pub use accel::{Accel, AccelInfo};
+pub use error::RigError;
+pub use process::{QemuPair, QemuProcess};
+
+use std::path::PathBuf;
+
+/// The guest image, an ELF32 multiboot kernel for QEMU's `-kernel`.
+pub const GUEST_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf"));
+
+/// The guest's workload, passed on its command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestParams {
+    /// Working set in MiB, filled at boot and dirtied round-robin.
+    pub wss_mb: u32,
+    /// MiB written per second; 0 leaves the guest idle.
+    pub rate_mb: u32,
+}
+
+impl GuestParams {
+    /// The `-append` string.
+    pub fn cmdline(&self) -> String {
+        format!("wss_mb={} rate_mb={}", self.wss_mb, self.rate_mb)
+    }
+}
+
+/// How to start a pair.
+#[derive(Debug, Clone)]
+pub struct PairOptions {
+    /// Guest RAM in MiB (at least the working set plus 16 MiB).
+    pub mem_mb: u32,
+    /// The workload.
+    pub guest: GuestParams,
+    /// Accelerator choice.
+    pub accel: Accel,
+    /// Turn on the KVM dirty ring (needed for dirty-ring measurements and dirty limits).
+    pub dirty_ring: bool,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+}
+
+impl Default for PairOptions {
+    fn default() -> Self {
+        PairOptions {
+            mem_mb: 1024,
+            guest: GuestParams {
+                wss_mb: 64,
+                rate_mb: 0,
+            },
+            accel: Accel::Auto,
+            dirty_ring: true,
+            qemu: PathBuf::from("qemu-system-x86_64"),
+        }
+    }
+}
+
+/// One heartbeat line of the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Seconds since the workload started (guest time).
+    pub t: u64,
+    /// MiB written in the last second.
+    pub rate_mb: u64,
+    /// Pages found not holding what was written to them.
+    pub errors: u64,
+    /// Page writes so far.
+    pub pages: u64,
+}
+
+/// Parses `HB t=1 rate_mb=100 errors=0 pages=25600`.
+pub fn parse_heartbeat(line: &str) -> Option<Heartbeat> {
+    let rest = line.trim().strip_prefix("HB ")?;
+    let mut hb = Heartbeat {
+        t: 0,
+        rate_mb: 0,
+        errors: 0,
+        pages: 0,
+    };
+    let mut seen = 0;
+    for field in rest.split_whitespace() {
+        let (key, value) = field.split_once('=')?;
+        let value: u64 = value.parse().ok()?;
+        match key {
+            "t" => hb.t = value,
+            "rate_mb" => hb.rate_mb = value,
+            "errors" => hb.errors = value,
+            "pages" => hb.pages = value,
+            _ => continue,
+        }
+        seen += 1;
+    }
+    (seen == 4).then_some(hb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_lines_parse_and_garbage_does_not() {
+        assert_eq!(
+            parse_heartbeat("HB t=3 rate_mb=100 errors=0 pages=76800"),
+            Some(Heartbeat {
+                t: 3,
+                rate_mb: 100,
+                errors: 0,
+                pages: 76800
+            })
+        );
+        assert_eq!(parse_heartbeat("HB t=3 rate_mb=x errors=0 pages=1"), None);
+        assert_eq!(parse_heartbeat("READY wss_mb=1 rate_mb=2"), None);
+        assert_eq!(parse_heartbeat("HB t=3"), None);
+    }
+
+    #[test]
+    fn the_guest_image_is_an_elf32_multiboot_kernel() {
+        assert_eq!(&GUEST_ELF[..4], b"\x7fELF");
+        assert_eq!(GUEST_ELF[4], 1, "ELF32, as QEMU's multiboot loader requires");
+        let magic = 0x1BADB002u32.to_le_bytes();
+        let header = GUEST_ELF[..GUEST_ELF.len().min(8192)]
+            .windows(4)
+            .position(|w| w == magic);
+        assert!(header.is_some(), "multiboot header within the first 8 KiB");
+    }
+}
