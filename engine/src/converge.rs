@@ -355,7 +355,8 @@ impl<'a, D: Driver> Converge<'a, D> {
     /// When the gate has just opened, only boundaries from now on count.
     fn on_gate_change(&mut self, was_open: bool) {
         if !was_open && self.seen.gate.is_open() {
-            self.state.since = self.seen.history.len();
+            // The pass under way began before every device was saving: skip it too.
+            self.state.since = self.seen.history.len() + 1;
             self.sink.emit(EngineEvent::Note {
                 message: format!(
                     "every VFIO device is saving ({}ms after migrate): convergence decisions may start",
@@ -423,7 +424,8 @@ impl<'a, D: Driver> Converge<'a, D> {
         self.sink.emit(EngineEvent::Action(record.clone()));
         self.seen.actions.push(record);
         self.state.next_step = step + 1;
-        self.state.since = self.seen.history.len();
+        // The pass under way straddles the action; judge only passes that start after it.
+        self.state.since = self.seen.history.len() + 1;
         if let Err(e) = result {
             if e.disconnected {
                 return Some(LoopEnd::Failed(e.to_string()));

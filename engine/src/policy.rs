@@ -9,7 +9,9 @@
 //! A pass is **stalled** when, at its boundary:
 //! - the device state alone exceeds `bandwidth × downtime-limit` (it can never fit), or
 //! - the guest dirties memory at least as fast as the link sends it, or
-//! - `remaining` did not fall at least 10% below the best boundary since the last action.
+//! - `remaining` did not fall at least 10% below the best boundary since the last action,
+//!   unless it is already within twice `bandwidth × downtime-limit` (boundaries scatter
+//!   around the threshold before one fits).
 //!
 //! After `stall_passes` stalled passes in a row the policy takes the next escalation step.
 //! Each step gets the same number of passes to work before the next one.
@@ -25,6 +27,9 @@ use crate::driver::Throttle;
 const DOWNTIME_MARGIN: f64 = 1.25;
 /// A pass makes progress when `remaining` falls at least this much below the best.
 const PROGRESS_FRACTION: f64 = 0.9;
+/// Remaining data within this multiple of `bandwidth × downtime-limit` is never called
+/// a stall for not shrinking: boundaries scatter around the threshold before one fits.
+const NEAR_FACTOR: u64 = 2;
 
 /// What was measured at one dirty-sync boundary.
 #[derive(Debug, Clone, Serialize)]
@@ -230,7 +235,10 @@ pub fn assess(
             bandwidth,
         });
     }
-    if let Some(best) = earlier.iter().map(|r| r.remaining).min() {
+    // Within twice the threshold the boundaries scatter around it and one of the next
+    // will fit: that is convergence with noise, not a stall.
+    let near = bandwidth > 0 && current.remaining + ctx.device_bytes <= threshold.saturating_mul(NEAR_FACTOR);
+    if let Some(best) = earlier.iter().map(|r| r.remaining).min().filter(|_| !near) {
         if current.remaining as f64 > best as f64 * PROGRESS_FRACTION {
             return Err(StallReason::NoProgress {
                 remaining: current.remaining,

@@ -256,3 +256,12 @@ fn without_a_measured_bandwidth_the_plans_cap_is_used() {
         Decision::Abort(_)
     ));
 }
+
+#[test]
+fn remaining_scattering_near_the_threshold_is_not_a_stall() {
+    let p = plan("escalation = [\"abort\"]");
+    // Threshold: 128 MiB/s × 300 ms = 38.4 MiB. A throttled guest's boundaries scatter
+    // around it (27, 60, 36 MiB) before one fits.
+    let history = vec![pass(5, 27, 50, 128), pass(6, 60, 50, 128), pass(7, 36, 50, 128)];
+    assert_eq!(policy::decide(&p, &history, &state(), CTX), Decision::Continue);
+}

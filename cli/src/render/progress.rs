@@ -35,12 +35,13 @@ impl Bars {
                 self.bar.set_length(p.total_bytes.max(1));
                 self.bar
                     .set_position(p.total_bytes.saturating_sub(p.remaining_bytes));
-                let dirty = p.dirty_rate.map_or("-".to_string(), |d| {
-                    format!("{} ({})", rate_text(d), p.dirty_rate_source)
-                });
+                let source = p.dirty_rate_source.trim_start_matches("kernel:");
+                let dirty = p
+                    .dirty_rate
+                    .map_or("-".to_string(), |d| format!("{} ({source})", rate_text(d)));
                 let expected = p.expected_downtime_ms.map_or("-".to_string(), ms_text);
                 let mut msg = format!(
-                    "pass {} · dirty {dirty} · link {} · left {} · downtime ~{expected} (limit {})",
+                    "pass {} · dirty {dirty} · link {} · left {} · downtime ~{expected}/{}",
                     p.pass,
                     rate_text(p.bandwidth),
                     format_bytes(p.remaining_bytes),
