@@ -214,3 +214,33 @@ fn e_a_dirty_limit_makes_a_stalled_workload_converge() {
     assert_eq!(status(&pair.destination.qmp_socket), "running");
     assert_guest_alive(&pair.destination);
 }
+
+#[test]
+fn f_sigint_cancels_and_leaves_the_vm_running_on_the_source() {
+    let _one = ONE_AT_A_TIME.lock();
+    let pair = pair(256, 200);
+    // A workload that cannot converge, and a policy that would wait a long time.
+    let plan = plan_for(&pair, "max_bandwidth = \"128MiB/s\"\ndeadline = \"120s\"", "escalation = [\"abort\"]")
+        .replace("stall_passes = 2", "stall_passes = 100");
+    let path = pair.dir().join("plan.toml");
+    std::fs::write(&path, plan).expect("write plan");
+    let bin = assert_cmd::cargo::cargo_bin("vfio-migrate");
+    let child = std::process::Command::new(bin)
+        .args(["--output", "json"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start vfio-migrate");
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a report after the interrupt");
+    assert_eq!(report["result"], "aborted");
+    assert_eq!(report["running_on"], "source");
+    assert_eq!(status(&pair.source.qmp_socket), "running");
+    assert_guest_alive(&pair.source);
+}
