@@ -167,14 +167,9 @@ impl<'a, D: Driver> Converge<'a, D> {
                     state: state.name().to_string(),
                     at_ms: at.saturating_duration_since(self.started).as_millis() as u64,
                 });
-                let stopped = self.seen.source_stopped_at.is_some();
                 let status = status_name(&self.status);
                 let was_open = self.seen.gate.is_open();
-                match self
-                    .seen
-                    .gate
-                    .on_state(&id, &qom_path, state, at, &status, stopped)
-                {
+                match self.seen.gate.on_state(&id, &qom_path, state, at, &status) {
                     Err(violation) => Some(LoopEnd::Device(violation)),
                     Ok(()) => {
                         self.on_gate_change(was_open);

@@ -9,9 +9,9 @@
 //! - a device without pre-copy has no saving state while the VM runs: it counts once the
 //!   migration is past setup and it is still `running`, and must be in `stop-copy` when
 //!   the VM stops for switchover;
-//! - a device that falls back to `running` after saving, stops, or reaches `stop-copy`
-//!   before the VM stopped, or that is unplugged (its past DMA is then unknown), stops
-//!   the migration; so does one that is not saving within `limits.saving_timeout`.
+//! - a device that falls back to `running` after leaving it (an error or a reset), or
+//!   that is unplugged (its DMA since the last sync is then unknown), stops the
+//!   migration; so does one that is not saving within `limits.saving_timeout`.
 
 use std::time::Duration;
 
@@ -121,6 +121,7 @@ struct Tracked {
     state: DeviceState,
     seen_at: Option<Instant>,
     saving_at: Option<Instant>,
+    left_running: bool,
     timeline: Vec<StateChange>,
 }
 
@@ -148,6 +149,10 @@ pub struct Follow {
 fn saving(precopy: bool, state: &DeviceState, past_setup: bool) -> bool {
     match state {
         DeviceState::PreCopy | DeviceState::PreCopyP2p => precopy,
+        // QEMU moves devices to stop-copy when it stops the VM for switchover; the
+        // VFIO_MIGRATION events for that come before the STOP event, so stop-copy is
+        // taken as saving whenever it arrives.
+        DeviceState::StopCopy => true,
         DeviceState::Running => !precopy && past_setup,
         _ => false,
     }
@@ -168,6 +173,7 @@ impl DeviceGate {
                     state: DeviceState::Running,
                     seen_at: None,
                     saving_at: None,
+                    left_running: false,
                     timeline: Vec::new(),
                 })
                 .collect(),
@@ -225,7 +231,6 @@ impl DeviceGate {
         state: DeviceState,
         at: Instant,
         migration_status: &str,
-        vm_stopped: bool,
     ) -> Result<(), GateViolation> {
         let at_ms = self.ms(at);
         let past_setup = self.past_setup;
@@ -241,13 +246,16 @@ impl DeviceGate {
         d.state = state.clone();
         d.seen_at = Some(at);
         let unexpected = match &state {
-            // Back to running after saving: the device left migration (error or reset).
-            DeviceState::Running => d.saving_at.is_some() && d.precopy,
-            // Stop-copy, stop and the p2p states belong to the VM being stopped.
-            DeviceState::StopCopy | DeviceState::Stop | DeviceState::RunningP2p => !vm_stopped,
+            // Back to running after leaving it: the device left the migration (an
+            // error, a reset, or QEMU giving up on it).
+            DeviceState::Running => d.left_running,
+            // A source device never loads state.
             DeviceState::Resuming => true,
             _ => false,
         };
+        if state != DeviceState::Running {
+            d.left_running = true;
+        }
         if unexpected {
             return Err(GateViolation::UnexpectedState {
                 device: d.id.clone(),
