@@ -220,8 +220,12 @@ fn f_sigint_cancels_and_leaves_the_vm_running_on_the_source() {
     let _one = ONE_AT_A_TIME.lock();
     let pair = pair(256, 200);
     // A workload that cannot converge, and a policy that would wait a long time.
-    let plan = plan_for(&pair, "max_bandwidth = \"128MiB/s\"\ndeadline = \"120s\"", "escalation = [\"abort\"]")
-        .replace("stall_passes = 2", "stall_passes = 100");
+    let plan = plan_for(
+        &pair,
+        "max_bandwidth = \"128MiB/s\"\ndeadline = \"120s\"",
+        "escalation = [\"abort\"]",
+    )
+    .replace("stall_passes = 2", "stall_passes = 100");
     let path = pair.dir().join("plan.toml");
     std::fs::write(&path, plan).expect("write plan");
     let bin = assert_cmd::cargo::cargo_bin("vfio-migrate");
@@ -234,7 +238,10 @@ fn f_sigint_cancels_and_leaves_the_vm_running_on_the_source() {
         .expect("start vfio-migrate");
     std::thread::sleep(Duration::from_secs(3));
     let pid = child.id().to_string();
-    let killed = std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
     assert!(killed.success());
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130));

@@ -1,6 +1,20 @@
 /*
  * A bare-metal multiboot guest that dirties memory at a chosen rate and checks every
- * page it wrote. See the notes below on why it is shaped the way it is.
+ * page it wrote.
+ *
+ * Why it is shaped this way (the hosts run KVM under KVM-PVM, nested without VMX):
+ *  - Guest ring-0, real-mode and 32-bit code is emulated there at roughly 1 MIPS; only
+ *    long-mode ring-3 code runs natively. So the 32-bit entry does the minimum (page
+ *    tables, long mode), ring 0 only sets up and services interrupts, and the workload
+ *    runs in ring 3. The identity map is user-accessible so ring 3 can touch everything.
+ *  - Under PVM ring 3 cannot do port I/O, and `int N` faults instead of reaching the
+ *    gate, but #UD does reach the guest IDT: `ud2` with a function number in %rax is
+ *    the system call (sleep until the next tick; print READY).
+ *  - qboot leaves the LAPIC's LINT0 masked, and the PIC's interrupts reach the CPU only
+ *    through LINT0 as ExtINT: without virtual-wire mode the PIT never ticks.
+ *  - QEMU's -kernel loads multiboot ELF images only as ELF32: build.rs links this as
+ *    x86-64 and converts the result with objcopy.
+ * Memory: image at 1 MiB, per-page visit counters at 4..8 MiB, working set from 16 MiB.
  */
 #define HZ 100
 #define PIT_DIVISOR (1193182 / HZ)
@@ -141,6 +155,7 @@ long_entry:
         movl    $0x400, 0x360(%rbx)     /* LINT1: NMI */
 
         call    parse_cmdline
+        call    clamp_wss
 
         /* Drop to ring 3, interrupts on. */
         pushq   $0x1b
@@ -193,6 +208,29 @@ parse_cmdline:
 6:      inc     %rsi
         jmp     4b
 9:      ret
+
+/* Keeps the working set inside RAM and its counters inside their 4 MiB (8 bytes per
+ * page: at most 2048 MiB), so a bad command line cannot make the guest write into MMIO
+ * or over its own counters. The multiboot info's mem_upper (flag bit 0) is the KiB of
+ * RAM above 1 MiB up to the first hole; READY then reports the clamped size. */
+clamp_wss:
+        mov     wss_mb(%rip), %rax
+        cmp     $2048, %rax
+        jbe     13f
+        mov     $2048, %eax
+13:     mov     mbi_ptr(%rip), %esi
+        testl   $1, (%rsi)
+        jz      14f
+        mov     8(%rsi), %ecx           /* mem_upper in KiB */
+        shr     $10, %ecx               /* RAM ends at 1 + ecx MiB ... */
+        sub     $15, %rcx               /* ... so 1 + ecx - 16 MiB lie above WSS_BASE */
+        jns     15f
+        xor     %ecx, %ecx
+15:     cmp     %rcx, %rax
+        jbe     14f
+        mov     %rcx, %rax
+14:     mov     %rax, wss_mb(%rip)
+        ret
 
 /* match_key: if the string at %rsi starts with the NUL-terminated key at %rdi, advance
  * %rsi past it and set CF; else leave %rsi and clear CF. */

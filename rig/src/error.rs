@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// A rig failure, naming the side and what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum RigError {
+    /// The options ask for something the guest cannot do.
+    #[error("rig: invalid options: {0}")]
+    Options(String),
     /// The temporary directory or a file in it could not be made.
     #[error("rig: {what}: {source}")]
     Io {
@@ -15,9 +18,9 @@ pub enum RigError {
         source: std::io::Error,
     },
     /// QEMU could not be started.
-    #[error("rig: cannot start {side} QEMU ({command}): {source}")]
+    #[error("rig: cannot start the {side} QEMU ({command}): {source}")]
     Spawn {
-        /// `source` or `destination`.
+        /// `source`, `destination` or `probe`.
         side: String,
         /// The command line.
         command: String,
@@ -25,20 +28,28 @@ pub enum RigError {
         #[source]
         source: std::io::Error,
     },
-    /// QEMU exited or did not get ready in time.
-    #[error("rig: {side} QEMU: {detail} (serial log {log})")]
+    /// QEMU exited, or it or the guest did not get ready in time.
+    #[error("rig: {side} QEMU: {detail} (serial log {log}; command: {command})")]
     NotReady {
-        /// `source` or `destination`.
+        /// `source`, `destination` or `probe`.
         side: String,
-        /// What did not happen.
+        /// What did not happen, and how QEMU ended if it did.
         detail: String,
         /// The serial log, for the guest's side of the story.
         log: PathBuf,
+        /// The command line.
+        command: String,
     },
     /// No accelerator and CPU model booted the guest.
-    #[error("rig: the guest booted with no accelerator tried: {tried}")]
+    #[error("rig: no accelerator and CPU model booted the guest; tried: {tried}")]
     NoAccelerator {
-        /// What was tried, with each failure.
+        /// Each candidate with its failure.
         tried: String,
     },
+}
+
+/// Wraps an I/O error with what was being done.
+pub(crate) fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RigError {
+    let what = what.into();
+    move |source| RigError::Io { what, source }
 }

@@ -14,25 +14,37 @@
 //! READY wss_mb=256 rate_mb=100
 //! HB t=1 rate_mb=100 errors=0 pages=25600
 //! ```
+//!
+//! [`QemuPair::start`] boots it on a source QEMU and starts a paused destination
+//! (`-incoming defer -S`) with the same machine, CPU and accelerator; the QMP sockets,
+//! serial logs and a free migration port are what a migration tool needs. To try a
+//! migration by hand: `cargo run -p vfio-migrate-rig --example pair -- 256 50`.
 
 mod accel;
 mod error;
+mod pair;
 mod process;
 mod spawn;
 
 pub use accel::{Accel, AccelInfo};
 pub use error::RigError;
-pub use process::{QemuPair, QemuProcess};
+pub use pair::QemuPair;
+pub use process::QemuProcess;
 
 use std::path::PathBuf;
 
-/// The guest image, an ELF32 multiboot kernel for QEMU's `-kernel`.
+/// The guest image, an ELF32 multiboot kernel for QEMU's `-kernel`, built from
+/// `guest/guest.S` by `build.rs`.
 pub const GUEST_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf"));
+
+/// The largest working set the guest supports: its per-page counters live in a 4 MiB
+/// array (8 bytes for each 4 KiB page). The guest also clamps it to the RAM it has.
+pub const MAX_WSS_MB: u32 = 2048;
 
 /// The guest's workload, passed on its command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestParams {
-    /// Working set in MiB, filled at boot and dirtied round-robin.
+    /// Working set in MiB (at most [`MAX_WSS_MB`]), filled at boot and dirtied round-robin.
     pub wss_mb: u32,
     /// MiB written per second; 0 leaves the guest idle.
     pub rate_mb: u32,
@@ -45,16 +57,18 @@ impl GuestParams {
     }
 }
 
-/// How to start a pair.
+/// How to start a pair. The default: 1 GiB of RAM, an idle 64 MiB working set,
+/// [`Accel::Auto`], the dirty ring on (where KVM is used), `qemu-system-x86_64` from `PATH`.
 #[derive(Debug, Clone)]
 pub struct PairOptions {
-    /// Guest RAM in MiB (at least the working set plus 16 MiB).
+    /// Guest RAM in MiB (default 1024); raised to the working set plus 32 MiB if smaller.
     pub mem_mb: u32,
     /// The workload.
     pub guest: GuestParams,
     /// Accelerator choice.
     pub accel: Accel,
-    /// Turn on the KVM dirty ring (needed for dirty-ring measurements and dirty limits).
+    /// Turn on the KVM dirty ring (needed for dirty-ring measurements and dirty limits);
+    /// ignored under TCG. [`QemuPair::accel`] says whether it is on.
     pub dirty_ring: bool,
     /// The QEMU binary.
     pub qemu: PathBuf,

@@ -1,157 +1,199 @@
-//! One QEMU process and a source/destination pair on loopback.
+//! One QEMU process running (or waiting for) the guest.
 
-use std::net::TcpListener;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::accel::{self, AccelInfo};
-use crate::error::RigError;
+use crate::accel::AccelInfo;
+use crate::error::{io_error, RigError};
 use crate::spawn::die_with_parent;
-use crate::{parse_heartbeat, GuestParams, Heartbeat, PairOptions, GUEST_ELF};
+use crate::{parse_heartbeat, GuestParams, Heartbeat, GUEST_ELF};
 
-/// A running QEMU: its monitor socket and serial log. Killed on drop.
-#[derive(Debug)]
-pub struct QemuProcess {
-    /// The QMP socket (`-qmp unix:...`).
-    pub qmp_socket: PathBuf,
-    /// The guest's serial output.
-    pub serial_log: PathBuf,
-    side: String,
-    child: Option<Child>,
+/// The firmware: SeaBIOS takes ~3 s to boot under KVM-PVM, qboot ~0.2 s.
+const FIRMWARE: &str = "/usr/share/qemu/qboot.rom";
+
+/// How often the waits below look at the serial log.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Everything that decides a QEMU command line. Source and destination must get the same
+/// machine, CPU, accelerator and memory, or the migration stream does not load.
+pub(crate) struct Launch<'a> {
+    /// The QEMU binary.
+    pub qemu: &'a Path,
+    /// Where sockets, logs and the guest image go.
+    pub dir: &'a Path,
+    /// `source`, `destination` or `probe`: names the files and the errors.
+    pub side: &'a str,
+    /// Accelerator and CPU model.
+    pub accel: &'a AccelInfo,
+    /// Guest RAM in MiB.
+    pub mem_mb: u32,
+    /// The workload on the guest's command line.
+    pub guest: GuestParams,
+    /// Start paused, waiting for `migrate-incoming` (`-incoming defer -S`).
+    pub incoming: bool,
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RigError {
-    let what = what.into();
-    move |source| RigError::Io { what, source }
+/// A running QEMU: its monitor socket and serial log. Killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct QemuProcess {
+    /// The QMP socket (`-qmp unix:<path>,server=on,wait=off`).
+    pub qmp_socket: PathBuf,
+    /// The guest's serial output (`-serial file:<path>`).
+    pub serial_log: PathBuf,
+    stderr_log: PathBuf,
+    side: String,
+    command: String,
+    pid: u32,
+    /// Behind a mutex so that `&self` waits can notice that QEMU has exited.
+    child: Mutex<Option<Child>>,
 }
 
 impl QemuProcess {
-    fn start(
-        qemu: &Path,
-        dir: &Path,
-        side: &str,
-        accel: &AccelInfo,
-        mem_mb: u32,
-        guest: GuestParams,
-        incoming: bool,
-    ) -> Result<QemuProcess, RigError> {
+    /// Starts QEMU and waits until its QMP socket exists.
+    pub(crate) fn start(launch: &Launch<'_>) -> Result<QemuProcess, RigError> {
+        let dir = launch.dir;
+        let side = launch.side;
         let kernel = dir.join("guest.elf");
         if !kernel.exists() {
-            std::fs::write(&kernel, GUEST_ELF).map_err(io(format!("write {}", kernel.display())))?;
+            std::fs::write(&kernel, GUEST_ELF).map_err(io_error(format!("write {}", kernel.display())))?;
         }
         let qmp_socket = dir.join(format!("{side}.qmp"));
         let serial_log = dir.join(format!("{side}.serial"));
+        let stderr_log = dir.join(format!("{side}.stderr"));
+        // A probe reuses its side name: never mistake the previous run's files for this one's.
         let _ = std::fs::remove_file(&qmp_socket);
         let _ = std::fs::remove_file(&serial_log);
-        let mut cmd = Command::new(qemu);
+        // QEMU's stderr goes to a file, not a pipe: nobody drains a pipe while tests run,
+        // and a full pipe would block QEMU.
+        let stderr =
+            File::create(&stderr_log).map_err(io_error(format!("create {}", stderr_log.display())))?;
+
+        let mut cmd = Command::new(launch.qemu);
         cmd.args(["-machine", "pc", "-smp", "1", "-m"])
-            .arg(mem_mb.to_string())
-            .args(accel.args())
+            .arg(launch.mem_mb.to_string())
+            .args(launch.accel.args())
             .args(["-display", "none", "-nodefaults", "-no-user-config"])
-            .args(["-bios", "/usr/share/qemu/qboot.rom", "-kernel"])
+            .args(["-bios", FIRMWARE, "-kernel"])
             .arg(&kernel)
             .arg("-append")
-            .arg(guest.cmdline())
+            .arg(launch.guest.cmdline())
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
             .arg("-serial")
             .arg(format!("file:{}", serial_log.display()));
-        if incoming {
+        if launch.incoming {
+            // Not told where to listen: the tool under test sends `migrate-incoming`.
             cmd.args(["-incoming", "defer", "-S"]);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         die_with_parent(&mut cmd);
+        let command = shell_words(&cmd);
         let child = cmd.spawn().map_err(|source| RigError::Spawn {
             side: side.to_string(),
-            command: format!("{cmd:?}"),
+            command: command.clone(),
             source,
         })?;
-        let mut process = QemuProcess {
+        let process = QemuProcess {
             qmp_socket,
             serial_log,
+            stderr_log,
             side: side.to_string(),
-            child: Some(child),
+            command,
+            pid: child.id(),
+            child: Mutex::new(Some(child)),
         };
         process.wait_for_socket(Duration::from_secs(10))?;
         Ok(process)
     }
 
-    /// Starts a QEMU that boots the guest.
-    pub(crate) fn start_source(
-        qemu: &Path,
-        dir: &Path,
-        side: &str,
-        accel: &AccelInfo,
-        mem_mb: u32,
-        guest: GuestParams,
-    ) -> Result<QemuProcess, RigError> {
-        Self::start(qemu, dir, side, accel, mem_mb, guest, false)
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        // A panic while holding the lock leaves the Option intact: keep using it.
+        self.child.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn not_ready(&mut self, detail: impl Into<String>) -> RigError {
-        let mut detail = detail.into();
-        if let Some(child) = self.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut stderr = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut stderr);
-                }
-                detail = format!("{detail}; QEMU exited ({status}): {}", stderr.trim());
-            }
+    /// How QEMU ended, if it has (reaped or not).
+    fn exit_status(&self) -> Option<String> {
+        match self.child().as_mut() {
+            None => Some("killed by the rig".into()),
+            Some(c) => match c.try_wait() {
+                Ok(Some(status)) => Some(describe(status)),
+                Ok(None) => None,
+                Err(e) => Some(format!("unknown state ({e})")),
+            },
         }
+    }
+
+    /// Whether QEMU is still running.
+    pub fn is_running(&self) -> bool {
+        self.exit_status().is_none()
+    }
+
+    /// An error saying what did not happen, with QEMU's exit and stderr if it is gone.
+    fn failure(&self, detail: String) -> RigError {
+        let detail = match self.exit_status() {
+            Some(status) => {
+                let stderr = std::fs::read(&self.stderr_log).unwrap_or_default();
+                let stderr = String::from_utf8_lossy(&stderr);
+                let stderr = stderr.trim();
+                // The last lines say why (e.g. "failed to set MSR 0x10a" and an assertion).
+                let start = (stderr.len().saturating_sub(600)..stderr.len())
+                    .find(|&i| stderr.is_char_boundary(i))
+                    .unwrap_or(0);
+                let tail = &stderr[start..];
+                format!("{detail}; QEMU exited ({status}); stderr: {tail:?}")
+            }
+            None => detail,
+        };
         RigError::NotReady {
             side: self.side.clone(),
             detail,
             log: self.serial_log.clone(),
+            command: self.command.clone(),
         }
     }
 
-    fn exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
-    }
-
-    fn wait_for_socket(&mut self, timeout: Duration) -> Result<(), RigError> {
+    fn wait_for_socket(&self, timeout: Duration) -> Result<(), RigError> {
         let deadline = Instant::now() + timeout;
         while !self.qmp_socket.exists() {
-            if self.exited() || Instant::now() > deadline {
-                return Err(self.not_ready("no QMP socket"));
+            if !self.is_running() || Instant::now() > deadline {
+                return Err(self.failure(format!("no QMP socket within {timeout:?}")));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(POLL);
         }
         Ok(())
     }
 
-    /// The guest's serial output so far.
+    /// The guest's serial output so far (invalid UTF-8 replaced, never lost).
     pub fn serial(&self) -> String {
-        std::fs::read_to_string(&self.serial_log).unwrap_or_default()
+        let bytes = std::fs::read(&self.serial_log).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    /// Every heartbeat so far.
+    /// Every heartbeat so far, oldest first.
     pub fn heartbeats(&self) -> Vec<Heartbeat> {
         self.serial().lines().filter_map(parse_heartbeat).collect()
     }
 
-    /// Waits for a line starting with `prefix`.
-    pub fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> Result<String, RigError> {
+    /// Waits for a serial line starting with `prefix` and returns it; fails early if
+    /// QEMU exits.
+    pub fn wait_for_line(&self, prefix: &str, timeout: Duration) -> Result<String, RigError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.serial().lines().find(|l| l.starts_with(prefix)) {
                 return Ok(line.to_string());
             }
-            if self.exited() || Instant::now() > deadline {
-                return Err(self.not_ready(format!("no {prefix:?} line within {timeout:?}")));
+            if !self.is_running() || Instant::now() > deadline {
+                return Err(self.failure(format!("no {prefix:?} line within {timeout:?}")));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(POLL);
         }
     }
 
-    /// Waits until more than `count` heartbeats were printed; returns the newest.
+    /// Waits until more than `count` heartbeats were printed and returns the newest; so
+    /// `wait_for_heartbeat_after(p.heartbeats().len(), ..)` waits for a fresh one.
     pub fn wait_for_heartbeat_after(&self, count: usize, timeout: Duration) -> Result<Heartbeat, RigError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -161,25 +203,44 @@ impl QemuProcess {
                     return Ok(*last);
                 }
             }
-            if Instant::now() > deadline {
-                return Err(RigError::NotReady {
-                    side: self.side.clone(),
-                    detail: format!("no heartbeat after the first {count} within {timeout:?}"),
-                    log: self.serial_log.clone(),
-                });
+            if !self.is_running() || Instant::now() > deadline {
+                return Err(self.failure(format!("no heartbeat after the first {count} within {timeout:?}")));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(POLL);
         }
     }
 
-    /// The process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    /// QEMU's process id (still reported after it was killed).
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
-    /// Kills QEMU and waits for it to exit.
+    /// `source`, `destination` or `probe`.
+    pub fn side(&self) -> &str {
+        &self.side
+    }
+
+    /// The command line QEMU was started with.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// Sends SIGKILL without waiting, so that a pair's two QEMUs exit in parallel.
+    pub(crate) fn signal_kill(&self) {
+        if let Some(child) = self.child().as_mut() {
+            let _ = child.kill();
+        }
+    }
+
+    /// Kills QEMU (SIGKILL) and waits for it to exit; a no-op once done.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut child) = child {
+            // kill fails only if it already exited; wait reaps it either way.
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -192,65 +253,27 @@ impl Drop for QemuProcess {
     }
 }
 
-/// A source running the guest and a destination waiting for it (`-incoming defer -S`),
-/// in a temporary directory that is removed on drop, with both QEMUs killed.
-#[derive(Debug)]
-pub struct QemuPair {
-    /// The source QEMU, running the guest.
-    pub source: QemuProcess,
-    /// The destination QEMU, waiting for `migrate-incoming`.
-    pub destination: QemuProcess,
-    /// A free loopback port for the destination to listen on.
-    pub migration_port: u16,
-    /// The accelerator both run with.
-    pub accel: AccelInfo,
-    dir: tempfile::TempDir,
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => status.to_string(),
+    }
 }
 
-impl QemuPair {
-    /// Starts both QEMUs; returns once the guest printed READY on the source.
-    pub fn start(opts: &PairOptions) -> Result<QemuPair, RigError> {
-        let dir = tempfile::Builder::new()
-            .prefix("vfio-migrate-rig-")
-            .tempdir()
-            .map_err(io("create a temporary directory"))?;
-        let accel = accel::choose(opts.accel, opts.dirty_ring, &opts.qemu, dir.path())?;
-        let mem_mb = opts.mem_mb.max(opts.guest.wss_mb + 32);
-        let mut source = QemuProcess::start(
-            &opts.qemu,
-            dir.path(),
-            "source",
-            &accel,
-            mem_mb,
-            opts.guest,
-            false,
-        )?;
-        let destination = QemuProcess::start(
-            &opts.qemu,
-            dir.path(),
-            "destination",
-            &accel,
-            mem_mb,
-            opts.guest,
-            true,
-        )?;
-        source.wait_for_line("READY", Duration::from_secs(20))?;
-        let migration_port = free_port().map_err(io("find a free loopback port"))?;
-        Ok(QemuPair {
-            source,
-            destination,
-            migration_port,
-            accel,
-            dir,
+/// The command line as one could paste it into a shell (good enough for error messages).
+fn shell_words(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            } else {
+                a.into_owned()
+            }
         })
-    }
-
-    /// The pair's temporary directory (sockets, logs, guest image).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
