@@ -55,10 +55,11 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l scena
 abort\t'256 MiB at 200 MiB/s over 128 MiB/s: never converges; the policy aborts'
 force\t'The same stalled workload; the policy raises the downtime limit to finish'
 throttle\t'The same stalled workload; a vCPU dirty limit makes it converge'"
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l keep -d 'Keep the generated plan and QEMU logs in this directory instead of a temporary one' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l keep -d 'Write the generated plan into this directory instead of the temporary one' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l no-devices -d 'Migrate without the two modelled VFIO devices'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'

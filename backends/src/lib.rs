@@ -7,5 +7,6 @@
 //!   not know delivered raw) and uses `qapi-qmp`'s types.
 //! - [`qemu`]: the engine's driver over two QEMU monitors.
 
+pub mod devmodel;
 pub mod qemu;
 pub mod qmp;

@@ -75,9 +75,12 @@ pub enum Command {
         /// What the guest does and how the bundled plan reacts.
         #[arg(long, value_enum, default_value_t = Scenario::Converge)]
         scenario: Scenario,
-        /// Keep the generated plan and QEMU logs in this directory instead of a temporary one.
+        /// Write the generated plan into this directory instead of the temporary one.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+        /// Migrate without the two modelled VFIO devices.
+        #[arg(long)]
+        no_devices: bool,
     },
     /// Print shell completions.
     Completions {

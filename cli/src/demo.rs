@@ -5,13 +5,49 @@
 
 use std::path::{Path, PathBuf};
 
+use backends::devmodel::{ModelDevice, Proxy, ProxyConfig, Role};
 use plans::Plan;
 use rig::{Accel, GuestParams, PairOptions, QemuPair};
 
 use crate::args::{Output, Scenario};
 
+/// The modelled VFIO devices of the demo: this machine has no VFIO hardware, so a QMP
+/// proxy in front of each QEMU adds them and follows QEMU's migration with their states.
+pub fn demo_devices() -> Vec<ModelDevice> {
+    vec![
+        ModelDevice {
+            precopy: true,
+            state_size: 64 << 20,
+            ..ModelDevice::new("gpu0")
+        },
+        ModelDevice {
+            precopy: false,
+            state_size: 8 << 20,
+            ..ModelDevice::new("nic0")
+        },
+    ]
+}
+
+const DEVICES_TOML: &str = r#"
+[[devices]]
+id = "gpu0"              # modelled: pre-copy, 64 MiB of stop-copy state
+precopy = true
+state_size = "64MiB"
+
+[[devices]]
+id = "nic0"              # modelled: stop-copy only, 8 MiB
+precopy = false
+state_size = "8MiB"
+"#;
+
 /// The bundled plan for a scenario, filled in with the rig's sockets and port.
-pub fn plan_text(scenario: Scenario, source_qmp: &Path, destination_qmp: &Path, port: u16) -> String {
+pub fn plan_text(
+    scenario: Scenario,
+    source_qmp: &Path,
+    destination_qmp: &Path,
+    port: u16,
+    devices: bool,
+) -> String {
     let policy = match scenario {
         Scenario::Converge => {
             "escalation = [\"throttle\", \"force-downtime\", \"abort\"]\nthrottle = \"dirty-limit\""
@@ -34,8 +70,9 @@ qmp = "unix:{src}"
 qmp = "unix:{dst}"
 listen = "tcp:127.0.0.1:{port}"
 
+{devices}
 [limits]
-downtime = "300ms"
+downtime = "{downtime}"
 max_downtime = "5s"
 max_bandwidth = "128MiB/s"
 deadline = "90s"
@@ -48,6 +85,9 @@ stall_passes = 2
 {policy}
 "#,
         scenario = scenario_name(scenario),
+        devices = if devices { DEVICES_TOML } else { "" },
+        // The devices' 72 MiB of stop-copy state must fit the limit at 128 MiB/s.
+        downtime = if devices { "1s" } else { "300ms" },
         src = source_qmp.display(),
         dst = destination_qmp.display(),
     )
@@ -78,7 +118,7 @@ pub fn guest_for(scenario: Scenario) -> GuestParams {
 }
 
 /// Runs the demo and returns the exit code of the migration.
-pub fn run(scenario: Scenario, keep: Option<&Path>, output: Output, quiet: bool) -> i32 {
+pub fn run(scenario: Scenario, keep: Option<&Path>, devices: bool, output: Output, quiet: bool) -> i32 {
     let options = PairOptions {
         guest: guest_for(scenario),
         accel: Accel::Auto,
@@ -98,11 +138,38 @@ pub fn run(scenario: Scenario, keep: Option<&Path>, output: Output, quiet: bool)
             return engine::ExitStatus::NotReady as i32;
         }
     };
+    let proxies = if devices {
+        match start_proxies(&pair) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("vfio-migrate demo: cannot start the device model: {e}");
+                return engine::ExitStatus::NotReady as i32;
+            }
+        }
+    } else {
+        None
+    };
+    let (source_qmp, destination_qmp) = match &proxies {
+        Some(p) => (
+            p.source.listen_path().to_path_buf(),
+            p.destination.listen_path().to_path_buf(),
+        ),
+        None => (
+            pair.source.qmp_socket.clone(),
+            pair.destination.qmp_socket.clone(),
+        ),
+    };
+    if devices && !quiet {
+        eprintln!(
+            "vfio-migrate demo: modelled VFIO devices (this machine has none): gpu0 (pre-copy, 64 MiB state), nic0 (stop-copy only, 8 MiB)"
+        );
+    }
     let text = plan_text(
         scenario,
-        &pair.source.qmp_socket,
-        &pair.destination.qmp_socket,
+        &source_qmp,
+        &destination_qmp,
         pair.migration_port,
+        devices,
     );
     let dir: PathBuf = keep.map_or_else(|| pair.dir().to_path_buf(), Path::to_path_buf);
     let plan_path = dir.join("demo-plan.toml");
@@ -139,4 +206,41 @@ pub fn run(scenario: Scenario, keep: Option<&Path>, output: Output, quiet: bool)
         }
     }
     code
+}
+
+/// The device-model proxies and the runtime they run on, kept alive for the demo.
+struct Proxies {
+    source: Proxy,
+    destination: Proxy,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn start_proxies(pair: &QemuPair) -> Result<Proxies, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let start = |upstream: &Path, name: &str, role: Role| {
+        runtime
+            .block_on(Proxy::start(ProxyConfig {
+                upstream: upstream.to_path_buf(),
+                listen: pair.dir().join(name),
+                role,
+                devices: demo_devices(),
+                link_bytes_per_sec: 128 << 20,
+            }))
+            .map_err(|e| e.to_string())
+    };
+    let source = start(&pair.source.qmp_socket, "source-devices.qmp", Role::Source)?;
+    let destination = start(
+        &pair.destination.qmp_socket,
+        "destination-devices.qmp",
+        Role::Destination,
+    )?;
+    Ok(Proxies {
+        source,
+        destination,
+        _runtime: runtime,
+    })
 }

@@ -30,9 +30,14 @@ pub fn run(cli: Cli) -> i32 {
             println!("{}", plans::schema::plan_schema_json());
             0
         }
-        (Some(Command::Demo { scenario, keep }), _) => {
-            demo::run(scenario, keep.as_deref(), output, cli.quiet)
-        }
+        (
+            Some(Command::Demo {
+                scenario,
+                keep,
+                no_devices,
+            }),
+            _,
+        ) => demo::run(scenario, keep.as_deref(), !no_devices, output, cli.quiet),
         (Some(Command::Completions { shell }), _) => {
             generate::completions(shell, &mut std::io::stdout());
             0

@@ -31,10 +31,17 @@ fn every_demo_plan_is_valid() {
         Scenario::Force,
         Scenario::Throttle,
     ] {
-        let text =
-            vfio_migrate::demo::plan_text(scenario, Path::new("/tmp/s.qmp"), Path::new("/tmp/d.qmp"), 4444);
-        if let Err(e) = plans::load("demo", &text) {
-            panic!("{e}");
+        for devices in [true, false] {
+            let text = vfio_migrate::demo::plan_text(
+                scenario,
+                Path::new("/tmp/s.qmp"),
+                Path::new("/tmp/d.qmp"),
+                4444,
+                devices,
+            );
+            if let Err(e) = plans::load("demo", &text) {
+                panic!("{e}");
+            }
         }
     }
 }

@@ -5,109 +5,12 @@
 //! The tests run one at a time (a lock): each pair needs a core for the guest's dirtying
 //! loop, and timings are what several of them assert.
 
-use std::path::Path;
-use std::sync::Mutex;
+mod common;
+
 use std::time::Duration;
 
-use backends::qmp::{QmpClient, QmpEndpoint};
-use rig::{Accel, GuestParams, PairOptions, QemuPair};
+use common::{actions, assert_guest_alive, pair, plan_for, run, status, ONE_AT_A_TIME};
 use serde_json::Value;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Starts a pair with the given workload (KVM with the dirty ring where available).
-fn pair(wss_mb: u32, rate_mb: u32) -> QemuPair {
-    QemuPair::start(&PairOptions {
-        guest: GuestParams { wss_mb, rate_mb },
-        accel: Accel::Auto,
-        dirty_ring: true,
-        ..PairOptions::default()
-    })
-    .expect("start the QEMU pair")
-}
-
-/// A plan for the pair with extra limit and policy lines.
-fn plan_for(pair: &QemuPair, limits: &str, policy: &str) -> String {
-    format!(
-        r#"[vm]
-name = "test"
-[source]
-qmp = "unix:{src}"
-[destination]
-qmp = "unix:{dst}"
-listen = "tcp:127.0.0.1:{port}"
-[limits]
-{limits}
-[convergence]
-stall_passes = 2
-[policy]
-{policy}
-"#,
-        src = pair.source.qmp_socket.display(),
-        dst = pair.destination.qmp_socket.display(),
-        port = pair.migration_port,
-    )
-}
-
-/// Runs the binary on a plan; returns the exit code and the JSON report.
-fn run(dir: &Path, plan: &str) -> (i32, Value) {
-    let path = dir.join("plan.toml");
-    std::fs::write(&path, plan).expect("write plan");
-    let out = assert_cmd::Command::cargo_bin("vfio-migrate")
-        .expect("binary")
-        .args(["--output", "json"])
-        .arg(&path)
-        .timeout(Duration::from_secs(180))
-        .output()
-        .expect("run vfio-migrate");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is one JSON report ({e}); stderr:\n{stderr}"));
-    eprintln!("report: {report:#}");
-    (out.status.code().unwrap_or(-1), report)
-}
-
-/// Asks a QEMU for its run state, as `query-status` spells it.
-fn status(socket: &Path) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let client = QmpClient::connect(
-            &QmpEndpoint::Unix(socket.to_path_buf()),
-            "test",
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("connect to QEMU");
-        let reply = client
-            .execute_raw("query-status", None)
-            .await
-            .expect("query-status");
-        reply["status"].as_str().unwrap_or("?").to_string()
-    })
-}
-
-fn actions(report: &Value) -> Vec<String> {
-    report["actions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x["action"].as_str().unwrap_or("?").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The guest keeps running on `side` with no memory lost.
-fn assert_guest_alive(side: &rig::QemuProcess) {
-    let seen = side.heartbeats().len();
-    let hb = side
-        .wait_for_heartbeat_after(seen, Duration::from_secs(5))
-        .expect("a fresh heartbeat from the guest");
-    assert_eq!(hb.errors, 0, "the guest found pages that lost writes: {hb:?}");
-}
 
 #[test]
 fn a_an_idle_guest_migrates_and_the_destination_runs() {
@@ -250,4 +153,34 @@ fn f_sigint_cancels_and_leaves_the_vm_running_on_the_source() {
     assert_eq!(report["running_on"], "source");
     assert_eq!(status(&pair.source.qmp_socket), "running");
     assert_guest_alive(&pair.source);
+}
+
+#[test]
+fn g_ndjson_streams_events_then_the_report() {
+    let _one = ONE_AT_A_TIME.lock();
+    let pair = pair(64, 0);
+    let path = pair.dir().join("plan.toml");
+    std::fs::write(&path, plan_for(&pair, "", "escalation = [\"abort\"]")).expect("write plan");
+    let out = assert_cmd::Command::cargo_bin("vfio-migrate")
+        .expect("binary")
+        .args(["--output", "ndjson"])
+        .arg(&path)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
+    assert!(
+        kinds.contains(&"phase") && kinds.contains(&"progress"),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"report"));
+    assert_eq!(
+        lines.last().map(|r| r["result"].clone()),
+        Some(Value::from("migrated"))
+    );
 }

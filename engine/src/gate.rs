@@ -7,8 +7,9 @@
 //!
 //! - a device that supports pre-copy must reach `pre-copy` (or `pre-copy-p2p`);
 //! - a device without pre-copy has no saving state while the VM runs: it counts once the
-//!   migration is past setup and it is still `running`, and must be in `stop-copy` when
-//!   the VM stops for switchover;
+//!   migration is past setup and it is still `running`; when the VM stops for switchover
+//!   it must be in `stop` (QEMU moves it to `stop-copy` after `migrate-continue`), while a
+//!   pre-copy device must be in `stop-copy`;
 //! - a device that falls back to `running` after leaving it (an error or a reset), or
 //!   that is unplugged (its DMA since the last sync is then unknown), stops the
 //!   migration; so does one that is not saving within `limits.saving_timeout`.
@@ -107,7 +108,7 @@ impl std::fmt::Display for GateViolation {
                 "VFIO device {device} was unplugged at {at_ms}ms during the migration: its DMA since the last dirty sync is unknown"
             ),
             GateViolation::NotStopCopyAtSwitchover { device, state } => {
-                write!(f, "VFIO device {device} was in {state}, not stop-copy, when the VM stopped for switchover")
+                write!(f, "VFIO device {device} was in {state}, not ready to save its final state, when the VM stopped for switchover")
             }
         }
     }
@@ -298,9 +299,16 @@ impl DeviceGate {
         }
     }
 
-    /// At `pre-switchover` (VM stopped): every device must be in stop-copy.
+    /// At `pre-switchover` (VM stopped): a pre-copy device must be in stop-copy; a
+    /// device without pre-copy in stop (QEMU moves it to stop-copy only after
+    /// `migrate-continue`, in the `device` stage) or already in stop-copy.
     pub fn check_switchover(&self) -> Result<(), GateViolation> {
-        match self.devices.iter().find(|d| d.state != DeviceState::StopCopy) {
+        let ready = |d: &Tracked| match d.state {
+            DeviceState::StopCopy => true,
+            DeviceState::Stop => !d.precopy,
+            _ => false,
+        };
+        match self.devices.iter().find(|d| !ready(d)) {
             Some(d) => Err(GateViolation::NotStopCopyAtSwitchover {
                 device: d.id.clone(),
                 state: d.state.name().to_string(),

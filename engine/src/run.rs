@@ -232,7 +232,11 @@ pub async fn migrate<D: Driver>(
             while let Ok(event) = events.try_recv() {
                 seen.record_late(&event, "pre-switchover");
             }
-            if let Err(violation) = seen.gate.check_switchover() {
+            let refusal = match seen.gate.check_switchover() {
+                Err(violation) => Some(violation.to_string()),
+                Ok(()) => pause_too_long(plan, &seen),
+            };
+            if let Some(reason) = refusal {
                 let report = finish(
                     plan,
                     driver,
@@ -240,7 +244,7 @@ pub async fn migrate<D: Driver>(
                     sink,
                     clock,
                     seen,
-                    Ending::Aborted(violation.to_string()),
+                    Ending::Aborted(reason),
                 )
                 .await;
                 return report;
@@ -249,7 +253,13 @@ pub async fn migrate<D: Driver>(
             match driver.continue_switchover().await {
                 Ok(()) => {
                     seen.switchover_latency = Some(at.elapsed());
-                    crate::verify::wait_for_completion(driver, &mut events, &mut seen).await
+                    crate::verify::wait_for_completion(
+                        driver,
+                        &mut events,
+                        &mut seen,
+                        plan.limits.max_downtime * 2,
+                    )
+                    .await
                 }
                 Err(e) => Ending::Failed(format!("could not continue at pre-switchover: {e}")),
             }
@@ -268,6 +278,27 @@ pub async fn migrate<D: Driver>(
     // Drain what is left so late events do not pile up in the channel.
     while events.try_recv().is_ok() {}
     report
+}
+
+/// At `pre-switchover`: the pause that continuing would cause, when it exceeds the plan's
+/// ceiling. QEMU's switchover test counts only the device state the device reports; a
+/// plan that declares more is not continued into a pause longer than it allows.
+fn pause_too_long(plan: &Plan, seen: &Observed) -> Option<String> {
+    let sample = seen.last_sample.as_ref()?;
+    let bandwidth = match sample.bandwidth {
+        0 => plan.limits.max_bandwidth?.bytes_per_sec(),
+        b => b,
+    };
+    let pending = sample.remaining_bytes + plan.device_state_bytes();
+    let pause_ms = (pending as f64 / bandwidth as f64 * 1000.0) as u64;
+    let max_ms = plan.limits.max_downtime.as_millis() as u64;
+    (pause_ms > max_ms).then(|| {
+        format!(
+            "switching over now would pause the guest about {pause_ms}ms ({} of RAM and declared device state at {}/s), more than limits.max_downtime ({max_ms}ms)",
+            plans::units::format_bytes(pending),
+            plans::units::format_bytes(bandwidth)
+        )
+    })
 }
 
 /// How the migration part ended, before verification.

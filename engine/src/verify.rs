@@ -15,8 +15,10 @@ pub(crate) async fn wait_for_completion<D: Driver>(
     driver: &mut D,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<DriverEvent>,
     seen: &mut Observed,
+    patience: Duration,
 ) -> Ending {
-    let deadline = Instant::now() + SETTLE;
+    // The device stage lasts as long as the downtime the plan allows, at most.
+    let deadline = Instant::now() + SETTLE.max(patience);
     loop {
         // Events first: the status change usually arrives before a poll would see it.
         while let Ok(event) = events.try_recv() {

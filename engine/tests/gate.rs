@@ -165,3 +165,31 @@ fn the_timeline_keeps_every_state_with_the_migration_status() {
     );
     assert_eq!(r[0].saving_at_ms, Some(5));
 }
+
+#[test]
+fn at_switchover_a_stop_copy_only_device_waits_in_stop() {
+    // QEMU's vfio_vmstate_change: only devices in pre-copy go straight to stop-copy when
+    // the VM stops; the others go to stop and reach stop-copy in the `device` stage.
+    let (mut g, t0) = gate(vec![follow("gpu0", true), follow("nic0", false)]);
+    g.on_state("gpu0", "", DeviceState::PreCopy, ms(t0, 5), "setup")
+        .expect("ok");
+    g.on_active(ms(t0, 10));
+    g.on_state("gpu0", "", DeviceState::StopCopy, ms(t0, 900), "active")
+        .expect("ok");
+    g.on_state("nic0", "", DeviceState::Stop, ms(t0, 900), "active")
+        .expect("ok");
+    assert_eq!(g.check_switchover(), Ok(()));
+}
+
+#[test]
+fn at_switchover_a_precopy_device_in_stop_is_not_ready() {
+    let (mut g, t0) = gate(vec![follow("gpu0", true)]);
+    g.on_state("gpu0", "", DeviceState::PreCopy, ms(t0, 5), "setup")
+        .expect("ok");
+    g.on_state("gpu0", "", DeviceState::Stop, ms(t0, 900), "active")
+        .expect("recorded");
+    assert!(matches!(
+        g.check_switchover(),
+        Err(GateViolation::NotStopCopyAtSwitchover { .. })
+    ));
+}

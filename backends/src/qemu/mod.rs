@@ -323,13 +323,15 @@ impl Driver for QmpDriver {
             DirtyRateMode::DirtyBitmap => "dirty-bitmap",
         };
         self.dirty_mode = mode;
-        self.raw(
-            Side::Source,
-            "calc-dirty-rate",
-            Some(json!({"calc-time": calc.as_millis() as u64, "calc-time-unit": "millisecond", "mode": mode_name})),
-        )
-        .await?;
-        Ok(())
+        let args =
+            json!({"calc-time": calc.as_millis() as u64, "calc-time-unit": "millisecond", "mode": mode_name});
+        match self.raw(Side::Source, "calc-dirty-rate", Some(args)).await {
+            // A measurement still running (e.g. preflight's probe) delivers its result
+            // to the next query just the same.
+            Err(e) if e.message.contains("already being measured") => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        }
     }
 
     async fn dirty_rate(&mut self) -> Result<Option<DirtyRate>, DriverError> {

@@ -1,0 +1,740 @@
+//! The modelled devices' migration state machine, driven by what QEMU really does.
+//!
+//! Each rule mirrors QEMU 10's `hw/vfio/migration.c`:
+//! - `vfio_save_setup` (migration status `setup`): a pre-copy device that is `running`
+//!   moves to `pre-copy`; a stop-copy-only device stays `running`.
+//! - VM stop (`vfio_vmstate_change_prepare`, then `vfio_vmstate_change`, both run
+//!   *before* QEMU emits `STOP`): p2p devices go `pre-copy-p2p` (from pre-copy) or
+//!   `running-p2p`; then a device in a pre-copy state goes `stop-copy`, any other `stop`.
+//! - `vfio_save_complete_precopy` (status `device`): `stop` → `stop-copy`, then drain.
+//! - `vfio_save_cleanup` (after `completed`): `stop-copy` → `stop`.
+//! - `MIG_EVENT_PRECOPY_FAILED` (after `failed`/`cancelled`): → `running`; when QEMU
+//!   restarts a VM the migration had stopped, `RESUME` does it instead.
+//! - VM start (`vm_prepare_start` emits `RESUME` first): p2p devices → `running-p2p`,
+//!   then every device → `running`.
+//! - Destination `vfio_load_setup` (status `active`, loading begins): → `resuming`.
+//!
+//! A transition to the state a device is already in emits nothing, as in QEMU (≥ 9.1).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Map, Value};
+
+use super::config::{Fault, ModelDevice, ProxyConfig, Role};
+use super::rewrite::{event_line, status_of};
+
+/// QAPI `VfioMigrationState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceState {
+    Running,
+    Stop,
+    StopCopy,
+    Resuming,
+    RunningP2p,
+    PreCopy,
+    PreCopyP2p,
+}
+
+impl DeviceState {
+    /// The QAPI name, as `VFIO_MIGRATION` carries it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Running => "running",
+            DeviceState::Stop => "stop",
+            DeviceState::StopCopy => "stop-copy",
+            DeviceState::Resuming => "resuming",
+            DeviceState::RunningP2p => "running-p2p",
+            DeviceState::PreCopy => "pre-copy",
+            DeviceState::PreCopyP2p => "pre-copy-p2p",
+        }
+    }
+
+    /// QEMU's `vfio_device_state_is_precopy`.
+    fn is_precopy(self) -> bool {
+        matches!(self, DeviceState::PreCopy | DeviceState::PreCopyP2p)
+    }
+}
+
+/// An event line for the clients.
+#[derive(Debug, Clone)]
+pub(crate) struct Injection {
+    /// The serialised event, `\r\n`-terminated.
+    pub(crate) line: String,
+    /// Whether it goes before the QEMU event being handled (device callbacks QEMU runs
+    /// before it emits `STOP`) rather than after it.
+    pub(crate) before: bool,
+}
+
+/// Something the proxy must do on the model's behalf.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Action {
+    /// Call [`Model::on_timer`] with this timer after the delay.
+    Timer(Duration, Timer),
+    /// Send this command (name, arguments) to QEMU for the proxy itself, ignoring the reply.
+    Upstream(&'static str, Value),
+}
+
+/// A delayed model step; stale ones (from an earlier migration) do nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// A slow device finally enters pre-copy.
+    Saving { epoch: u64, device: usize },
+    /// A device fails while saving.
+    Error { epoch: u64, device: usize },
+    /// A device disappears.
+    Unplug { epoch: u64, device: usize },
+    /// Stop-copy has drained: pass `migrate-continue` on to QEMU.
+    Release { epoch: u64 },
+}
+
+/// How a client should see one of QEMU's `MIGRATION` events.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum EventView {
+    /// Unchanged.
+    Keep,
+    /// Not at all.
+    Drop,
+    /// With this `data` instead.
+    Replace(Value),
+}
+
+/// One modelled device and its migration bookkeeping.
+#[derive(Debug)]
+pub(crate) struct Dev {
+    pub(crate) cfg: ModelDevice,
+    pub(crate) state: DeviceState,
+    /// Still plugged (not deleted).
+    pub(crate) present: bool,
+    /// The live `migration-events` property.
+    pub(crate) events: bool,
+    /// Took part in the current migration.
+    in_migration: bool,
+    /// When it entered pre-copy in this migration.
+    precopy_since: Option<Instant>,
+    /// Bytes sent in pre-copy, fixed once pre-copy ended.
+    precopy_sent: Option<u64>,
+}
+
+/// A held `migrate-continue`: the modelled stop-copy drain.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    started: Instant,
+    remaining: u64,
+    released: bool,
+}
+
+/// Migration statuses in which QEMU's `migration_is_running()` is true.
+const RUNNING_STATUSES: &[&str] = &[
+    "setup",
+    "active",
+    "cancelling",
+    "pre-switchover",
+    "device",
+    "wait-unplug",
+    "postcopy-active",
+    "postcopy-paused",
+    "postcopy-recover-setup",
+    "postcopy-recover",
+    "colo",
+];
+
+/// Statuses in which QEMU's `query-migrate` carries the `vfio` member.
+const VFIO_INFO_STATUSES: &[&str] = &[
+    "active",
+    "cancelling",
+    "pre-switchover",
+    "device",
+    "wait-unplug",
+    "completed",
+    "postcopy-active",
+    "postcopy-paused",
+    "postcopy-recover-setup",
+    "postcopy-recover",
+];
+
+/// The proxy's model of the VM's VFIO devices. All of it lives behind one lock; every
+/// method is synchronous and returns at once.
+#[derive(Debug)]
+pub(crate) struct Model {
+    role: Role,
+    link: u64,
+    pub(crate) devices: Vec<Dev>,
+    /// The last migration status seen (events, polls, or the modelled `device`).
+    status: String,
+    vm_running: bool,
+    events_cap: bool,
+    polling: bool,
+    /// Counts migrations; timers carry it.
+    epoch: u64,
+    running_at_start: bool,
+    /// Destination: devices already moved to `resuming` in this incoming migration.
+    loading: bool,
+    /// The `error-desc` of a modelled device failure in this migration.
+    device_error: Option<String>,
+    hold: Option<Hold>,
+    /// The proxy emitted `MIGRATION device` itself; QEMU's own one is hidden.
+    synthesized_device: bool,
+    transfer_done: bool,
+    timeline: Vec<(String, String, SystemTime)>,
+    outbox: Vec<Injection>,
+    /// Whether injections produced now precede the QEMU event being handled.
+    before: bool,
+}
+
+impl Model {
+    /// A model with every device `running`, as QEMU's `vfio_migration_init` leaves them.
+    pub(crate) fn new(cfg: &ProxyConfig) -> Model {
+        let devices = cfg
+            .devices
+            .iter()
+            .map(|device| Dev {
+                events: device.migration_events,
+                cfg: device.clone(),
+                state: DeviceState::Running,
+                present: true,
+                in_migration: false,
+                precopy_since: None,
+                precopy_sent: None,
+            })
+            .collect();
+        Model {
+            role: cfg.role,
+            link: cfg.link_bytes_per_sec.max(1),
+            devices,
+            status: "none".into(),
+            vm_running: false,
+            events_cap: false,
+            polling: false,
+            epoch: 0,
+            running_at_start: false,
+            loading: false,
+            device_error: None,
+            hold: None,
+            synthesized_device: false,
+            transfer_done: false,
+            timeline: Vec::new(),
+            outbox: Vec::new(),
+            before: false,
+        }
+    }
+
+    /// Seeds what QEMU said when the proxy connected (`query-status`, capabilities).
+    pub(crate) fn set_initial(&mut self, vm_running: bool, events_cap: bool) {
+        self.vm_running = vm_running;
+        self.events_cap = events_cap;
+    }
+
+    /// The role this model plays.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Injections produced since the last call, in order.
+    pub(crate) fn take_outbox(&mut self) -> Vec<Injection> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Every device state change so far: (device id, state, when).
+    pub(crate) fn timeline(&self) -> Vec<(String, String, SystemTime)> {
+        self.timeline.clone()
+    }
+
+    /// Whether the proxy should poll `query-migrate`: a migration runs and the `events`
+    /// capability is off, so QEMU sends no `MIGRATION` events to follow.
+    pub(crate) fn wants_poll(&self) -> bool {
+        self.polling && !self.events_cap
+    }
+
+    /// An event QEMU emitted (`STOP`, `RESUME`, `MIGRATION`).
+    pub(crate) fn on_event(&mut self, name: &str, data: &Value) -> Vec<Action> {
+        self.before = false;
+        match name {
+            "STOP" => {
+                self.before = true;
+                self.vm_stopped();
+                self.before = false;
+                Vec::new()
+            }
+            "RESUME" => {
+                self.vm_started();
+                Vec::new()
+            }
+            "MIGRATION" => match status_of(data) {
+                Some(status) => self.on_status(status),
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// A status the proxy read with its own `query-migrate` poll.
+    pub(crate) fn on_polled_status(&mut self, status: &str) -> Vec<Action> {
+        self.before = false;
+        self.on_status(status)
+    }
+
+    /// A command a client sent succeeded; some change what the model must watch.
+    pub(crate) fn on_command_ok(&mut self, name: &str, arguments: &Value) -> Vec<Action> {
+        self.before = false;
+        match name {
+            "migrate-set-capabilities" => {
+                let capabilities = arguments.get("capabilities").and_then(Value::as_array);
+                for capability in capabilities.into_iter().flatten() {
+                    if capability.get("capability").and_then(Value::as_str) == Some("events") {
+                        if let Some(state) = capability.get("state").and_then(Value::as_bool) {
+                            self.events_cap = state;
+                        }
+                    }
+                }
+                Vec::new()
+            }
+            "migrate" if self.role == Role::Source => {
+                // Without the `events` capability there is no `MIGRATION setup` to follow:
+                // the successful `migrate` stands in for it, then the proxy polls.
+                if self.events_cap {
+                    return Vec::new();
+                }
+                self.polling = true;
+                self.on_status("setup")
+            }
+            "migrate-incoming" if self.role == Role::Destination => {
+                self.polling = true;
+                self.loading = false;
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A timer the model asked for has expired.
+    pub(crate) fn on_timer(&mut self, timer: Timer) -> Vec<Action> {
+        self.before = false;
+        let saving = self.vm_running && matches!(self.status.as_str(), "setup" | "active");
+        match timer {
+            Timer::Saving { epoch, device } if epoch == self.epoch && saving => {
+                match self.devices.get(device) {
+                    Some(dev) if dev.present && dev.state == DeviceState::Running => {
+                        self.enter_precopy(device)
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            Timer::Error { epoch, device } if epoch == self.epoch && saving => {
+                let Some(dev) = self.devices.get(device).filter(|d| d.present) else {
+                    return Vec::new();
+                };
+                if self.device_error.is_some() {
+                    return Vec::new();
+                }
+                // QEMU fails the migration when a device's save handler errors; the
+                // proxy cannot make QEMU's save fail, so it cancels and shows `failed`.
+                self.device_error = Some(format!("vfio: error while saving device {} state", dev.cfg.id));
+                vec![Action::Upstream("migrate_cancel", json!({}))]
+            }
+            Timer::Unplug { epoch, device } if epoch == self.epoch => {
+                if self.devices.get(device).is_some_and(|d| d.present) {
+                    self.unplug(device);
+                }
+                Vec::new()
+            }
+            Timer::Release { epoch } if epoch == self.epoch => match &mut self.hold {
+                Some(hold) if !hold.released => {
+                    hold.released = true;
+                    vec![Action::Upstream(
+                        "migrate-continue",
+                        json!({"state": "pre-switchover"}),
+                    )]
+                }
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// `migrate-continue` while QEMU waits in `pre-switchover`: models stop-copy. Returns
+    /// how long the drain takes, or `None` when this is not the moment (then the command
+    /// goes to QEMU as it is). QEMU would answer at once and spend the drain in status
+    /// `device`; the proxy answers at once too, shows `device`, and holds QEMU back.
+    pub(crate) fn begin_hold(&mut self) -> Option<(Duration, Vec<Action>)> {
+        let paused_for_switchover = self.role == Role::Source
+            && !self.vm_running
+            && matches!(self.status.as_str(), "active" | "pre-switchover")
+            && self.epoch > 0
+            && self.device_error.is_none();
+        if !paused_for_switchover || self.hold.is_some() {
+            return None;
+        }
+        self.before = false;
+        let mut remaining = 0u64;
+        let mut extra = Duration::ZERO;
+        for dev in self.devices.iter().filter(|d| d.present && d.in_migration) {
+            remaining += dev.cfg.state_size.saturating_sub(dev.precopy_sent.unwrap_or(0));
+            if let Fault::SlowStopCopy(more) = dev.cfg.fault {
+                extra += more;
+            }
+        }
+        let drain = Duration::from_secs_f64(remaining as f64 / self.link as f64) + extra;
+        self.hold = Some(Hold {
+            started: Instant::now(),
+            remaining,
+            released: false,
+        });
+        if self.events_cap {
+            self.synthesized_device = true;
+            self.push(event_line("MIGRATION", json!({"status": "device"})));
+        }
+        self.status = "device".into();
+        self.device_step();
+        let release = Timer::Release { epoch: self.epoch };
+        Some((drain, vec![Action::Timer(drain, release)]))
+    }
+
+    /// Whether a second `migrate-continue` arrived while the first is held: QEMU would
+    /// refuse it, being in `device` already.
+    pub(crate) fn holding(&self) -> bool {
+        self.hold.is_some_and(|h| !h.released) && self.status == "device"
+    }
+
+    /// `device_del` for a modelled device: `Ok` unplugs it (`DEVICE_DELETED` follows);
+    /// `Err((class, desc))` is QEMU's refusal. `None` when the id is not modelled.
+    pub(crate) fn device_del(&mut self, id: &str) -> Option<Result<(), (&'static str, String)>> {
+        let index = self.devices.iter().position(|d| d.present && d.cfg.id == id)?;
+        // qdev_unplug: "device_del not allowed while migrating" (vfio-pci does not set
+        // allow_unplug_during_migration). Only the outgoing migration counts.
+        if self.role == Role::Source && RUNNING_STATUSES.contains(&self.status.as_str()) {
+            return Some(Err((
+                "GenericError",
+                "device_del not allowed while migrating".into(),
+            )));
+        }
+        self.before = false;
+        self.unplug(index);
+        Some(Ok(()))
+    }
+
+    /// How a client should see QEMU's `MIGRATION {status}` event.
+    pub(crate) fn client_view(&self, data: &Value) -> EventView {
+        if self.role != Role::Source {
+            return EventView::Keep;
+        }
+        match status_of(data) {
+            Some("cancelling") if self.device_error.is_some() => EventView::Drop,
+            Some("cancelled") if self.device_error.is_some() => {
+                EventView::Replace(json!({"status": "failed"}))
+            }
+            Some("device") if self.synthesized_device => EventView::Drop,
+            _ => EventView::Keep,
+        }
+    }
+
+    /// Rewrites the `return` of `query-migrate` on the source: the modelled failure, the
+    /// modelled `device` status, and the `vfio` member QEMU adds when VFIO devices migrate.
+    pub(crate) fn rewrite_query_migrate(&self, info: &mut Map<String, Value>) {
+        if self.role != Role::Source {
+            return;
+        }
+        let status = info
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("none")
+            .to_owned();
+        if let Some(desc) = &self.device_error {
+            if matches!(status.as_str(), "cancelling" | "cancelled") {
+                info.clear();
+                info.insert("status".into(), json!("failed"));
+                info.insert("error-desc".into(), json!(desc));
+                return;
+            }
+        }
+        if status == "pre-switchover" && self.hold.is_some() {
+            info.insert("status".into(), json!("device"));
+        }
+        let status = info.get("status").and_then(Value::as_str).unwrap_or("none");
+        let migrating = self.devices.iter().any(|d| d.in_migration || d.present);
+        if migrating && self.epoch > 0 && VFIO_INFO_STATUSES.contains(&status) {
+            info.insert(
+                "vfio".into(),
+                json!({"transferred": self.transferred(Instant::now())}),
+            );
+        }
+    }
+
+    /// Device bytes sent so far in this migration: pre-copy devices send half their state
+    /// while the VM runs (at the link speed); the rest drains during the held stop-copy.
+    pub(crate) fn transferred(&self, now: Instant) -> u64 {
+        let migrating = self.devices.iter().filter(|d| d.in_migration);
+        if self.transfer_done {
+            return migrating
+                .map(|d| {
+                    if d.present {
+                        d.cfg.state_size
+                    } else {
+                        d.precopy_sent.unwrap_or(0)
+                    }
+                })
+                .sum();
+        }
+        let precopy: u64 = migrating.map(|d| self.precopy_sent_at(d, now)).sum();
+        let drained = self.hold.map_or(0, |h| {
+            self.bytes_in(now.saturating_duration_since(h.started))
+                .min(h.remaining)
+        });
+        precopy + drained
+    }
+
+    fn precopy_sent_at(&self, dev: &Dev, now: Instant) -> u64 {
+        if let Some(sent) = dev.precopy_sent {
+            return sent;
+        }
+        dev.precopy_since.map_or(0, |since| {
+            self.bytes_in(now.saturating_duration_since(since))
+                .min(dev.cfg.state_size / 2)
+        })
+    }
+
+    fn bytes_in(&self, elapsed: Duration) -> u64 {
+        let bytes = u128::from(self.link) * elapsed.as_micros() / 1_000_000;
+        u64::try_from(bytes).unwrap_or(u64::MAX)
+    }
+
+    fn on_status(&mut self, status: &str) -> Vec<Action> {
+        if self.hold.is_some() && status == "pre-switchover" {
+            return Vec::new();
+        }
+        if status == self.status {
+            return Vec::new();
+        }
+        self.status = status.to_owned();
+        match self.role {
+            Role::Source => self.source_status(status),
+            Role::Destination => self.destination_status(status),
+        }
+    }
+
+    fn source_status(&mut self, status: &str) -> Vec<Action> {
+        match status {
+            "setup" => self.start_saving(),
+            "device" => {
+                self.device_step();
+                Vec::new()
+            }
+            "completed" => {
+                self.device_step();
+                self.freeze_precopy();
+                for i in self.migrating() {
+                    if self.devices[i].state == DeviceState::StopCopy {
+                        self.set_state(i, DeviceState::Stop);
+                    }
+                }
+                self.transfer_done = true;
+                self.polling = false;
+                Vec::new()
+            }
+            "failed" | "cancelled" => {
+                self.freeze_precopy();
+                self.polling = false;
+                if self.vm_running || !self.running_at_start {
+                    for i in self.present() {
+                        self.set_state(i, DeviceState::Running);
+                    }
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn destination_status(&mut self, status: &str) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if status == "setup" {
+            self.loading = false;
+        }
+        if matches!(status, "active" | "completed") && !self.loading {
+            self.loading = true;
+            self.epoch += 1;
+            for i in self.present() {
+                self.devices[i].in_migration = true;
+                self.set_state(i, DeviceState::Resuming);
+                if let Fault::UnplugDuringMigration { after } = self.devices[i].cfg.fault {
+                    actions.push(Action::Timer(
+                        after,
+                        Timer::Unplug {
+                            epoch: self.epoch,
+                            device: i,
+                        },
+                    ));
+                }
+            }
+        }
+        if matches!(status, "completed" | "failed" | "cancelled") {
+            self.polling = false;
+        }
+        actions
+    }
+
+    /// QEMU's save setup: a new migration begins.
+    fn start_saving(&mut self) -> Vec<Action> {
+        self.epoch += 1;
+        self.device_error = None;
+        self.hold = None;
+        self.synthesized_device = false;
+        self.transfer_done = false;
+        self.running_at_start = self.vm_running;
+        let mut actions = Vec::new();
+        for dev in &mut self.devices {
+            dev.in_migration = dev.present;
+            dev.precopy_since = None;
+            dev.precopy_sent = None;
+        }
+        for i in self.present() {
+            let (precopy, fault) = (self.devices[i].cfg.precopy, self.devices[i].cfg.fault);
+            let epoch = self.epoch;
+            if precopy && self.devices[i].state == DeviceState::Running {
+                match fault {
+                    Fault::NeverSaving => {}
+                    Fault::SlowToSaving(delay) => {
+                        actions.push(Action::Timer(delay, Timer::Saving { epoch, device: i }))
+                    }
+                    _ => actions.extend(self.enter_precopy(i)),
+                }
+            }
+            match fault {
+                Fault::ErrorInPrecopy { after } if !precopy => {
+                    actions.push(Action::Timer(after, Timer::Error { epoch, device: i }))
+                }
+                Fault::UnplugDuringMigration { after } => {
+                    actions.push(Action::Timer(after, Timer::Unplug { epoch, device: i }))
+                }
+                _ => {}
+            }
+        }
+        actions
+    }
+
+    fn enter_precopy(&mut self, i: usize) -> Vec<Action> {
+        self.set_state(i, DeviceState::PreCopy);
+        self.devices[i].precopy_since = Some(Instant::now());
+        match self.devices[i].cfg.fault {
+            Fault::ErrorInPrecopy { after } => {
+                vec![Action::Timer(
+                    after,
+                    Timer::Error {
+                        epoch: self.epoch,
+                        device: i,
+                    },
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// `vfio_save_complete_precopy`: devices still in `stop` start their stop-copy.
+    fn device_step(&mut self) {
+        for i in self.migrating() {
+            if self.devices[i].state == DeviceState::Stop {
+                self.set_state(i, DeviceState::StopCopy);
+            }
+        }
+    }
+
+    fn vm_stopped(&mut self) {
+        if !self.vm_running {
+            return;
+        }
+        self.vm_running = false;
+        self.freeze_precopy();
+        for i in self.present() {
+            if self.devices[i].cfg.p2p {
+                let next = match self.devices[i].state {
+                    DeviceState::PreCopy | DeviceState::PreCopyP2p => DeviceState::PreCopyP2p,
+                    _ => DeviceState::RunningP2p,
+                };
+                self.set_state(i, next);
+            }
+        }
+        for i in self.present() {
+            let next = if self.devices[i].state.is_precopy() {
+                DeviceState::StopCopy
+            } else {
+                DeviceState::Stop
+            };
+            self.set_state(i, next);
+        }
+    }
+
+    fn vm_started(&mut self) {
+        if self.vm_running {
+            return;
+        }
+        self.vm_running = true;
+        for i in self.present() {
+            if self.devices[i].cfg.p2p {
+                let next = match self.devices[i].state {
+                    DeviceState::PreCopy | DeviceState::PreCopyP2p => DeviceState::PreCopyP2p,
+                    _ => DeviceState::RunningP2p,
+                };
+                self.set_state(i, next);
+            }
+        }
+        for i in self.present() {
+            self.set_state(i, DeviceState::Running);
+        }
+    }
+
+    /// Pre-copy is over: what each device sent so far stays counted.
+    fn freeze_precopy(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.devices.len() {
+            if self.devices[i].precopy_sent.is_none() && self.devices[i].precopy_since.is_some() {
+                let sent = self.precopy_sent_at(&self.devices[i], now);
+                self.devices[i].precopy_sent = Some(sent);
+            }
+        }
+    }
+
+    fn unplug(&mut self, i: usize) {
+        let dev = &mut self.devices[i];
+        dev.present = false;
+        let data = json!({"device": dev.cfg.id, "path": dev.cfg.qom_path()});
+        self.push(event_line("DEVICE_DELETED", data));
+    }
+
+    fn present(&self) -> Vec<usize> {
+        (0..self.devices.len())
+            .filter(|&i| self.devices[i].present)
+            .collect()
+    }
+
+    fn migrating(&self) -> Vec<usize> {
+        (0..self.devices.len())
+            .filter(|&i| self.devices[i].present && self.devices[i].in_migration)
+            .collect()
+    }
+
+    /// Moves a device and, as `vfio_migration_send_event` does, reports it when its
+    /// `migration-events` is on (and the device is not faulted to stay silent).
+    fn set_state(&mut self, i: usize, next: DeviceState) {
+        let dev = &mut self.devices[i];
+        if dev.state == next {
+            return;
+        }
+        dev.state = next;
+        self.timeline
+            .push((dev.cfg.id.clone(), next.as_str().to_owned(), SystemTime::now()));
+        if dev.events && dev.cfg.fault != Fault::EventsMissing {
+            let data = json!({"device-id": dev.cfg.id, "qom-path": dev.cfg.qom_path(), "device-state": next.as_str()});
+            self.push(event_line("VFIO_MIGRATION", data));
+        }
+    }
+
+    fn push(&mut self, line: String) {
+        self.outbox.push(Injection {
+            line,
+            before: self.before,
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

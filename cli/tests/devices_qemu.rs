@@ -1,0 +1,326 @@
+//! VFIO devices over real QEMU: the migration itself is real (two QEMUs, the project's
+//! guest); only the devices are modelled, by a QMP proxy in front of each QEMU that adds
+//! them to the QOM tree and emits their `VFIO_MIGRATION` events in step with QEMU's own
+//! migration events (`backends::devmodel`). Each test checks the exit code, where the VM
+//! runs (asked through the proxies), and the device timelines in the JSON report.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backends::devmodel::{Fault, ModelDevice, Proxy, ProxyConfig, Role};
+use common::{pair, run, status, ONE_AT_A_TIME};
+use rig::QemuPair;
+use serde_json::Value;
+
+const MIB: u64 = 1024 * 1024;
+const LINK: u64 = 128 * MIB;
+
+/// A pair with a device-model proxy in front of each QEMU. The proxies run on their own
+/// runtime, which must outlive the test's use of them.
+struct Modelled {
+    pair: QemuPair,
+    source: PathBuf,
+    destination: PathBuf,
+    _proxies: (Proxy, Proxy),
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn device(id: &str, precopy: bool, state_mib: u64, fault: Fault) -> ModelDevice {
+    ModelDevice {
+        precopy,
+        state_size: state_mib * MIB,
+        fault,
+        ..ModelDevice::new(id)
+    }
+}
+
+fn modelled(wss_mb: u32, rate_mb: u32, devices: Vec<ModelDevice>) -> Modelled {
+    let pair = pair(wss_mb, rate_mb);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let source = pair.dir().join("source-proxy.qmp");
+    let destination = pair.dir().join("destination-proxy.qmp");
+    let start = |upstream: PathBuf, listen: PathBuf, role: Role| {
+        runtime
+            .block_on(Proxy::start(ProxyConfig {
+                upstream,
+                listen,
+                role,
+                devices: devices.clone(),
+                link_bytes_per_sec: LINK,
+            }))
+            .expect("start the device-model proxy")
+    };
+    let src = start(pair.source.qmp_socket.clone(), source.clone(), Role::Source);
+    let dst = start(
+        pair.destination.qmp_socket.clone(),
+        destination.clone(),
+        Role::Destination,
+    );
+    Modelled {
+        pair,
+        source,
+        destination,
+        _proxies: (src, dst),
+        _runtime: runtime,
+    }
+}
+
+/// A plan for the modelled pair; `devices` is TOML for the [[devices]] tables.
+fn plan(m: &Modelled, devices: &str, limits: &str, policy: &str) -> String {
+    format!(
+        "[vm]\nname = \"vfio\"\n[source]\nqmp = \"unix:{}\"\n[destination]\nqmp = \"unix:{}\"\nlisten = \"tcp:127.0.0.1:{}\"\n{devices}\n[limits]\nmax_bandwidth = \"128MiB/s\"\n{limits}\n[convergence]\nstall_passes = 2\n[policy]\n{policy}\n",
+        m.source.display(),
+        m.destination.display(),
+        m.pair.migration_port
+    )
+}
+
+const GPU: &str = "[[devices]]\nid = \"gpu0\"\nprecopy = true\nstate_size = \"64MiB\"\n";
+const NIC: &str = "[[devices]]\nid = \"nic0\"\nprecopy = false\nstate_size = \"8MiB\"\n";
+
+fn states(report: &Value, id: &str) -> Vec<String> {
+    report["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["id"] == id))
+        .and_then(|d| d["timeline"].as_array())
+        .map(|t| {
+            t.iter()
+                .filter_map(|c| c["state"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn error(report: &Value) -> String {
+    report["error"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn two_devices_one_precopy_one_stop_copy_only_migrate_with_their_states_followed() {
+    let _one = ONE_AT_A_TIME.lock();
+    let m = modelled(
+        256,
+        50,
+        vec![
+            device("gpu0", true, 64, Fault::None),
+            device("nic0", false, 8, Fault::None),
+        ],
+    );
+    let plan = plan(
+        &m,
+        &format!("{GPU}{NIC}"),
+        "max_downtime = \"3s\"",
+        "escalation = [\"force-downtime\", \"abort\"]",
+    );
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["running_on"], "destination");
+    assert_eq!(states(&report, "gpu0"), vec!["pre-copy", "stop-copy", "stop"]);
+    assert_eq!(states(&report, "nic0"), vec!["stop", "stop-copy", "stop"]);
+    assert!(report["gate_opened_ms"].as_u64().is_some(), "the gate opened");
+    assert_eq!(report["vfio_transferred_bytes"].as_u64(), Some(72 * MIB));
+    assert_eq!(status(&m.destination), "running");
+    assert_eq!(status(&m.source), "postmigrate");
+}
+
+#[test]
+fn a_device_that_never_saves_aborts_after_the_saving_timeout_and_the_source_runs() {
+    let _one = ONE_AT_A_TIME.lock();
+    let m = modelled(64, 0, vec![device("gpu0", true, 64, Fault::NeverSaving)]);
+    // A capped link keeps the migration going long enough for the timeout to matter.
+    let plan =
+        plan(&m, GPU, "saving_timeout = \"2s\"", "escalation = [\"abort\"]").replace("128MiB/s", "16MiB/s");
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["result"], "aborted");
+    let e = error(&report);
+    assert!(
+        e.contains("gpu0") && e.contains("did not reach its saving state"),
+        "{e}"
+    );
+    assert_eq!(status(&m.source), "running");
+    assert_ne!(status(&m.destination), "running");
+}
+
+#[test]
+fn a_device_error_in_precopy_fails_the_migration_and_the_source_runs() {
+    let _one = ONE_AT_A_TIME.lock();
+    let fault = Fault::ErrorInPrecopy {
+        after: Duration::from_millis(500),
+    };
+    let m = modelled(256, 50, vec![device("gpu0", true, 64, fault)]);
+    let plan = plan(&m, GPU, "", "escalation = [\"abort\"]").replace("128MiB/s", "32MiB/s");
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["running_on"], "source");
+    assert!(error(&report).contains("gpu0"), "{}", error(&report));
+    assert_eq!(status(&m.source), "running");
+}
+
+#[test]
+fn unplugging_a_device_mid_migration_aborts() {
+    let _one = ONE_AT_A_TIME.lock();
+    let fault = Fault::UnplugDuringMigration {
+        after: Duration::from_millis(500),
+    };
+    let m = modelled(256, 50, vec![device("gpu0", true, 64, fault)]);
+    let plan = plan(&m, GPU, "", "escalation = [\"abort\"]").replace("128MiB/s", "32MiB/s");
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 1, "{report:#}");
+    assert!(error(&report).contains("unplugged"), "{}", error(&report));
+    assert_eq!(status(&m.source), "running");
+}
+
+#[test]
+fn missing_events_abort_as_not_saving() {
+    let _one = ONE_AT_A_TIME.lock();
+    let m = modelled(64, 0, vec![device("gpu0", true, 64, Fault::EventsMissing)]);
+    let plan =
+        plan(&m, GPU, "saving_timeout = \"2s\"", "escalation = [\"abort\"]").replace("128MiB/s", "16MiB/s");
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 1, "{report:#}");
+    assert!(
+        error(&report).contains("no VFIO_MIGRATION event"),
+        "{}",
+        error(&report)
+    );
+    assert_eq!(status(&m.source), "running");
+}
+
+#[test]
+fn a_slow_stop_copy_lengthens_the_measured_pause() {
+    let _one = ONE_AT_A_TIME.lock();
+    let m = modelled(
+        64,
+        0,
+        vec![device(
+            "gpu0",
+            true,
+            0,
+            Fault::SlowStopCopy(Duration::from_millis(700)),
+        )],
+    );
+    let plan = plan(
+        &m,
+        GPU.replace("64MiB", "0B").as_str(),
+        "max_downtime = \"3s\"",
+        "escalation = [\"abort\"]",
+    );
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 0, "{report:#}");
+    let paused = report["paused_ms"].as_u64().expect("measured pause");
+    assert!(
+        paused >= 700,
+        "the device's 700 ms stop-copy is part of the pause: {paused}ms"
+    );
+}
+
+#[test]
+fn no_decision_is_taken_before_the_last_device_is_saving() {
+    let _one = ONE_AT_A_TIME.lock();
+    // The workload cannot converge, so without the gate the policy would act at pass 3
+    // (~3.7 s); the device only starts saving after 6 s.
+    let slow = Fault::SlowToSaving(Duration::from_secs(6));
+    let m = modelled(256, 200, vec![device("gpu0", true, 16, slow)]);
+    let gpu = GPU.replace("64MiB", "16MiB");
+    let plan = plan(
+        &m,
+        &gpu,
+        "max_downtime = \"6s\"",
+        "escalation = [\"force-downtime\", \"abort\"]",
+    );
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 0, "{report:#}");
+    let saving = report["devices"][0]["saving_at_ms"]
+        .as_u64()
+        .expect("saving time");
+    assert!(saving >= 6000, "{saving}");
+    let acted = report["actions"][0]["at"].as_u64().expect("an action");
+    assert!(
+        acted > saving,
+        "the action at {acted}ms came before the device was saving at {saving}ms"
+    );
+}
+
+#[test]
+fn switchover_is_refused_when_the_declared_device_state_would_exceed_the_pause_ceiling() {
+    // QEMU does not know the modelled device's state, so it reaches pre-switchover; the
+    // tool, which does, cancels there instead of pausing the guest for ~16 s.
+    let _one = ONE_AT_A_TIME.lock();
+    let m = modelled(64, 10, vec![device("gpu0", true, 2048, Fault::None)]);
+    let gpu = GPU.replace("64MiB", "2GiB");
+    let plan = plan(
+        &m,
+        &gpu,
+        "max_downtime = \"5s\"",
+        "escalation = [\"force-downtime\", \"abort\"]",
+    );
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 1, "{report:#}");
+    let e = error(&report);
+    assert!(e.contains("switching over now would pause the guest"), "{e}");
+    assert_eq!(status(&m.source), "running");
+}
+
+#[test]
+fn forcing_that_the_device_state_would_push_past_the_ceiling_is_skipped_and_the_policy_aborts() {
+    let _one = ONE_AT_A_TIME.lock();
+    let m = modelled(256, 200, vec![device("gpu0", true, 2048, Fault::None)]);
+    let gpu = GPU.replace("64MiB", "2GiB");
+    let plan = plan(
+        &m,
+        &gpu,
+        "max_downtime = \"5s\"",
+        "escalation = [\"force-downtime\", \"abort\"]",
+    );
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 1, "{report:#}");
+    let e = error(&report);
+    assert!(
+        e.contains("completing would need") && e.contains("more than limits.max_downtime (5000ms)"),
+        "{e}"
+    );
+    assert_eq!(status(&m.source), "running");
+}
+
+#[test]
+fn a_device_without_migration_events_is_not_ready_and_the_property_is_named() {
+    let _one = ONE_AT_A_TIME.lock();
+    let mut quiet = device("gpu0", true, 64, Fault::None);
+    quiet.migration_events = false;
+    let m = modelled(64, 0, vec![quiet]);
+    let (code, report) = run(m.pair.dir(), &plan(&m, GPU, "", "escalation = [\"abort\"]"));
+    assert_eq!(code, 3, "{report:#}");
+    assert!(
+        error(&report).contains("migration-events=on"),
+        "{}",
+        error(&report)
+    );
+    assert_eq!(status(&m.source), "running");
+}
+
+#[test]
+fn a_vfio_device_missing_from_the_plan_is_not_ready() {
+    let _one = ONE_AT_A_TIME.lock();
+    let m = modelled(
+        64,
+        0,
+        vec![
+            device("gpu0", true, 64, Fault::None),
+            device("nic0", false, 8, Fault::None),
+        ],
+    );
+    let (code, report) = run(m.pair.dir(), &plan(&m, GPU, "", "escalation = [\"abort\"]"));
+    assert_eq!(code, 3, "{report:#}");
+    assert!(
+        error(&report).contains("nic0") && error(&report).contains("not listed"),
+        "{}",
+        error(&report)
+    );
+}
