@@ -151,127 +151,94 @@ pub async fn migrate<D: Driver>(
         return finish(plan, driver, &mut events, sink, clock, seen, Ending::Interrupted).await;
     }
 
-    // From here on the hosts change; every failure goes through recovery.
-    let uri = plan.migration_uri().unwrap_or_default().to_string();
-    enter(&mut clock, sink, Phase::Configure);
-    let setup = Setup {
-        downtime_limit_ms: plan.limits.downtime.as_millis() as u64,
-        max_bandwidth: plan.limits.max_bandwidth.map(|r| r.bytes_per_sec()),
-        arm_auto_converge: plan.policy.escalation.contains(&Step::Throttle)
-            && plan.policy.throttle == ThrottleMethod::AutoConverge,
-        switchover_ack: plan.devices.iter().any(|d| d.precopy),
-    };
-    if let Err(e) = driver.configure(&setup).await {
-        return finish(
-            plan,
-            driver,
-            &mut events,
-            sink,
-            clock,
-            seen,
-            Ending::Failed(e.to_string()),
-        )
-        .await;
-    }
+    // From here on the hosts change; every way out goes through `finish` (verify or
+    // recover) below.
+    let start_limit = plan.limits.downtime.as_millis() as u64;
+    let (ending, downtime_limit_ms) = 'change: {
+        let uri = plan.migration_uri().unwrap_or_default().to_string();
+        enter(&mut clock, sink, Phase::Configure);
+        let setup = Setup {
+            downtime_limit_ms: start_limit,
+            max_bandwidth: plan.limits.max_bandwidth.map(|r| r.bytes_per_sec()),
+            arm_auto_converge: plan.policy.escalation.contains(&Step::Throttle)
+                && plan.policy.throttle == ThrottleMethod::AutoConverge,
+            switchover_ack: plan.devices.iter().any(|d| d.precopy),
+        };
+        if let Err(e) = driver.configure(&setup).await {
+            break 'change (Ending::Failed(e.to_string()), start_limit);
+        }
 
-    if let Some(listen) = &plan.destination.listen {
-        enter(&mut clock, sink, Phase::Listen);
-        if let Err(e) = driver.listen(listen).await {
-            return finish(
+        if let Some(listen) = &plan.destination.listen {
+            enter(&mut clock, sink, Phase::Listen);
+            if let Err(e) = driver.listen(listen).await {
+                break 'change (Ending::Failed(e.to_string()), start_limit);
+            }
+        }
+
+        enter(&mut clock, sink, Phase::Migrate);
+        let started = Instant::now();
+        seen.started = Some(started);
+        seen.gate = DeviceGate::new(devices.follow, started, plan.limits.saving_timeout);
+        if let Err(e) = driver.start(&uri).await {
+            break 'change (Ending::Failed(e.to_string()), start_limit);
+        }
+
+        enter(&mut clock, sink, Phase::Converge);
+        let (end, downtime_limit_ms) = {
+            let mut converge = Converge::new(
                 plan,
                 driver,
-                &mut events,
                 sink,
-                clock,
-                seen,
-                Ending::Failed(e.to_string()),
-            )
-            .await;
-        }
-    }
+                &mut events,
+                &mut interrupt,
+                &mut seen,
+                started,
+                facts.source.kvm,
+                facts.source.dirty_ring_size.is_some(),
+            );
+            let end = converge.run().await;
+            (end, converge.state.downtime_limit_ms)
+        };
 
-    enter(&mut clock, sink, Phase::Migrate);
-    let started = Instant::now();
-    seen.started = Some(started);
-    seen.gate = DeviceGate::new(devices.follow, started, plan.limits.saving_timeout);
-    if let Err(e) = driver.start(&uri).await {
-        return finish(
-            plan,
-            driver,
-            &mut events,
-            sink,
-            clock,
-            seen,
-            Ending::Failed(e.to_string()),
-        )
-        .await;
-    }
-
-    enter(&mut clock, sink, Phase::Converge);
-    let end = {
-        let mut converge = Converge::new(
-            plan,
-            driver,
-            sink,
-            &mut events,
-            &mut interrupt,
-            &mut seen,
-            started,
-            facts.source.kvm,
-            facts.source.dirty_ring_size.is_some(),
-        );
-        let end = converge.run().await;
-        (end, converge.state.downtime_limit_ms)
-    };
-    let (end, downtime_limit_ms) = end;
-
-    let ending = match end {
-        LoopEnd::PreSwitchover(at) => {
-            enter(&mut clock, sink, Phase::Switchover);
-            // Device events sent before QEMU paused are already queued: take them in.
-            while let Ok(event) = events.try_recv() {
-                seen.record_late(&event, "pre-switchover");
-            }
-            let refusal = match seen.gate.check_switchover() {
-                Err(violation) => Some(violation.to_string()),
-                Ok(()) => pause_too_long(plan, &seen),
-            };
-            if let Some(reason) = refusal {
-                let report = finish(
-                    plan,
-                    driver,
-                    &mut events,
-                    sink,
-                    clock,
-                    seen,
-                    Ending::Aborted(reason),
-                )
-                .await;
-                return report;
-            }
-            // QEMU has stopped the VM; every microsecond here is guest downtime.
-            match driver.continue_switchover().await {
-                Ok(()) => {
-                    seen.switchover_latency = Some(at.elapsed());
-                    crate::verify::wait_for_completion(
-                        driver,
-                        &mut events,
-                        &mut seen,
-                        plan.limits.max_downtime * 2,
-                    )
-                    .await
+        let ending = match end {
+            LoopEnd::PreSwitchover(at) => {
+                enter(&mut clock, sink, Phase::Switchover);
+                // Device events sent before QEMU paused are already queued: take them in.
+                while let Ok(event) = events.try_recv() {
+                    seen.record_late(&event, "pre-switchover");
                 }
-                Err(e) => Ending::Failed(format!("could not continue at pre-switchover: {e}")),
+                let refusal = match seen.gate.check_switchover() {
+                    Err(violation) => Some(violation.to_string()),
+                    Ok(()) => pause_too_long(plan, &seen),
+                };
+                if let Some(reason) = refusal {
+                    break 'change (Ending::Aborted(reason), downtime_limit_ms);
+                }
+                // QEMU has stopped the VM; every microsecond here is guest downtime.
+                match driver.continue_switchover().await {
+                    Ok(()) => {
+                        seen.switchover_latency = Some(at.elapsed());
+                        crate::verify::wait_for_completion(
+                            driver,
+                            &mut events,
+                            &mut seen,
+                            plan.limits.max_downtime * 2,
+                        )
+                        .await
+                    }
+                    Err(e) => Ending::Failed(format!("could not continue at pre-switchover: {e}")),
+                }
             }
-        }
-        LoopEnd::Completed => Ending::Completed,
-        LoopEnd::Abort(reason) => Ending::Aborted(match seen.history.last() {
-            Some(last) => format!("pass {}: {reason}", last.pass),
-            None => reason.to_string(),
-        }),
-        LoopEnd::Device(violation) => Ending::Aborted(violation.to_string()),
-        LoopEnd::Interrupted => Ending::Interrupted,
-        LoopEnd::Failed(e) => Ending::Failed(e),
+            LoopEnd::Completed => Ending::Completed,
+            LoopEnd::Abort(reason) => Ending::Aborted(match seen.history.last() {
+                Some(last) => format!("pass {}: {reason}", last.pass),
+                None => reason.to_string(),
+            }),
+            LoopEnd::Device(violation) => Ending::Aborted(violation.to_string()),
+            LoopEnd::Interrupted => Ending::Interrupted,
+            LoopEnd::Failed(e) => Ending::Failed(e),
+        };
+        (ending, downtime_limit_ms)
     };
     let mut report = finish(plan, driver, &mut events, sink, clock, seen, ending).await;
     report.downtime_limit_ms = downtime_limit_ms.max(report.downtime_limit_ms);
