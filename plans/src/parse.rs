@@ -414,11 +414,7 @@ fn read_limits(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes, spans: &mut S
             spans.record(format!("limits.{key}"), at);
         }
     }
-    let failed = (r.has("downtime") && downtime.is_none())
-        || (r.has("max_downtime") && max_downtime.is_none())
-        || (r.has("max_bandwidth") && max_bandwidth.is_none())
-        || (r.has("deadline") && deadline.is_none())
-        || (r.has("saving_timeout") && saving_timeout.is_none());
+    let failed = r.failed();
     r.finish(m);
     if failed {
         return None;
@@ -480,20 +476,7 @@ fn read_convergence(
         spans.record("convergence.sample_interval".into(), si);
     }
     let stall_passes = r.integer(m, "stall_passes", 1..=100);
-    let failed = [
-        "sample_interval",
-        "dirty_rate",
-        "kernel_mode",
-        "calc_time",
-        "stall_passes",
-    ]
-    .iter()
-    .any(|k| r.has(k))
-        && (r.has("sample_interval") && sample_interval.is_none()
-            || r.has("dirty_rate") && dirty_rate.is_none()
-            || r.has("kernel_mode") && kernel_mode.is_none()
-            || r.has("calc_time") && calc_time.is_none()
-            || r.has("stall_passes") && stall_passes.is_none());
+    let failed = r.failed();
     r.finish(m);
     if failed {
         return None;
@@ -568,18 +551,7 @@ fn read_policy(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes, spans: &mut S
     if let Some(f) = &force {
         spans.record("policy.force".into(), f);
     }
-    for key in KEYS.iter().skip(1) {
-        let read = match *key {
-            "on_deadline" => on_deadline.is_some(),
-            "throttle" => throttle.is_some(),
-            "dirty_limit" => dirty_limit.is_some(),
-            "throttle_initial" => initial.is_some(),
-            "throttle_increment" => increment.is_some(),
-            "throttle_max" => max.is_some(),
-            _ => force.is_some(),
-        };
-        failed |= r.has(key) && !read;
-    }
+    failed |= r.failed();
     r.finish(m);
     if failed {
         return None;

@@ -4,6 +4,7 @@
 //! serde's derive stops at the first error and loses the positions of values that parsed
 //! but fail a later check; reading the tree by hand keeps a span for every key and value.
 
+use std::cell::Cell;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ pub(crate) struct TableReader<'a, 'i> {
     span: Range<usize>,
     table: &'a DeTable<'i>,
     known: &'static [&'static str],
+    failed: Cell<bool>,
 }
 
 fn type_name(v: &DeValue<'_>) -> &'static str {
@@ -85,6 +87,7 @@ impl<'a, 'i> TableReader<'a, 'i> {
             span,
             table,
             known,
+            failed: Cell::new(false),
         }
     }
 
@@ -110,9 +113,22 @@ impl<'a, 'i> TableReader<'a, 'i> {
         self.entry(key).is_some()
     }
 
+    /// Records a mistake about one of this table's values.
+    fn fail(&self, m: &mut Mistakes, d: Diagnostic) {
+        self.failed.set(true);
+        m.push(d);
+    }
+
+    /// Whether reading any value of this table produced a mistake (missing required
+    /// keys included; unknown keys are reported by [`TableReader::finish`]).
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.get()
+    }
+
     /// Reports a missing required key.
     pub(crate) fn missing(&self, m: &mut Mistakes, key: &str, hint: &str) {
-        m.push(
+        self.fail(
+            m,
             Diagnostic::new(
                 self.key_path(key),
                 self.span.clone(),
@@ -123,7 +139,8 @@ impl<'a, 'i> TableReader<'a, 'i> {
     }
 
     fn wrong_type(&self, m: &mut Mistakes, key: &str, v: &Spanned<DeValue<'_>>, want: &str) {
-        m.push(
+        self.fail(
+            m,
             Diagnostic::new(
                 self.key_path(key),
                 v.span(),
@@ -182,7 +199,8 @@ impl<'a, 'i> TableReader<'a, 'i> {
                 span: v.span(),
             }),
             _ => {
-                m.push(
+                self.fail(
+                    m,
                     Diagnostic::new(
                         self.key_path(key),
                         v.span(),
@@ -209,7 +227,8 @@ impl<'a, 'i> TableReader<'a, 'i> {
     ) -> Option<At<T>> {
         let (v, _) = self.entry(key)?;
         let DeValue::String(s) = v.get_ref() else {
-            m.push(
+            self.fail(
+                m,
                 Diagnostic::new(
                     self.key_path(key),
                     v.span(),
@@ -228,7 +247,8 @@ impl<'a, 'i> TableReader<'a, 'i> {
                 span: v.span(),
             }),
             Err(e) => {
-                m.push(
+                self.fail(
+                    m,
                     Diagnostic::new(self.key_path(key), v.span(), e.to_string())
                         .hint(format!("write e.g. `{key} = \"{example}\"`")),
                 );
@@ -247,7 +267,8 @@ impl<'a, 'i> TableReader<'a, 'i> {
     ) -> Option<At<Duration>> {
         let d = self.quantity(m, key, "a duration", example, parse_duration)?;
         if !allow_zero && d.value.is_zero() {
-            m.push(
+            self.fail(
+                m,
                 Diagnostic::new(self.key_path(key), d.span, "must be greater than zero")
                     .hint(format!("write e.g. `{key} = \"{example}\"`")),
             );
@@ -265,7 +286,8 @@ impl<'a, 'i> TableReader<'a, 'i> {
     pub(crate) fn rate(&self, m: &mut Mistakes, key: &str, example: &str) -> Option<At<Rate>> {
         let r = self.quantity(m, key, "a rate", example, Rate::parse)?;
         if r.value.0 == 0 {
-            m.push(
+            self.fail(
+                m,
                 Diagnostic::new(self.key_path(key), r.span, "must be greater than zero")
                     .hint(format!("write e.g. `{key} = \"{example}\"`")),
             );
@@ -289,7 +311,8 @@ impl<'a, 'i> TableReader<'a, 'i> {
             }),
             None => {
                 let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-                m.push(
+                self.fail(
+                    m,
                     Diagnostic::new(
                         self.key_path(key),
                         s.span,
