@@ -411,15 +411,10 @@ async fn finish<D: Driver>(
     report.pass_history = seen.history;
     report.source_state = src_state;
     report.destination_state = dst_state;
-    report.rc = match (report.exit_code_for(), interrupted) {
+    report.rc = match (report.exit_status(), interrupted) {
         (ExitStatus::NotMigrated, true) => ExitStatus::Interrupted,
         (code, _) => code,
     } as i32;
     report
 }
 
-impl Report {
-    fn exit_code_for(&self) -> ExitStatus {
-        self.exit_status()
-    }
-}
