@@ -19,10 +19,10 @@ pub enum Phase {
     Connect,
     /// Reading facts and checking both sides are ready.
     Preflight,
-    /// Making the destination listen.
-    Listen,
     /// Setting capabilities and parameters.
     Configure,
+    /// Making the destination listen.
+    Listen,
     /// Sending `migrate`.
     Migrate,
     /// Watching passes, asking the policy.
@@ -41,8 +41,8 @@ impl Phase {
         match self {
             Phase::Connect => "connect",
             Phase::Preflight => "preflight",
-            Phase::Listen => "listen",
             Phase::Configure => "configure",
+            Phase::Listen => "listen",
             Phase::Migrate => "migrate",
             Phase::Converge => "converge",
             Phase::Switchover => "switchover",
