@@ -10,3 +10,4 @@
 pub mod devmodel;
 pub mod qemu;
 pub mod qmp;
+pub mod sim;

@@ -417,4 +417,3 @@ async fn finish<D: Driver>(
     } as i32;
     report
 }
-
