@@ -103,7 +103,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__demo)
-            opts="-o -q -h --scenario --keep --no-devices --output --quiet --help"
+            opts="-o -q -h --scenario --keep --no-devices --sim --output --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -60,6 +60,7 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s o -l 
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l no-devices -d 'Migrate without the two modelled VFIO devices'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l sim -d 'Use the built-in simulated hypervisor pair instead of starting QEMU (chosen automatically when qemu-system-x86_64 is not installed)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'

@@ -81,6 +81,10 @@ pub enum Command {
         /// Migrate without the two modelled VFIO devices.
         #[arg(long)]
         no_devices: bool,
+        /// Use the built-in simulated hypervisor pair instead of starting QEMU (chosen
+        /// automatically when qemu-system-x86_64 is not installed).
+        #[arg(long)]
+        sim: bool,
     },
     /// Print shell completions.
     Completions {

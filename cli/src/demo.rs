@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use backends::devmodel::{ModelDevice, Proxy, ProxyConfig, Role};
+use backends::sim::{SimDevice, SimDriver, SimVm};
 use plans::Plan;
 use rig::{Accel, GuestParams, PairOptions, QemuPair};
 
@@ -118,7 +119,22 @@ pub fn guest_for(scenario: Scenario) -> GuestParams {
 }
 
 /// Runs the demo and returns the exit code of the migration.
-pub fn run(scenario: Scenario, keep: Option<&Path>, devices: bool, output: Output, quiet: bool) -> i32 {
+pub fn run(
+    scenario: Scenario,
+    keep: Option<&Path>,
+    devices: bool,
+    sim: bool,
+    output: Output,
+    quiet: bool,
+) -> i32 {
+    if sim || !qemu_installed() {
+        if !sim && !quiet {
+            eprintln!(
+                "vfio-migrate demo: qemu-system-x86_64 is not installed; using the simulated hypervisor pair"
+            );
+        }
+        return run_simulated(scenario, keep, devices, output, quiet);
+    }
     let options = PairOptions {
         guest: guest_for(scenario),
         accel: Accel::Auto,
@@ -243,4 +259,62 @@ fn start_proxies(pair: &QemuPair) -> Result<Proxies, String> {
         destination,
         _runtime: runtime,
     })
+}
+
+fn qemu_installed() -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join("qemu-system-x86_64").is_file())
+    })
+}
+
+/// The same scenario on the built-in simulated pair: QEMU's migration behaviour
+/// modelled in process, in real time, with the guest's workload as its dirty rate.
+fn run_simulated(scenario: Scenario, keep: Option<&Path>, devices: bool, output: Output, quiet: bool) -> i32 {
+    const MIB: u64 = 1 << 20;
+    let guest = guest_for(scenario);
+    let vm = SimVm {
+        wss_bytes: u64::from(guest.wss_mb) * MIB,
+        dirty_rate: u64::from(guest.rate_mb) * MIB,
+        devices: if devices {
+            demo_devices()
+                .iter()
+                .map(|d| SimDevice::new(&d.id, d.precopy, d.state_size))
+                .collect()
+        } else {
+            Vec::new()
+        },
+        ..SimVm::default()
+    };
+    if !quiet {
+        eprintln!(
+            "vfio-migrate demo: simulated pair (no QEMU): guest dirties {} MiB/s over {} MiB{}",
+            guest.rate_mb,
+            guest.wss_mb,
+            if devices {
+                ", with simulated VFIO devices gpu0 (pre-copy, 64 MiB) and nic0 (stop-copy only, 8 MiB)"
+            } else {
+                ""
+            }
+        );
+    }
+    let text = plan_text(
+        scenario,
+        Path::new("/simulated/source.qmp"),
+        Path::new("/simulated/destination.qmp"),
+        49152,
+        devices,
+    );
+    if let Some(dir) = keep {
+        let path = dir.join("demo-plan.toml");
+        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &text)) {
+            eprintln!("vfio-migrate demo: cannot write {}: {e}", path.display());
+        }
+    }
+    match plans::load("<demo plan>", &text) {
+        Ok(plan) => crate::migrate_with(&plan, SimDriver::new(vm), output, quiet),
+        Err(e) => {
+            eprintln!("{e}");
+            engine::ExitStatus::InvalidPlan as i32
+        }
+    }
 }

@@ -35,9 +35,10 @@ pub fn run(cli: Cli) -> i32 {
                 scenario,
                 keep,
                 no_devices,
+                sim,
             }),
             _,
-        ) => demo::run(scenario, keep.as_deref(), !no_devices, output, cli.quiet),
+        ) => demo::run(scenario, keep.as_deref(), !no_devices, sim, output, cli.quiet),
         (Some(Command::Completions { shell }), _) => {
             generate::completions(shell, &mut std::io::stdout());
             0
@@ -90,6 +91,11 @@ fn migrate_file(path: &Path, output: Output, quiet: bool) -> i32 {
 
 /// Migrates a loaded plan over QMP and renders the run; returns the exit code.
 pub fn migrate_plan(plan: &Plan, output: Output, quiet: bool) -> i32 {
+    migrate_with(plan, QmpDriver::new(plan), output, quiet)
+}
+
+/// Migrates a loaded plan with any driver (QMP, or the simulator for the demo).
+pub fn migrate_with<D: engine::Driver>(plan: &Plan, mut driver: D, output: Output, quiet: bool) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -100,7 +106,6 @@ pub fn migrate_plan(plan: &Plan, output: Output, quiet: bool) -> i32 {
     runtime.block_on(async {
         let interrupt = signals::watch_interrupts();
         let mut renderer = Renderer::new(output, quiet);
-        let mut driver = QmpDriver::new(plan);
         let report = engine::migrate(plan, &mut driver, &mut renderer, interrupt).await;
         renderer.finish(output, &report);
         report.rc
