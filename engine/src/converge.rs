@@ -329,6 +329,7 @@ impl<'a, D: Driver> Converge<'a, D> {
             transferred: sample.transferred_bytes,
             dirty_rate: self.dirty_rate(sample).unwrap_or(0),
             bandwidth: sample.bandwidth,
+            cpu_throttle: sample.cpu_throttle_percentage.unwrap_or(0),
         };
         self.sink.emit(EngineEvent::Pass(record.clone()));
         self.seen.history.push(record);

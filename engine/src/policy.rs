@@ -47,6 +47,8 @@ pub struct PassRecord {
     pub dirty_rate: u64,
     /// Throughput in bytes/s.
     pub bandwidth: u64,
+    /// Auto-converge's throttle at the boundary, percent (0 when not throttling).
+    pub cpu_throttle: u64,
 }
 
 /// Why a pass counts as not converging.
@@ -284,6 +286,11 @@ pub fn decide(plan: &Plan, history: &[PassRecord], state: &PolicyState, ctx: Con
     ) else {
         return Decision::Continue;
     };
+    if auto_converge_ramping(plan, history, state) {
+        // QEMU raises the throttle one increment at a time, at most every other sync: the
+        // step is still being taken, not exhausted. The deadline stays the backstop.
+        return Decision::Continue;
+    }
     escalate(plan, history, state, ctx, stall)
 }
 
@@ -301,6 +308,19 @@ fn stalled_run(window: &[PassRecord], downtime_ms: u64, ctx: Context, needed: u3
         }
     }
     last
+}
+
+/// Whether the last step taken was auto-converge and QEMU is throttling but still below
+/// the plan's maximum. A throttle that never engaged (0%) does not hold the escalation.
+fn auto_converge_ramping(plan: &Plan, history: &[PassRecord], state: &PolicyState) -> bool {
+    let last_taken = state
+        .next_step
+        .checked_sub(1)
+        .and_then(|i| plan.policy.escalation.get(i));
+    let throttle = history.last().map_or(0, |r| r.cpu_throttle);
+    last_taken == Some(&Step::Throttle)
+        && plan.policy.throttle == ThrottleMethod::AutoConverge
+        && (1..u64::from(plan.policy.throttle_max)).contains(&throttle)
 }
 
 fn escalate(

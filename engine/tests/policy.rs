@@ -37,6 +37,7 @@ fn pass(n: u64, remaining_mib: u64, dirty_mib: u64, bandwidth_mib: u64) -> PassR
         transferred: n * 256 * MIB,
         dirty_rate: dirty_mib * MIB,
         bandwidth: bandwidth_mib * MIB,
+        cpu_throttle: 0,
     }
 }
 
@@ -264,4 +265,23 @@ fn remaining_scattering_near_the_threshold_is_not_a_stall() {
     // around it (27, 60, 36 MiB) before one fits.
     let history = vec![pass(5, 27, 50, 128), pass(6, 60, 50, 128), pass(7, 36, 50, 128)];
     assert_eq!(policy::decide(&p, &history, &state(), CTX), Decision::Continue);
+}
+
+#[test]
+fn auto_converge_gets_to_ramp_up_to_its_maximum_before_the_next_step() {
+    let p = plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"auto-converge\"\nthrottle_max = 90");
+    let mut s = state();
+    s.next_step = 1;
+    let mut ramping = hot_guest();
+    for r in &mut ramping {
+        r.cpu_throttle = 41;
+    }
+    assert_eq!(policy::decide(&p, &ramping, &s, CTX), Decision::Continue);
+    for r in &mut ramping {
+        r.cpu_throttle = 90;
+    }
+    assert!(matches!(
+        policy::decide(&p, &ramping, &s, CTX),
+        Decision::Abort(_)
+    ));
 }
