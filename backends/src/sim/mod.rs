@@ -62,8 +62,6 @@ mod passes;
 mod ram;
 mod switchover;
 
-use std::time::Duration;
-
 pub use driver::{SimDriver, SimInspector};
 
 /// One mebibyte.
@@ -141,34 +139,6 @@ impl SimDevice {
     }
 }
 
-/// A device misbehaving the way real ones do. Times count from `migrate`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SimFault {
-    /// Behaves.
-    None,
-    /// A pre-copy device that never leaves `running` (so, with `switchover-ack`, QEMU
-    /// never gets the acknowledgement and never switches over).
-    NeverSaving,
-    /// A pre-copy device that reaches `pre-copy` only this long after `migrate`, while
-    /// the migration goes on without it.
-    SlowToSaving(Duration),
-    /// Reading its pre-copy data fails this long after `migrate`: the migration fails
-    /// ("vfio: error while saving device ID state"), the devices go back to `running`
-    /// and the source keeps running.
-    ErrorInPrecopy {
-        /// When.
-        after: Duration,
-    },
-    /// Draining its stop-copy state takes this much longer (downtime grows).
-    SlowStopCopy(Duration),
-    /// It disappears this long after `migrate` (`DEVICE_DELETED`). QEMU refuses
-    /// `device_del` while migrating, so this stands for a removal QEMU did not start
-    /// (surprise removal on the host); the migration itself goes on.
-    UnplugDuringMigration {
-        /// When.
-        after: Duration,
-    },
-    /// It changes state as it should but no `VFIO_MIGRATION` event is ever emitted,
-    /// though `migration-events` reads `true`.
-    EventsMissing,
-}
+/// A device misbehaving the way real ones do; the same faults the device model over
+/// real QEMU injects ([`crate::devmodel::Fault`]). Times count from `migrate`.
+pub use crate::devmodel::Fault as SimFault;

@@ -254,7 +254,7 @@ impl Model {
         let vm_running = self.src_run == RunState::Running;
         let out = self.out.clone();
         let d = &mut self.devices[i];
-        match d.cfg.fault.clone() {
+        match d.cfg.fault {
             SimFault::SlowToSaving(_)
                 if active && d.present && d.state == DeviceState::Running && vm_running =>
             {
