@@ -1,5 +1,9 @@
 //! The VFIO device model (a QMP proxy) over two real QEMUs migrating over loopback.
-//! Skipped, with a note on stderr, where QEMU is not installed.
+//! Skipped, with a note on stderr, where QEMU is not installed (but never in CI).
+
+mod support;
+
+use support::{qemu_installed, QEMU};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,7 +14,6 @@ use backends::qmp::{QmpClient, QmpEndpoint, QmpEvent};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, Semaphore};
 
-const QEMU: &str = "qemu-system-x86_64";
 const TIMEOUT: Duration = Duration::from_secs(10);
 const MIB: u64 = 1024 * 1024;
 const LINK: u64 = 128 * MIB;
@@ -43,19 +46,6 @@ impl Drop for Rig {
         let _ = self.src.child.wait();
         let _ = self.dst.child.wait();
     }
-}
-
-fn qemu_installed() -> bool {
-    let found = Command::new(QEMU)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        eprintln!("{QEMU} not installed: skipping");
-    }
-    found
 }
 
 /// A paused (`-S`) PC machine without a guest; KVM if it works here, else TCG.

@@ -1,5 +1,9 @@
 //! The QMP client against a real QEMU (`qemu-system-x86_64`, TCG, paused with `-S`).
-//! Skipped, with a note on stderr, where QEMU is not installed.
+//! Skipped, with a note on stderr, where QEMU is not installed (but never in CI).
+
+mod support;
+
+use support::{qemu_installed, QEMU};
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -9,7 +13,6 @@ use std::time::{Duration, Instant};
 use backends::qmp::{QmpClient, QmpEndpoint, QmpError};
 use serde_json::json;
 
-const QEMU: &str = "qemu-system-x86_64";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A QEMU process killed (and waited for: that takes a while here) on drop.
@@ -24,19 +27,6 @@ impl Drop for Qemu {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn qemu_installed() -> bool {
-    let found = Command::new(QEMU)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        eprintln!("{QEMU} not installed: skipping");
-    }
-    found
 }
 
 /// Starts a paused (`-S`) PC machine with a QMP monitor on a unix socket, or on
