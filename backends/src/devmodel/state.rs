@@ -643,15 +643,7 @@ impl Model {
         }
         self.vm_running = false;
         self.freeze_precopy();
-        for i in self.present() {
-            if self.devices[i].cfg.p2p {
-                let next = match self.devices[i].state {
-                    DeviceState::PreCopy | DeviceState::PreCopyP2p => DeviceState::PreCopyP2p,
-                    _ => DeviceState::RunningP2p,
-                };
-                self.set_state(i, next);
-            }
-        }
+        self.enter_p2p();
         for i in self.present() {
             let next = if self.devices[i].state.is_precopy() {
                 DeviceState::StopCopy
@@ -662,11 +654,9 @@ impl Model {
         }
     }
 
-    fn vm_started(&mut self) {
-        if self.vm_running {
-            return;
-        }
-        self.vm_running = true;
+    /// QEMU passes p2p-capable devices through their p2p state (DMA to peers quiesced)
+    /// on every VM run-state change, before the final state.
+    fn enter_p2p(&mut self) {
         for i in self.present() {
             if self.devices[i].cfg.p2p {
                 let next = match self.devices[i].state {
@@ -676,6 +666,14 @@ impl Model {
                 self.set_state(i, next);
             }
         }
+    }
+
+    fn vm_started(&mut self) {
+        if self.vm_running {
+            return;
+        }
+        self.vm_running = true;
+        self.enter_p2p();
         for i in self.present() {
             self.set_state(i, DeviceState::Running);
         }
