@@ -76,10 +76,20 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
+/// Connects, retrying while QEMU has bound its socket but not yet listens on it (a
+/// connection is refused in that moment).
 async fn connect(qemu: &Qemu, label: &str) -> QmpClient {
-    QmpClient::connect(&qemu.endpoint, label, TIMEOUT)
-        .await
-        .expect("connect to QEMU")
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match QmpClient::connect(&qemu.endpoint, label, TIMEOUT).await {
+            Ok(client) => return client,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("QEMU not listening yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("connect to QEMU: {e:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use backends::sim::{SimDevice, SimDriver, SimFault, SimVm, MIB};
 use engine::driver::{
-    DeviceState, DirtyRateMode, Driver, DriverEvent, MigrationStatus, RunState, Setup, Side, Throttle,
+    DeviceEvents, DeviceState, DirtyRateMode, Driver, DriverEvent, KernelDirtyRate, Listen, MigrationStatus,
+    RunState, Setup, Side, SwitchoverHold, Throttle,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::sleep;

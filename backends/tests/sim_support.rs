@@ -109,7 +109,7 @@ pub fn describe(run: &Run) -> String {
         r.downtime_ms,
         r.paused_ms,
         r.total_ms,
-        r.actions.iter().map(|a| (a.step.clone(), a.at, a.pass)).collect::<Vec<_>>(),
+        r.actions.iter().map(|a| (a.step, a.at, a.pass)).collect::<Vec<_>>(),
         notes(&run.events)
     )
 }

@@ -4,16 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-
-/// Exit codes, as `--help` shows them.
-pub const EXIT_CODES: &str = "\
-Exit codes:
-  0    migrated: the VM runs on the destination
-  1    not migrated (aborted by policy or failed); the VM runs on the source
-  2    invalid plan or usage
-  3    hosts not ready (preflight); nothing was changed
-  4    the VM needs attention: where it runs could not be confirmed
-  130  interrupted: migration cancelled, the VM runs on the source";
+use engine::ExitStatus;
 
 /// Live-migrate a QEMU/KVM VM that owns VFIO devices, as a TOML plan describes.
 #[derive(Debug, Parser)]
@@ -21,7 +12,7 @@ Exit codes:
     name = "vfio-migrate",
     version,
     about,
-    after_help = EXIT_CODES,
+    after_help = ExitStatus::help_table(),
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
@@ -57,7 +48,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Migrate the VM as the plan says.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = ExitStatus::help_table())]
     Migrate {
         /// The plan file.
         plan: PathBuf,
@@ -70,7 +61,7 @@ pub enum Command {
     /// Print the plan's JSON Schema.
     Schema,
     /// Start two local QEMUs with a bundled dirtying guest and migrate it between them.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = ExitStatus::help_table())]
     Demo {
         /// What the guest does and how the bundled plan reacts.
         #[arg(long, value_enum, default_value_t = Scenario::Converge)]

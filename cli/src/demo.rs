@@ -311,7 +311,7 @@ fn run_simulated(scenario: Scenario, keep: Option<&Path>, devices: bool, output:
         }
     }
     match plans::load("<demo plan>", &text) {
-        Ok(plan) => crate::migrate_with(&plan, SimDriver::new(vm), output, quiet),
+        Ok(plan) => crate::migrate_with(&plan, &mut SimDriver::new(vm), output, quiet),
         Err(e) => {
             eprintln!("{e}");
             engine::ExitStatus::InvalidPlan as i32

@@ -15,7 +15,6 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use args::{Cli, Command, Output};
-use backends::qemu::QmpDriver;
 use engine::report::ExitStatus;
 use plans::Plan;
 use render::Renderer;
@@ -89,24 +88,25 @@ fn migrate_file(path: &Path, output: Output, quiet: bool) -> i32 {
     }
 }
 
-/// Migrates a loaded plan over QMP and renders the run; returns the exit code.
+/// Migrates a loaded plan with the backend it names and renders the run; returns the
+/// exit code.
 pub fn migrate_plan(plan: &Plan, output: Output, quiet: bool) -> i32 {
-    migrate_with(plan, QmpDriver::new(plan), output, quiet)
+    migrate_with(plan, backends::open(plan).as_mut(), output, quiet)
 }
 
-/// Migrates a loaded plan with any driver (QMP, or the simulator for the demo).
-pub fn migrate_with<D: engine::Driver>(plan: &Plan, mut driver: D, output: Output, quiet: bool) -> i32 {
+/// Migrates a loaded plan with any driver (a backend, or the simulator for the demo).
+pub fn migrate_with(plan: &Plan, driver: &mut dyn engine::Driver, output: Output, quiet: bool) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vfio-migrate: cannot start the async runtime: {e}");
-            return ExitStatus::NeedsAttention as i32;
+            return ExitStatus::NeedsAttention.code();
         }
     };
     runtime.block_on(async {
         let interrupt = signals::watch_interrupts();
         let mut renderer = Renderer::new(output, quiet);
-        let report = engine::migrate(plan, &mut driver, &mut renderer, interrupt).await;
+        let report = engine::migrate(plan, driver, &mut renderer, interrupt).await;
         renderer.finish(output, &report);
         report.rc
     })

@@ -37,3 +37,16 @@ fn generated_files_are_up_to_date() {
         stale.join(", ")
     );
 }
+
+#[test]
+fn the_docs_list_the_exit_codes_the_code_has() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let table = engine::ExitStatus::markdown_table();
+    for doc in ["README.md", "docs/report.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).expect("read doc");
+        assert!(
+            text.contains(&table),
+            "{doc} must contain the exit code table:\n{table}"
+        );
+    }
+}

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use plans::{DirtyRateSource, KernelDirtyMode, Plan};
-use tokio::sync::{mpsc, watch};
+use plans::{DirtyRateSource, KernelDirtyMode};
+use tokio::sync::watch;
 
-use crate::driver::{DirtyRateMode, Driver, DriverEvent, MigrationStatus, Sample, Side};
-use crate::events::{EngineEvent, EventSink, Progress};
+use crate::driver::{DirtyRateMode, DriverEvent, MigrationStatus, Sample, Side, SideFacts};
+use crate::events::{EngineEvent, Progress};
+use crate::gate::GateViolation;
+use crate::outcome::Reason;
 use crate::policy::{self, Action, Context, Decision, PassRecord, PolicyState};
 use crate::report::ActionRecord;
-use crate::run::Observed;
+use crate::state::{display_id, Run};
 
 /// How the loop ended.
 #[derive(Debug)]
@@ -24,14 +26,14 @@ pub(crate) enum LoopEnd {
     PreSwitchover(Instant),
     /// The migration completed without stopping at pre-switchover.
     Completed,
-    /// The policy decided to cancel.
-    Abort(policy::AbortReason),
-    /// A VFIO device did not behave as a migration needs.
-    Device(crate::gate::GateViolation),
-    /// The operator interrupted.
-    Interrupted,
-    /// The migration failed, or a side stopped answering.
-    Failed(String),
+    /// The migration cannot go on, for this reason.
+    Stopped(Reason),
+}
+
+impl From<GateViolation> for LoopEnd {
+    fn from(violation: GateViolation) -> Self {
+        LoopEnd::Stopped(Reason::Device { violation })
+    }
 }
 
 /// Where dirty rates come from during this run.
@@ -52,16 +54,12 @@ impl RateSource {
 }
 
 /// The loop's working state.
-pub(crate) struct Converge<'a, D: Driver> {
-    pub(crate) plan: &'a Plan,
-    pub(crate) driver: &'a mut D,
-    pub(crate) sink: &'a mut dyn EventSink,
-    pub(crate) events: &'a mut mpsc::UnboundedReceiver<DriverEvent>,
-    pub(crate) interrupt: &'a mut watch::Receiver<bool>,
-    pub(crate) seen: &'a mut Observed,
-    pub(crate) started: Instant,
-    pub(crate) state: PolicyState,
-    pub(crate) ctx: Context,
+pub(crate) struct Converge<'r, 'a> {
+    run: &'r mut Run<'a>,
+    interrupt: &'r mut watch::Receiver<bool>,
+    started: Instant,
+    state: PolicyState,
+    ctx: Context,
     rate_source: RateSource,
     kernel_rate: Option<u64>,
     measuring: bool,
@@ -71,50 +69,27 @@ pub(crate) struct Converge<'a, D: Driver> {
     deferred_noted: bool,
 }
 
-impl<'a, D: Driver> Converge<'a, D> {
-    #[allow(clippy::too_many_arguments)]
+impl<'r, 'a> Converge<'r, 'a> {
+    /// A loop for the migration `run` started at `started`, on a source described by
+    /// `source`.
     pub(crate) fn new(
-        plan: &'a Plan,
-        driver: &'a mut D,
-        sink: &'a mut dyn EventSink,
-        events: &'a mut mpsc::UnboundedReceiver<DriverEvent>,
-        interrupt: &'a mut watch::Receiver<bool>,
-        seen: &'a mut Observed,
+        run: &'r mut Run<'a>,
+        interrupt: &'r mut watch::Receiver<bool>,
         started: Instant,
-        kvm: bool,
-        dirty_ring: bool,
+        source: &SideFacts,
     ) -> Self {
-        let rate_source = match (plan.convergence.dirty_rate, plan.convergence.kernel_mode) {
-            (DirtyRateSource::Stats, _) => RateSource::Stats,
-            _ if !kvm => RateSource::Stats,
-            (_, KernelDirtyMode::DirtyRing) => RateSource::Kernel(DirtyRateMode::DirtyRing),
-            (_, KernelDirtyMode::DirtyBitmap) => RateSource::Kernel(DirtyRateMode::DirtyBitmap),
-            (_, KernelDirtyMode::Auto) if dirty_ring => RateSource::Kernel(DirtyRateMode::DirtyRing),
-            (_, KernelDirtyMode::Auto) => RateSource::Kernel(DirtyRateMode::DirtyBitmap),
-        };
-        if plan.convergence.dirty_rate == DirtyRateSource::Kernel && !kvm {
-            sink.emit(EngineEvent::Note {
-                message: "the guest runs under TCG, which has no kernel dirty log: dirty rates come from migration statistics".into(),
-            });
-        }
+        let plan = run.plan;
+        let rate_source = rate_source(run, source);
         let state = PolicyState {
             downtime_limit_ms: plan.limits.downtime.as_millis() as u64,
             ..PolicyState::default()
         };
-        let ctx = Context {
-            device_bytes: plan.device_state_bytes(),
-            fallback_bandwidth: plan.limits.max_bandwidth.map(|r| r.bytes_per_sec()),
-        };
         Converge {
-            plan,
-            driver,
-            sink,
-            events,
+            run,
             interrupt,
-            seen,
             started,
             state,
-            ctx,
+            ctx: Context::of(plan),
             rate_source,
             kernel_rate: None,
             measuring: false,
@@ -126,17 +101,17 @@ impl<'a, D: Driver> Converge<'a, D> {
     }
 
     /// Runs until the migration needs the engine for something else.
-    pub(crate) async fn run(&mut self) -> LoopEnd {
-        let mut tick = tokio::time::interval(self.plan.convergence.sample_interval);
+    pub(crate) async fn until_decided(&mut self) -> LoopEnd {
+        let mut tick = tokio::time::interval(self.run.plan.convergence.sample_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let end = tokio::select! {
                 biased;
                 changed = self.interrupt.changed() => match changed {
-                    Ok(()) if *self.interrupt.borrow() => Some(LoopEnd::Interrupted),
+                    Ok(()) if *self.interrupt.borrow() => Some(LoopEnd::Stopped(Reason::Interrupted)),
                     _ => None,
                 },
-                event = self.events.recv() => self.on_event(event).await,
+                event = self.run.events.recv() => self.on_event(event).await,
                 _ = tick.tick() => self.on_tick().await,
             };
             if let Some(end) = end {
@@ -147,9 +122,9 @@ impl<'a, D: Driver> Converge<'a, D> {
 
     async fn on_event(&mut self, event: Option<DriverEvent>) -> Option<LoopEnd> {
         let Some(event) = event else {
-            return Some(LoopEnd::Failed("the connection to the hypervisors closed".into()));
+            return Some(LoopEnd::Stopped(Reason::EventsClosed));
         };
-        self.seen.record(&event);
+        self.run.seen.record(&event);
         match event {
             DriverEvent::DeviceState {
                 side: Side::Source,
@@ -158,19 +133,19 @@ impl<'a, D: Driver> Converge<'a, D> {
                 state,
                 at,
             } => {
-                self.sink.emit(EngineEvent::Device {
-                    id: if id.is_empty() {
-                        qom_path.rsplit('/').next().unwrap_or_default().to_string()
-                    } else {
-                        id.clone()
-                    },
+                self.run.sink.emit(EngineEvent::Device {
+                    id: display_id(&id, &qom_path),
                     state: state.name().to_string(),
                     at_ms: at.saturating_duration_since(self.started).as_millis() as u64,
                 });
-                let status = status_name(&self.status);
-                let was_open = self.seen.gate.is_open();
-                match self.seen.gate.on_state(&id, &qom_path, state, at, &status) {
-                    Err(violation) => Some(LoopEnd::Device(violation)),
+                let was_open = self.run.seen.gate.is_open();
+                match self
+                    .run
+                    .seen
+                    .gate
+                    .on_state(&id, &qom_path, state, at, self.status.as_str())
+                {
+                    Err(violation) => Some(violation.into()),
                     Ok(()) => {
                         self.on_gate_change(was_open);
                         None
@@ -183,11 +158,12 @@ impl<'a, D: Driver> Converge<'a, D> {
                 qom_path,
                 at,
             } => self
+                .run
                 .seen
                 .gate
                 .on_deleted(id.as_deref(), &qom_path, at)
                 .err()
-                .map(LoopEnd::Device),
+                .map(LoopEnd::from),
             DriverEvent::Migration {
                 status: MigrationStatus::PreSwitchover,
                 at,
@@ -196,39 +172,29 @@ impl<'a, D: Driver> Converge<'a, D> {
             // A new pass began: read its boundary now rather than up to one interval late.
             DriverEvent::Pass { .. } => self.on_tick().await,
             DriverEvent::Disconnected { side, reason } => {
-                Some(LoopEnd::Failed(format!("{side}: connection lost: {reason}")))
+                Some(LoopEnd::Stopped(Reason::ConnectionLost { side, why: reason }))
             }
             _ => None,
         }
     }
 
     async fn on_tick(&mut self) -> Option<LoopEnd> {
-        let sample = match self.driver.sample().await {
+        let sample = match self.run.driver.sample().await {
             Ok(s) => s,
-            Err(e) => return Some(LoopEnd::Failed(e.to_string())),
+            Err(error) => return Some(LoopEnd::Stopped(Reason::Driver { error })),
         };
-        self.seen.last_sample = Some(sample.clone());
+        self.run.seen.last_sample = Some(sample.clone());
         self.status = sample.status.clone();
         if sample.status == MigrationStatus::Active {
-            let was_open = self.seen.gate.is_open();
-            self.seen.gate.on_active(Instant::now());
+            let was_open = self.run.seen.gate.is_open();
+            self.run.seen.gate.on_active(Instant::now());
             self.on_gate_change(was_open);
         }
-        if let Err(violation) = self.seen.gate.check_timeout(Instant::now()) {
-            return Some(LoopEnd::Device(violation));
+        if let Err(violation) = self.run.seen.gate.check_timeout(Instant::now()) {
+            return Some(violation.into());
         }
-        match &sample.status {
-            MigrationStatus::PreSwitchover => return Some(LoopEnd::PreSwitchover(Instant::now())),
-            MigrationStatus::Completed => return Some(LoopEnd::Completed),
-            MigrationStatus::Failed => {
-                return Some(LoopEnd::Failed(
-                    sample.error.clone().unwrap_or_else(|| "migration failed".into()),
-                ))
-            }
-            MigrationStatus::Cancelled => {
-                return Some(LoopEnd::Failed("migration was cancelled by someone else".into()))
-            }
-            _ => {}
+        if let Some(end) = ended(&sample) {
+            return Some(end);
         }
         self.poll_kernel_rate(&sample).await;
         self.emit_progress(&sample);
@@ -254,8 +220,12 @@ impl<'a, D: Driver> Converge<'a, D> {
         if sample.status != MigrationStatus::Active {
             return;
         }
+        let calc_time = self.run.plan.convergence.calc_time;
+        let Some(kernel) = self.run.driver.kernel_dirty_rate() else {
+            return;
+        };
         if self.measuring {
-            match self.driver.dirty_rate().await {
+            match kernel.dirty_rate().await {
                 Ok(Some(rate)) => {
                     self.kernel_rate = Some(rate.bytes_per_sec);
                     self.measuring = false;
@@ -267,20 +237,16 @@ impl<'a, D: Driver> Converge<'a, D> {
                 }
             }
         }
-        match self
-            .driver
-            .start_dirty_rate(mode, self.plan.convergence.calc_time)
-            .await
-        {
+        match kernel.start_dirty_rate(mode, calc_time).await {
             Ok(()) => self.measuring = true,
             Err(e) => self.fall_back_to_stats(&e.to_string()),
         }
     }
 
     fn fall_back_to_stats(&mut self, why: &str) {
-        self.sink.emit(EngineEvent::Note {
-            message: format!("kernel dirty-rate measurement unavailable ({why}); using migration statistics"),
-        });
+        self.run.note(format!(
+            "kernel dirty-rate measurement unavailable ({why}); using migration statistics"
+        ));
         self.rate_source = RateSource::Stats;
         self.measuring = false;
     }
@@ -292,33 +258,22 @@ impl<'a, D: Driver> Converge<'a, D> {
         }
     }
 
-    fn expected_downtime_ms(&self, sample: &Sample) -> Option<u64> {
-        let bandwidth = if sample.bandwidth > 0 {
-            sample.bandwidth
-        } else {
-            self.ctx.fallback_bandwidth?
-        };
-        (bandwidth > 0).then(|| {
-            ((sample.remaining_bytes + self.ctx.device_bytes) as f64 / bandwidth as f64 * 1000.0) as u64
-        })
-    }
-
     fn emit_progress(&mut self, sample: &Sample) {
         let progress = Progress {
             elapsed_ms: self.started.elapsed().as_millis() as u64,
-            status: status_name(&sample.status),
+            status: sample.status.to_string(),
             total_bytes: sample.total_bytes,
             remaining_bytes: sample.remaining_bytes,
             transferred_bytes: sample.transferred_bytes,
             bandwidth: sample.bandwidth,
             dirty_rate: self.dirty_rate(sample),
             dirty_rate_source: self.rate_source.name().to_string(),
-            expected_downtime_ms: self.expected_downtime_ms(sample),
+            expected_downtime_ms: self.ctx.pause_ms(sample.remaining_bytes, sample.bandwidth),
             downtime_limit_ms: self.state.downtime_limit_ms,
             pass: sample.dirty_sync_count,
             cpu_throttle_percentage: sample.cpu_throttle_percentage,
         };
-        self.sink.emit(EngineEvent::Progress(progress));
+        self.run.sink.emit(EngineEvent::Progress(progress));
     }
 
     async fn on_boundary(&mut self, sample: &Sample) -> Option<LoopEnd> {
@@ -331,118 +286,150 @@ impl<'a, D: Driver> Converge<'a, D> {
             bandwidth: sample.bandwidth,
             cpu_throttle: sample.cpu_throttle_percentage.unwrap_or(0),
         };
-        self.sink.emit(EngineEvent::Pass(record.clone()));
-        self.seen.history.push(record);
-        if !self.seen.gate.is_open() {
+        self.run.sink.emit(EngineEvent::Pass(record.clone()));
+        self.run.seen.history.push(record);
+        if !self.run.seen.gate.is_open() {
             // Dirty data is not trusted until every device is saving.
             if !self.deferred_noted {
                 self.deferred_noted = true;
-                self.sink.emit(EngineEvent::Note {
-                    message: "convergence decisions wait until every VFIO device is saving".into(),
-                });
+                self.run
+                    .note("convergence decisions wait until every VFIO device is saving");
             }
-            self.state.since = self.seen.history.len();
+            self.state.since = self.run.seen.history.len();
             return None;
         }
-        let decision = policy::decide(self.plan, &self.seen.history, &self.state, self.ctx);
+        let decision = policy::decide(self.run.plan, &self.run.seen.history, &self.state, self.ctx);
         self.carry_out(decision).await
     }
 
     /// When the gate has just opened, only boundaries from now on count.
     fn on_gate_change(&mut self, was_open: bool) {
-        if !was_open && self.seen.gate.is_open() {
+        if !was_open && self.run.seen.gate.is_open() {
             // The pass under way began before every device was saving: skip it too.
-            self.state.since = self.seen.history.len() + 1;
-            self.sink.emit(EngineEvent::Note {
-                message: format!(
-                    "every VFIO device is saving ({}ms after migrate): convergence decisions may start",
-                    self.seen.gate.opened_at_ms().unwrap_or(0)
-                ),
-            });
+            self.state.since = self.run.seen.history.len() + 1;
+            let opened_ms = self.run.seen.gate.opened_at_ms().unwrap_or(0);
+            self.run.note(format!(
+                "every VFIO device is saving ({opened_ms}ms after migrate): convergence decisions may start"
+            ));
         }
     }
 
     async fn on_deadline(&mut self) -> Option<LoopEnd> {
-        let decision = policy::decide_at_deadline(self.plan, &self.seen.history, &self.state, self.ctx);
+        let plan = self.run.plan;
+        let decision = policy::decide_at_deadline(plan, &self.run.seen.history, &self.state, self.ctx);
         if matches!(decision, Decision::Escalate { .. }) {
             // Forcing at the deadline gets a quarter of the deadline (at least 5 s) to finish.
-            let grace = (self.plan.limits.deadline / 4).max(Duration::from_secs(5));
+            let grace = (plan.limits.deadline / 4).max(Duration::from_secs(5));
             self.hard_deadline = self.started.elapsed() + grace;
         }
         self.carry_out(decision).await
     }
 
     async fn carry_out(&mut self, decision: Decision) -> Option<LoopEnd> {
-        let (step, action, reason, skipped) = match decision {
+        let (step, action, trigger, skipped) = match decision {
             Decision::Continue => return None,
-            Decision::Abort(reason) => return Some(LoopEnd::Abort(reason)),
+            Decision::Abort(abort) => {
+                let pass = self.run.seen.history.last().map(|r| r.pass);
+                return Some(LoopEnd::Stopped(Reason::Policy { pass, abort }));
+            }
             Decision::Escalate {
                 step,
                 action,
-                reason,
+                trigger,
                 skipped,
-            } => (step, action, reason, skipped),
+            } => (step, action, trigger, skipped),
         };
-        let result = match &action {
-            Action::Throttle { throttle } => self
-                .driver
-                .throttle(throttle)
-                .await
-                .map(|()| self.seen.throttled = true),
-            Action::RaiseDowntime { to_ms } => self.driver.set_downtime_limit(*to_ms).await.map(|()| {
-                self.state.downtime_limit_ms = *to_ms;
-                self.state.forced = true;
-            }),
-            Action::StopGuest => self.driver.stop_source().await.map(|()| {
-                self.state.forced = true;
-                self.seen.stopped_by_us = true;
-            }),
-        };
-        let step_name = self
-            .plan
-            .policy
-            .escalation
-            .get(step)
-            .map_or("on-deadline", |s| s.name())
-            .to_string();
-        let mut reason = reason;
-        if let Err(e) = &result {
-            reason = format!("{reason}; carrying it out failed: {e}");
-        }
+        let result = self.apply(&action).await;
         let record = ActionRecord {
-            pass: self.last_sync.max(self.seen.history.last().map_or(0, |r| r.pass)),
+            pass: self
+                .last_sync
+                .max(self.run.seen.history.last().map_or(0, |r| r.pass)),
             at: self.started.elapsed(),
-            step: step_name,
-            reason,
+            step: self
+                .run
+                .plan
+                .policy
+                .escalation
+                .get(step)
+                .map_or("on-deadline", |s| s.name()),
+            reason: trigger,
             action,
             skipped,
+            failed: result.as_ref().err().map(ToString::to_string),
         };
-        self.sink.emit(EngineEvent::Action(record.clone()));
-        self.seen.actions.push(record);
+        self.run.sink.emit(EngineEvent::Action(record.clone()));
+        self.run.seen.actions.push(record);
         self.state.next_step = step + 1;
         // The pass under way straddles the action; judge only passes that start after it.
-        self.state.since = self.seen.history.len() + 1;
-        if let Err(e) = result {
-            if e.disconnected {
-                return Some(LoopEnd::Failed(e.to_string()));
+        self.state.since = self.run.seen.history.len() + 1;
+        match result {
+            Err(error) if error.disconnected => Some(LoopEnd::Stopped(Reason::Driver { error })),
+            _ => None,
+        }
+    }
+
+    /// Carries out one policy action on the source.
+    async fn apply(&mut self, action: &Action) -> Result<(), crate::driver::DriverError> {
+        let driver = &mut *self.run.driver;
+        match action {
+            Action::Throttle { throttle } => {
+                driver.throttle(throttle).await?;
+                self.run.seen.throttled = true;
+            }
+            Action::RaiseDowntime { to_ms } => {
+                driver.set_downtime_limit(*to_ms).await?;
+                self.state.downtime_limit_ms = *to_ms;
+                self.run.seen.downtime_limit_ms = *to_ms;
+                self.state.forced = true;
+            }
+            Action::StopGuest => {
+                driver.stop_source().await?;
+                self.state.forced = true;
+                self.run.seen.stopped_by_us = true;
             }
         }
-        None
+        Ok(())
     }
 }
 
-/// QEMU's spelling of a migration status, for timelines and progress.
-pub(crate) fn status_name(status: &MigrationStatus) -> String {
-    match status {
-        MigrationStatus::None => "none".into(),
-        MigrationStatus::Setup => "setup".into(),
-        MigrationStatus::Active => "active".into(),
-        MigrationStatus::PreSwitchover => "pre-switchover".into(),
-        MigrationStatus::Device => "device".into(),
-        MigrationStatus::Completed => "completed".into(),
-        MigrationStatus::Failed => "failed".into(),
-        MigrationStatus::Cancelling => "cancelling".into(),
-        MigrationStatus::Cancelled => "cancelled".into(),
-        MigrationStatus::Other(s) => s.clone(),
+/// How the loop ends when QEMU reports the migration over, or waiting at
+/// `pre-switchover`.
+fn ended(sample: &Sample) -> Option<LoopEnd> {
+    match &sample.status {
+        MigrationStatus::PreSwitchover => Some(LoopEnd::PreSwitchover(Instant::now())),
+        MigrationStatus::Completed => Some(LoopEnd::Completed),
+        MigrationStatus::Failed => Some(LoopEnd::Stopped(Reason::MigrationFailed {
+            during_switchover: false,
+            qemu_error: sample.error.clone(),
+        })),
+        MigrationStatus::Cancelled => Some(LoopEnd::Stopped(Reason::CancelledElsewhere)),
+        _ => None,
     }
+}
+
+/// Where this run's dirty rates come from: the kernel's dirty log when the plan asks
+/// for it and the backend and accelerator can give it, else QEMU's statistics.
+fn rate_source(run: &mut Run<'_>, source: &SideFacts) -> RateSource {
+    let convergence = &run.plan.convergence;
+    if convergence.dirty_rate == DirtyRateSource::Stats {
+        return RateSource::Stats;
+    }
+    if !source.kvm {
+        if convergence.dirty_rate == DirtyRateSource::Kernel {
+            run.note("the guest runs under TCG, which has no kernel dirty log: dirty rates come from migration statistics");
+        }
+        return RateSource::Stats;
+    }
+    if run.driver.kernel_dirty_rate().is_none() {
+        run.note(
+            "this backend cannot measure the kernel's dirty rate: dirty rates come from migration statistics",
+        );
+        return RateSource::Stats;
+    }
+    RateSource::Kernel(match convergence.kernel_mode {
+        KernelDirtyMode::DirtyRing => DirtyRateMode::DirtyRing,
+        KernelDirtyMode::DirtyBitmap => DirtyRateMode::DirtyBitmap,
+        KernelDirtyMode::Auto if source.dirty_ring_size.is_some() => DirtyRateMode::DirtyRing,
+        KernelDirtyMode::Auto => DirtyRateMode::DirtyBitmap,
+    })
 }

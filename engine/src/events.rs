@@ -79,7 +79,7 @@ pub enum EngineEvent {
 }
 
 /// Receives the engine's events.
-pub trait EventSink {
+pub trait EventSink: Send {
     /// Handles one event; must not block for long (it runs on the engine's task).
     fn emit(&mut self, event: EngineEvent);
 }

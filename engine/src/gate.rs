@@ -90,30 +90,6 @@ pub enum GateViolation {
     },
 }
 
-impl std::fmt::Display for GateViolation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            GateViolation::NotSaving { device, last_state, seen_at_ms, timeout_ms } => {
-                write!(f, "VFIO device {device} did not reach its saving state within {timeout_ms}ms (last state {last_state}")?;
-                match seen_at_ms {
-                    Some(at) => write!(f, ", seen at {at}ms)"),
-                    None => write!(f, "; no VFIO_MIGRATION event was received)"),
-                }
-            }
-            GateViolation::UnexpectedState { device, state, at_ms } => {
-                write!(f, "VFIO device {device} went to {state} at {at_ms}ms while the migration ran")
-            }
-            GateViolation::Unplugged { device, at_ms } => write!(
-                f,
-                "VFIO device {device} was unplugged at {at_ms}ms during the migration: its DMA since the last dirty sync is unknown"
-            ),
-            GateViolation::NotStopCopyAtSwitchover { device, state } => {
-                write!(f, "VFIO device {device} was in {state}, not ready to save its final state, when the VM stopped for switchover")
-            }
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Tracked {
     id: String,

@@ -22,6 +22,8 @@ use plans::{ForceMethod, Plan, Step, ThrottleMethod};
 use serde::Serialize;
 
 use crate::driver::Throttle;
+use crate::estimate::threshold;
+pub use crate::estimate::Context;
 
 /// Safety margin on the computed downtime: the last passes may not show the peak.
 const DOWNTIME_MARGIN: f64 = 1.25;
@@ -78,35 +80,6 @@ pub enum StallReason {
     },
 }
 
-impl std::fmt::Display for StallReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use plans::units::format_bytes as b;
-        match self {
-            StallReason::DirtyRateAboveBandwidth {
-                dirty_rate,
-                bandwidth,
-            } => write!(
-                f,
-                "dirty rate {}/s is not below bandwidth {}/s",
-                b(*dirty_rate),
-                b(*bandwidth)
-            ),
-            StallReason::NoProgress { remaining, best } => {
-                write!(f, "remaining {} did not shrink below {}", b(*remaining), b(*best))
-            }
-            StallReason::DeviceStateTooLarge {
-                device_bytes,
-                threshold,
-            } => write!(
-                f,
-                "device state {} exceeds what the downtime limit allows ({})",
-                b(*device_bytes),
-                b(*threshold)
-            ),
-        }
-    }
-}
-
 /// Why the policy ended the migration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -133,24 +106,42 @@ pub enum AbortReason {
         /// The deadline, ms.
         deadline_ms: u64,
     },
+    /// At `pre-switchover`: continuing would pause the guest longer than the plan allows
+    /// (QEMU's switchover test counts only the device state devices report).
+    PauseTooLong {
+        /// The pause continuing would cause, ms.
+        pause_ms: u64,
+        /// RAM left plus declared device state, bytes.
+        pending_bytes: u64,
+        /// The bandwidth the estimate used, bytes/s.
+        bandwidth: u64,
+        /// The plan's ceiling, ms.
+        max_ms: u64,
+    },
 }
 
-impl std::fmt::Display for AbortReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AbortReason::NotConverging { stall } => write!(f, "not converging: {stall}"),
-            AbortReason::NeedsMoreDowntime { needed_ms, max_ms } => write!(
-                f,
-                "completing would need {needed_ms}ms of downtime, more than limits.max_downtime ({max_ms}ms)"
-            ),
-            AbortReason::EscalationExhausted { stall } => {
-                write!(f, "every escalation step was taken and it still stalls: {stall}")
-            }
-            AbortReason::Deadline { deadline_ms } => {
-                write!(f, "limits.deadline ({deadline_ms}ms) passed")
-            }
-        }
-    }
+/// What made the policy act.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// Passes stalled; the last one for this reason.
+    Stall(StallReason),
+    /// `limits.deadline` passed.
+    Deadline {
+        /// The deadline, ms.
+        deadline_ms: u64,
+    },
+}
+
+/// An escalation step passed over on the way to the one taken.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    /// The step.
+    pub step: Step,
+    /// The downtime it would have needed, ms.
+    pub needed_ms: u64,
+    /// The plan's ceiling, ms.
+    pub max_ms: u64,
 }
 
 /// Something the policy asks the engine to do to the running migration.
@@ -183,9 +174,9 @@ pub enum Decision {
         /// What to do.
         action: Action,
         /// Why.
-        reason: String,
+        trigger: Trigger,
         /// Steps passed over on the way (e.g. forcing that would exceed the ceiling).
-        skipped: Vec<String>,
+        skipped: Vec<Skipped>,
     },
     /// Cancel the migration.
     Abort(AbortReason),
@@ -204,15 +195,6 @@ pub struct PolicyState {
     pub forced: bool,
 }
 
-/// The numbers the policy works with beyond the pass history.
-#[derive(Debug, Clone, Copy)]
-pub struct Context {
-    /// Declared VFIO device state, bytes.
-    pub device_bytes: u64,
-    /// Bandwidth to assume when QEMU has not measured one yet (the plan's cap), bytes/s.
-    pub fallback_bandwidth: Option<u64>,
-}
-
 /// Judges one boundary against the earlier ones since the last action.
 pub fn assess(
     current: &PassRecord,
@@ -220,26 +202,29 @@ pub fn assess(
     downtime_limit_ms: u64,
     ctx: Context,
 ) -> Result<(), StallReason> {
-    let bandwidth = effective_bandwidth(current.bandwidth, ctx);
-    let threshold = (bandwidth as f64 * downtime_limit_ms as f64 / 1000.0) as u64;
-    if bandwidth > 0 && ctx.device_bytes > threshold {
-        return Err(StallReason::DeviceStateTooLarge {
-            device_bytes: ctx.device_bytes,
-            threshold,
-        });
+    let pending = ctx.pending(current.remaining);
+    let mut near = false;
+    if let Some(bandwidth) = ctx.bandwidth(current.bandwidth) {
+        let threshold = threshold(bandwidth, downtime_limit_ms);
+        if ctx.device_bytes > threshold {
+            return Err(StallReason::DeviceStateTooLarge {
+                device_bytes: ctx.device_bytes,
+                threshold,
+            });
+        }
+        if pending <= threshold {
+            return Ok(());
+        }
+        if current.dirty_rate >= bandwidth {
+            return Err(StallReason::DirtyRateAboveBandwidth {
+                dirty_rate: current.dirty_rate,
+                bandwidth,
+            });
+        }
+        // Within twice the threshold the boundaries scatter around it and one of the
+        // next will fit: that is convergence with noise, not a stall.
+        near = pending <= threshold.saturating_mul(NEAR_FACTOR);
     }
-    if bandwidth > 0 && current.remaining + ctx.device_bytes <= threshold {
-        return Ok(());
-    }
-    if bandwidth > 0 && current.dirty_rate >= bandwidth {
-        return Err(StallReason::DirtyRateAboveBandwidth {
-            dirty_rate: current.dirty_rate,
-            bandwidth,
-        });
-    }
-    // Within twice the threshold the boundaries scatter around it and one of the next
-    // will fit: that is convergence with noise, not a stall.
-    let near = bandwidth > 0 && current.remaining + ctx.device_bytes <= threshold.saturating_mul(NEAR_FACTOR);
     if let Some(best) = earlier.iter().map(|r| r.remaining).min().filter(|_| !near) {
         if current.remaining as f64 > best as f64 * PROGRESS_FRACTION {
             return Err(StallReason::NoProgress {
@@ -251,28 +236,38 @@ pub fn assess(
     Ok(())
 }
 
-fn effective_bandwidth(measured: u64, ctx: Context) -> u64 {
-    if measured > 0 {
-        measured
-    } else {
-        ctx.fallback_bandwidth.unwrap_or(0)
-    }
-}
-
 /// The downtime (ms) that lets QEMU switch over with what is left: the peak remaining of
 /// the recent boundaries plus the device state, at the measured bandwidth, with a margin.
 pub fn needed_downtime_ms(history: &[PassRecord], ctx: Context) -> Option<u64> {
     let recent = &history[history.len().saturating_sub(3)..];
-    let peak = recent.iter().map(|r| r.remaining).max()? + ctx.device_bytes;
-    let bandwidth = recent
-        .iter()
-        .rev()
-        .map(|r| r.bandwidth)
-        .find(|b| *b > 0)
-        .or(ctx.fallback_bandwidth)
-        .filter(|b| *b > 0)?;
-    let ms = peak as f64 / bandwidth as f64 * 1000.0 * DOWNTIME_MARGIN;
-    Some(ms.ceil() as u64)
+    let peak = recent.iter().map(|r| r.remaining).max()?;
+    let measured = recent.iter().rev().map(|r| r.bandwidth).find(|b| *b > 0);
+    let pause = ctx.pause_ms(peak, measured.unwrap_or(0))?;
+    Some((pause as f64 * DOWNTIME_MARGIN).ceil() as u64)
+}
+
+/// At `pre-switchover`: refuses to continue when the pause that would cause exceeds the
+/// plan's ceiling. QEMU's switchover test counts only the device state the devices
+/// report; a plan that declares more is not continued into a longer pause than it allows.
+pub fn check_switchover_pause(
+    plan: &Plan,
+    remaining: u64,
+    bandwidth: u64,
+    ctx: Context,
+) -> Result<(), AbortReason> {
+    let Some(pause_ms) = ctx.pause_ms(remaining, bandwidth) else {
+        return Ok(());
+    };
+    let max_ms = plan.limits.max_downtime.as_millis() as u64;
+    if pause_ms <= max_ms {
+        return Ok(());
+    }
+    Err(AbortReason::PauseTooLong {
+        pause_ms,
+        pending_bytes: ctx.pending(remaining),
+        bandwidth: ctx.bandwidth(bandwidth).unwrap_or(0),
+        max_ms,
+    })
 }
 
 /// Decides at a pass boundary. `history` holds every boundary so far, the newest last.
@@ -340,7 +335,7 @@ fn escalate(
                     action: Action::Throttle {
                         throttle: throttle_of(plan),
                     },
-                    reason: stall.to_string(),
+                    trigger: Trigger::Stall(stall),
                     skipped,
                 }
             }
@@ -349,13 +344,15 @@ fn escalate(
                     return Decision::Escalate {
                         step: index,
                         action,
-                        reason: stall.to_string(),
+                        trigger: Trigger::Stall(stall),
                         skipped,
                     }
                 }
-                Err(needed_ms) => skipped.push(format!(
-                    "force-downtime: needs {needed_ms}ms, above limits.max_downtime ({max_ms}ms)"
-                )),
+                Err(needed_ms) => skipped.push(Skipped {
+                    step: Step::ForceDowntime,
+                    needed_ms,
+                    max_ms,
+                }),
             },
             Step::Abort => {
                 return Decision::Abort(match skipped.is_empty() {
@@ -413,17 +410,15 @@ pub fn decide_at_deadline(
     state: &PolicyState,
     ctx: Context,
 ) -> Decision {
-    let deadline = AbortReason::Deadline {
-        deadline_ms: plan.limits.deadline.as_millis() as u64,
-    };
+    let deadline_ms = plan.limits.deadline.as_millis() as u64;
     if plan.policy.on_deadline != Step::ForceDowntime || state.forced {
-        return Decision::Abort(deadline);
+        return Decision::Abort(AbortReason::Deadline { deadline_ms });
     }
     match force(plan, history, state, ctx) {
         Ok(action) => Decision::Escalate {
             step: plan.policy.escalation.len(),
             action,
-            reason: deadline.to_string(),
+            trigger: Trigger::Deadline { deadline_ms },
             skipped: Vec::new(),
         },
         Err(needed_ms) => Decision::Abort(AbortReason::NeedsMoreDowntime {

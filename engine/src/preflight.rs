@@ -1,76 +1,221 @@
-//! Checks made before anything changes: both sides answer, the source runs the VM, the
-//! destination waits for it, QEMU reports no blocker, and what the policy may need
-//! (the KVM dirty ring for a dirty limit) exists.
+//! Preflight: read both sides and the plan's devices, change nothing, and say whether
+//! the hosts are ready. `run` uses it before the first change; a dry-run check can use
+//! it as it is.
+//!
+//! Every reason for "not ready" is a [`Problem`], typed so that callers can match on it
+//! and rendered to words in one place (`words.rs`).
 
 use plans::{Plan, Step, ThrottleMethod};
+use serde::Serialize;
 
-use crate::driver::{DeviceInfo, MigrationStatus, PairFacts, RunState};
+use crate::driver::{
+    Capabilities, DeviceInfo, Driver, DriverError, MigrationStatus, PairFacts, RunState, Side,
+};
 use crate::gate::Follow;
 
-/// Every reason the hosts are not ready; empty when they are.
-pub fn problems(plan: &Plan, facts: &PairFacts) -> Vec<String> {
+/// A reason the hosts are not ready.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// A side could not be reached or read.
+    Driver {
+        /// What failed.
+        error: DriverError,
+    },
+    /// The source does not run the VM: only a running VM is live-migrated.
+    SourceNotRunning {
+        /// The source's run state.
+        state: RunState,
+    },
+    /// The source is already migrating.
+    MigrationInProgress {
+        /// Its migration status.
+        status: MigrationStatus,
+    },
+    /// The destination is not waiting for an incoming migration.
+    DestinationNotWaiting {
+        /// The destination's run state.
+        state: RunState,
+    },
+    /// The plan makes the destination listen, but it already has an incoming migration.
+    IncomingAlreadySetUp {
+        /// The destination's migration status.
+        status: MigrationStatus,
+    },
+    /// QEMU reports a migration blocker (quoted verbatim).
+    Blocked {
+        /// QEMU's words.
+        reason: String,
+    },
+    /// Guest RAM differs between the sides.
+    RamDiffers {
+        /// Source RAM, bytes.
+        source: u64,
+        /// Destination RAM, bytes.
+        destination: u64,
+    },
+    /// A dirty limit needs the KVM dirty ring, which the source does not have.
+    DirtyLimitNeedsRing,
+    /// The plan needs something this backend cannot do.
+    Unsupported {
+        /// The capability (`listen`, `device-events`).
+        capability: &'static str,
+        /// The plan's key that needs it.
+        key: &'static str,
+    },
+    /// A device the plan lists is not on the source.
+    DeviceMissing {
+        /// The plan's id.
+        id: String,
+        /// The VFIO devices the source has.
+        present: Vec<String>,
+    },
+    /// A device has no `migration-events` property (QEMU older than 9.1).
+    DeviceEventsUnsupported {
+        /// The device.
+        id: String,
+    },
+    /// A device has `migration-events=off` and QEMU refused to turn it on.
+    DeviceEventsOff {
+        /// The device.
+        id: String,
+        /// QEMU's refusal.
+        refusal: String,
+    },
+    /// The source has a VFIO device the plan does not list.
+    UnlistedDevice {
+        /// The device.
+        id: String,
+        /// Its QOM type.
+        type_name: String,
+    },
+}
+
+impl From<DriverError> for Problem {
+    fn from(error: DriverError) -> Self {
+        Problem::Driver { error }
+    }
+}
+
+/// What preflight found when the hosts are ready.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// Facts about both sides.
+    pub facts: PairFacts,
+    /// The plan's devices as found on the source.
+    pub devices: DeviceCheck,
+    /// What this backend can do.
+    pub capabilities: Capabilities,
+}
+
+/// Why the hosts are not ready; the facts when they could be read.
+#[derive(Debug, Clone)]
+pub struct NotReady {
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+    /// Facts about both sides, when they could be read.
+    pub facts: Option<PairFacts>,
+}
+
+/// Reads both sides (already connected) and checks them against the plan. Changes
+/// nothing on either side.
+pub async fn check(plan: &Plan, driver: &mut dyn Driver) -> Result<Ready, NotReady> {
+    let capabilities = driver.capabilities();
+    let facts = driver.inspect().await.map_err(|e| NotReady {
+        problems: vec![e.into()],
+        facts: None,
+    })?;
+    let found = match driver.device_events() {
+        Some(devices) => devices.vfio_devices().await,
+        None => Ok(Vec::new()),
+    };
+    let found = found.map_err(|e| NotReady {
+        problems: vec![e.into()],
+        facts: Some(facts.clone()),
+    })?;
+    let devices = devices(plan, &found);
+    let mut problems = pair_problems(plan, &facts);
+    problems.extend(capability_problems(plan, capabilities));
+    problems.extend(devices.problems.iter().cloned());
+    match problems.is_empty() {
+        true => Ok(Ready {
+            facts,
+            devices,
+            capabilities,
+        }),
+        false => Err(NotReady {
+            problems,
+            facts: Some(facts),
+        }),
+    }
+}
+
+/// Every reason the two sides are not ready for this plan.
+pub fn pair_problems(plan: &Plan, facts: &PairFacts) -> Vec<Problem> {
     let mut out = Vec::new();
     let src = &facts.source;
     let dst = &facts.destination;
-
     if src.run_state != RunState::Running {
-        out.push(format!(
-            "source: the VM is not running (state {:?}); only a running VM is live-migrated",
-            src.run_state
-        ));
+        out.push(Problem::SourceNotRunning {
+            state: src.run_state.clone(),
+        });
     }
-    if matches!(
-        src.migration,
-        MigrationStatus::Setup
-            | MigrationStatus::Active
-            | MigrationStatus::PreSwitchover
-            | MigrationStatus::Device
-            | MigrationStatus::Cancelling
-    ) {
-        out.push(format!(
-            "source: a migration is already in progress (status {:?})",
-            src.migration
-        ));
+    if src.migration.in_progress() {
+        out.push(Problem::MigrationInProgress {
+            status: src.migration.clone(),
+        });
     }
     if dst.run_state != RunState::InMigrate {
-        out.push(format!(
-            "destination: not waiting for an incoming migration (state {:?}); start it with `-incoming defer`",
-            dst.run_state
-        ));
+        out.push(Problem::DestinationNotWaiting {
+            state: dst.run_state.clone(),
+        });
     }
     if plan.destination.listen.is_some() && dst.migration != MigrationStatus::None {
-        out.push(format!(
-            "destination: already has an incoming migration set up (status {:?}); drop `listen` from the plan or restart it with `-incoming defer`",
-            dst.migration
-        ));
+        out.push(Problem::IncomingAlreadySetUp {
+            status: dst.migration.clone(),
+        });
     }
-    for reason in &src.blocked_reasons {
-        out.push(format!("source: QEMU blocks migration: {reason}"));
-    }
-    if let (Some(a), Some(b)) = (src.ram_bytes, dst.ram_bytes) {
-        if a != b {
-            out.push(format!(
-                "destination: guest RAM differs ({a} bytes on the source, {b} here)"
-            ));
+    out.extend(src.blocked_reasons.iter().map(|reason| Problem::Blocked {
+        reason: reason.clone(),
+    }));
+    if let (Some(source), Some(destination)) = (src.ram_bytes, dst.ram_bytes) {
+        if source != destination {
+            out.push(Problem::RamDiffers { source, destination });
         }
     }
     let throttles = plan.policy.escalation.contains(&Step::Throttle);
     if throttles && plan.policy.throttle == ThrottleMethod::DirtyLimit && src.dirty_ring_size.is_none() {
-        out.push(
-            "source: policy.throttle = \"dirty-limit\" needs the KVM dirty ring, which this guest does not have (start QEMU with -accel kvm,dirty-ring-size=4096, or use \"auto-converge\")"
-                .to_string(),
-        );
+        out.push(Problem::DirtyLimitNeedsRing);
+    }
+    out
+}
+
+/// What the plan needs that this backend cannot do.
+fn capability_problems(plan: &Plan, caps: Capabilities) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if plan.destination.listen.is_some() && !caps.listen {
+        out.push(Problem::Unsupported {
+            capability: "listen",
+            key: "destination.listen",
+        });
+    }
+    if !plan.devices.is_empty() && !caps.device_events {
+        out.push(Problem::Unsupported {
+            capability: "device-events",
+            key: "devices",
+        });
     }
     out
 }
 
 /// What preflight found about the plan's VFIO devices.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DeviceCheck {
     /// Reasons the hosts are not ready.
-    pub problems: Vec<String>,
-    /// Devices whose `migration-events` is off: (plan id, QOM path). Preflight tries to
-    /// turn it on at runtime; QEMU refuses that for realized devices in most versions.
+    pub problems: Vec<Problem>,
+    /// Devices whose `migration-events` is off: (plan id, QOM path). The run tries to
+    /// turn it on before it starts; QEMU refuses that for realized devices in most
+    /// versions.
     pub enable_events: Vec<(String, String)>,
     /// Devices to follow through the migration.
     pub follow: Vec<Follow>,
@@ -81,27 +226,20 @@ pub struct DeviceCheck {
 /// Checks the plan's devices against the VFIO devices the source has.
 pub fn devices(plan: &Plan, found: &[DeviceInfo]) -> DeviceCheck {
     let mut check = DeviceCheck::default();
-    let names: Vec<&str> = found.iter().map(|d| d.id.as_str()).collect();
     for wanted in &plan.devices {
         let Some(dev) = found.iter().find(|d| d.id == wanted.id) else {
-            check.problems.push(format!(
-                "source: VFIO device {} not found (VFIO devices there: {})",
-                wanted.id,
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ));
+            check.problems.push(Problem::DeviceMissing {
+                id: wanted.id.clone(),
+                present: found.iter().map(|d| d.id.clone()).collect(),
+            });
             continue;
         };
         match dev.migration_events {
             Some(true) => {}
             Some(false) => check.enable_events.push((dev.id.clone(), dev.qom_path.clone())),
-            None => check.problems.push(format!(
-                "source: VFIO device {} has no `migration-events` property (QEMU 9.1 or newer is needed to follow device states)",
-                dev.id
-            )),
+            None => check
+                .problems
+                .push(Problem::DeviceEventsUnsupported { id: dev.id.clone() }),
         }
         check.follow.push(Follow {
             id: wanted.id.clone(),
@@ -109,28 +247,36 @@ pub fn devices(plan: &Plan, found: &[DeviceInfo]) -> DeviceCheck {
             precopy: wanted.precopy,
         });
     }
-    for dev in found {
-        if plan.devices.iter().any(|d| d.id == dev.id) {
-            continue;
-        }
+    for dev in found
+        .iter()
+        .filter(|d| !plan.devices.iter().any(|p| p.id == d.id))
+    {
         if plan.vm.allow_unlisted_devices {
             check.notes.push(format!(
                 "VFIO device {} ({}) is not in the plan; vm.allow_unlisted_devices lets it through, unfollowed",
                 dev.id, dev.type_name
             ));
         } else {
-            check.problems.push(format!(
-                "source: VFIO device {} ({}) is not listed in the plan; add a [[devices]] entry for it, or set vm.allow_unlisted_devices = true",
-                dev.id, dev.type_name
-            ));
+            check.problems.push(Problem::UnlistedDevice {
+                id: dev.id.clone(),
+                type_name: dev.type_name.clone(),
+            });
         }
     }
     check
 }
 
-/// The problem reported when `migration-events` cannot be turned on at runtime.
-pub fn events_off_problem(id: &str, why: &str) -> String {
-    format!(
-        "source: VFIO device {id} has migration-events=off and QEMU refused to turn it on at runtime ({why}); start QEMU with `-device vfio-pci,...,id={id},migration-events=on` (libvirt: a <qemu:override> setting migration-events on the hostdev's alias)"
-    )
+impl Problem {
+    /// The side the problem is on, when it is on one.
+    pub fn side(&self) -> Option<Side> {
+        match self {
+            Problem::Driver { error } => Some(error.side),
+            Problem::DestinationNotWaiting { .. } | Problem::IncomingAlreadySetUp { .. } => {
+                Some(Side::Destination)
+            }
+            Problem::RamDiffers { .. } => Some(Side::Destination),
+            Problem::Unsupported { .. } => None,
+            _ => Some(Side::Source),
+        }
+    }
 }

@@ -5,90 +5,104 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::driver::{Driver, MigrationStatus, RunState, Side};
+use crate::driver::{Driver, RunState, Sample, Side};
 use crate::report::RunningOn;
-use crate::run::{Observed, SETTLE};
+use crate::state::{Observed, Run, SETTLE};
+use crate::verify::{Where, BOTH_RUNNING};
 
-/// After a cancel, failure or interrupt: make sure the migration is over, undo throttling
-/// and settings, and get the source running again unless the destination runs the VM.
-pub(crate) async fn recover<D: Driver>(
-    driver: &mut D,
-    seen: &mut Observed,
-) -> (RunningOn, Option<String>, Option<String>, Vec<String>) {
+/// Cancels whatever migration may run, removes the throttle, restores settings, and
+/// resumes the source unless the destination runs the VM.
+pub(crate) async fn recover(run: &mut Run<'_>) -> Where {
     let mut notes = Vec::new();
-    let status = driver.sample().await.map(|s| s.status);
-    let in_progress = matches!(&status, Ok(s) if !s.is_final() && *s != MigrationStatus::None);
-    if in_progress {
-        if let Err(e) = driver.cancel().await {
-            notes.push(format!("cancelling failed: {e}"));
-        }
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            match driver.sample().await {
-                // After a cancel QEMU drops the RAM statistics; keep the last ones
-                // that have them for the report.
-                Ok(s) if s.status.is_final() || s.status == MigrationStatus::None => {
-                    keep_stats(seen, s);
-                    break;
-                }
-                Ok(s) => keep_stats(seen, s),
-                Err(e) if e.disconnected => break,
-                Err(_) => {}
-            }
-            if Instant::now() >= deadline {
-                notes.push("the migration did not reach cancelled in time".into());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    if seen.throttled {
-        if let Err(e) = driver.release_throttle().await {
+    cancel_and_settle(run.driver, &mut run.seen, &mut notes).await;
+    if run.seen.throttled {
+        if let Err(e) = run.driver.release_throttle().await {
             notes.push(format!("removing the throttle failed: {e}"));
         }
     }
-    if let Err(e) = driver.restore().await {
+    if let Err(e) = run.driver.restore().await {
         notes.push(format!("restoring migration settings failed: {e}"));
     }
-
-    let dst = driver
-        .run_state(Side::Destination)
-        .await
-        .unwrap_or(RunState::Gone);
-    let mut src = driver.run_state(Side::Source).await.unwrap_or(RunState::Gone);
-    // QEMU resumes the source by itself after a cancel, unless it could not reactivate
-    // its disks; wait a moment for that before deciding to resume it ourselves.
-    let settle = Instant::now() + Duration::from_secs(2);
-    while matches!(src, RunState::Paused { .. })
-        && dst != RunState::Running
-        && Instant::now() < settle
-        && !seen.stopped_by_us
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        src = driver.run_state(Side::Source).await.unwrap_or(RunState::Gone);
-    }
-    if dst != RunState::Running && matches!(src, RunState::Paused { .. } | RunState::PostMigrate) {
-        match driver.resume(Side::Source).await {
-            Ok(()) => notes.push("the source was left paused; it was resumed".into()),
-            Err(e) => notes.push(format!("resuming the source failed: {e}")),
-        }
-        src = driver.run_state(Side::Source).await.unwrap_or(RunState::Gone);
-    }
+    let (src, dst) = resume_source_if_safe(run.driver, run.seen.stopped_by_us, &mut notes).await;
     let running_on = match (&src, &dst) {
         (RunState::Running, RunState::Running) => {
-            notes.push(
-                "BOTH sides report running: stop one by hand after checking which has the newer state".into(),
-            );
+            notes.push(BOTH_RUNNING.into());
             RunningOn::Unknown
         }
         (RunState::Running, _) => RunningOn::Source,
         (_, RunState::Running) => RunningOn::Destination,
         _ => RunningOn::Unknown,
     };
-    (running_on, Some(src.name()), Some(dst.name()), notes)
+    Where {
+        running_on,
+        source: src,
+        destination: dst,
+        notes,
+    }
 }
 
-fn keep_stats(seen: &mut Observed, sample: crate::driver::Sample) {
+/// Always cancels first (whatever the last reading said: a reading that timed out is no
+/// proof that nothing runs), then waits until QEMU reports the migration over.
+async fn cancel_and_settle(driver: &mut dyn Driver, seen: &mut Observed, notes: &mut Vec<String>) {
+    if let Err(e) = driver.cancel().await {
+        notes.push(format!("cancelling failed: {e}"));
+    }
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match driver.sample().await {
+            Ok(s) if !s.status.in_progress() => {
+                keep_stats(seen, s);
+                return;
+            }
+            // After a cancel QEMU drops the RAM statistics; keep the last ones that have
+            // them for the report.
+            Ok(s) => keep_stats(seen, s),
+            Err(e) if e.disconnected => return,
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            notes.push("the migration did not reach cancelled in time".into());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asks both sides where they are and resumes a paused source when the destination
+/// does not run the VM. QEMU resumes the source by itself after a cancel, unless it could
+/// not reactivate its disks; it gets a moment for that first.
+async fn resume_source_if_safe(
+    driver: &mut dyn Driver,
+    stopped_by_us: bool,
+    notes: &mut Vec<String>,
+) -> (RunState, RunState) {
+    let dst = state_of(driver, Side::Destination).await;
+    let mut src = state_of(driver, Side::Source).await;
+    let settle = Instant::now() + Duration::from_secs(2);
+    while matches!(src, RunState::Paused { .. })
+        && dst != RunState::Running
+        && Instant::now() < settle
+        && !stopped_by_us
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        src = state_of(driver, Side::Source).await;
+    }
+    if dst != RunState::Running && matches!(src, RunState::Paused { .. } | RunState::PostMigrate) {
+        match driver.resume(Side::Source).await {
+            Ok(()) => notes.push("the source was left paused; it was resumed".into()),
+            Err(e) => notes.push(format!("resuming the source failed: {e}")),
+        }
+        src = state_of(driver, Side::Source).await;
+    }
+    (src, dst)
+}
+
+/// A side's run state; a side that cannot be asked counts as gone.
+pub(crate) async fn state_of(driver: &mut dyn Driver, side: Side) -> RunState {
+    driver.run_state(side).await.unwrap_or(RunState::Gone)
+}
+
+fn keep_stats(seen: &mut Observed, sample: Sample) {
     match &mut seen.last_sample {
         Some(last) if sample.total_bytes == 0 => {
             last.status = sample.status;

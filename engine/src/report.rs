@@ -7,26 +7,36 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use crate::driver::Side;
+use plans::Plan;
+
+use crate::driver::Capabilities;
+use crate::driver::RunState;
+use crate::events::{EngineEvent, EventSink};
+use crate::phase::Phase;
+use crate::phase::PhaseClock;
 use crate::phase::PhaseTiming;
-use crate::policy::{Action, PassRecord};
+use crate::policy::{Action, PassRecord, Skipped, Trigger};
+use crate::preflight::Problem;
+use crate::state::{Observed, Run};
+use crate::verify::Where;
+
+/// Serializes a value as its words.
+fn words<T: std::fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+/// Serializes each value as its words.
+fn words_each<T: std::fmt::Display, S: Serializer>(values: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(values.iter().map(ToString::to_string))
+}
 
 /// Serializes a duration as whole milliseconds.
 pub fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
 
-/// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// The VM runs on the destination.
-    Migrated,
-    /// The policy (or the operator) cancelled it; the VM runs on the source.
-    Aborted,
-    /// The migration failed; see `error` and `running_on`.
-    Failed,
-}
+pub use crate::exit::ExitStatus;
+pub use crate::outcome::{Outcome, Reason};
 
 /// Where the VM runs at the end, as confirmed by asking both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,23 +50,6 @@ pub enum RunningOn {
     Unknown,
 }
 
-/// Documented exit codes; one place maps outcomes to them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// 0: migrated.
-    Migrated = 0,
-    /// 1: not migrated (aborted by policy or failed), VM running on the source.
-    NotMigrated = 1,
-    /// 2: invalid plan or usage.
-    InvalidPlan = 2,
-    /// 3: hosts not ready (preflight or check).
-    NotReady = 3,
-    /// 4: the VM needs attention (where it runs could not be confirmed).
-    NeedsAttention = 4,
-    /// 130: interrupted by the operator; migration cancelled, VM on the source.
-    Interrupted = 130,
-}
-
 /// A policy action as it was carried out.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionRecord {
@@ -65,15 +58,19 @@ pub struct ActionRecord {
     /// Time since the migration started, ms.
     #[serde(serialize_with = "ms")]
     pub at: Duration,
-    /// The escalation step's name.
-    pub step: String,
-    /// Why.
-    pub reason: String,
+    /// The escalation step's name (`on-deadline` for the deadline's forcing).
+    pub step: &'static str,
+    /// Why, in words.
+    #[serde(serialize_with = "words")]
+    pub reason: Trigger,
     /// What was done.
     #[serde(flatten)]
     pub action: Action,
-    /// Steps passed over to get here.
-    pub skipped: Vec<String>,
+    /// Steps passed over to get here, in words.
+    #[serde(serialize_with = "words_each")]
+    pub skipped: Vec<Skipped>,
+    /// Why carrying it out failed, when it did.
+    pub failed: Option<String>,
 }
 
 /// The final report of a run.
@@ -90,7 +87,7 @@ pub struct Report {
     /// The exit code this report maps to.
     pub rc: i32,
     /// Phase in which the run ended.
-    pub phase: String,
+    pub phase: Phase,
     /// QEMU's downtime figure, ms.
     pub downtime_ms: Option<u64>,
     /// Guest-visible pause measured by the tool: STOP on the source to RESUME on the
@@ -122,15 +119,127 @@ pub struct Report {
     pub pass_history: Vec<PassRecord>,
     /// Time spent in each phase.
     pub phases: Vec<PhaseTiming>,
-    /// What went wrong, when the VM did not move.
+    /// What went wrong, when the VM did not move, in words.
     pub error: Option<String>,
+    /// The same, typed: `kind` says which (`policy`, `device`, `not_ready`, ...).
+    pub reason: Option<Reason>,
+    /// What the backend could do, so the report says which guarantees held (e.g. the
+    /// guest held at `pre-switchover` while devices were checked); `null` when the run
+    /// ended before it was known.
+    pub capabilities: Option<Capabilities>,
     /// Where the source was at the end (QEMU run state), when known.
-    pub source_state: Option<String>,
+    pub source_state: Option<RunState>,
     /// Where the destination was at the end, when known.
-    pub destination_state: Option<String>,
+    pub destination_state: Option<RunState>,
 }
 
 impl Report {
+    /// A report with nothing measured yet, for `plan`, ended in `phase`.
+    fn empty(plan: &Plan, clock: PhaseClock) -> Self {
+        let (phase, phases) = clock.finish();
+        Report {
+            vm: plan.vm.name.clone(),
+            result: Outcome::Failed,
+            running_on: RunningOn::Unknown,
+            changed: false,
+            rc: ExitStatus::NeedsAttention.code(),
+            phase,
+            downtime_ms: None,
+            paused_ms: None,
+            total_ms: 0,
+            setup_ms: None,
+            transferred_bytes: 0,
+            vfio_transferred_bytes: None,
+            passes: 0,
+            peak_dirty_rate: None,
+            downtime_limit_ms: plan.limits.downtime.as_millis() as u64,
+            switchover_latency_us: None,
+            actions: Vec::new(),
+            devices: Vec::new(),
+            gate_opened_ms: None,
+            pass_history: Vec::new(),
+            phases,
+            error: None,
+            reason: None,
+            capabilities: None,
+            source_state: None,
+            destination_state: None,
+        }
+    }
+
+    /// The report for hosts that are not ready: nothing was changed, the VM stays where
+    /// it runs.
+    pub(crate) fn not_ready(
+        plan: &Plan,
+        clock: PhaseClock,
+        problems: Vec<Problem>,
+        sink: &mut dyn EventSink,
+    ) -> Self {
+        sink.emit(EngineEvent::NotReady {
+            problems: problems.iter().map(ToString::to_string).collect(),
+        });
+        let reason = Reason::NotReady { problems };
+        let mut report = Report::empty(plan, clock);
+        report.result = Outcome::Failed;
+        report.running_on = RunningOn::Source;
+        report.error = Some(reason.to_string());
+        report.reason = Some(reason);
+        report.rc = ExitStatus::NotReady.code();
+        report
+    }
+
+    /// The report of a run that reached the hosts: what was observed, why it ended
+    /// (`None`: completed), and where the VM is.
+    pub(crate) fn of_run(run: &mut Run<'_>, reason: Option<Reason>, place: Where) -> Self {
+        let clock = std::mem::replace(&mut run.clock, PhaseClock::new(Phase::Verify));
+        let mut report = Report::empty(run.plan, clock);
+        let reason = match (reason, place.running_on) {
+            (None, RunningOn::Destination) => None,
+            (None, _) => Some(Reason::NotConfirmed),
+            (reason, _) => reason,
+        };
+        let outcome = reason.as_ref().map_or(Outcome::Migrated, Reason::outcome);
+        report.result = outcome;
+        report.running_on = place.running_on;
+        report.changed = outcome == Outcome::Migrated;
+        report.error = reason.as_ref().map(ToString::to_string);
+        report.capabilities = run.capabilities;
+        report.source_state = Some(place.source);
+        report.destination_state = Some(place.destination);
+        report.take_observations(&mut run.seen);
+        report.rc = match (report.exit_status(), &reason) {
+            (ExitStatus::NotMigrated, Some(Reason::Interrupted)) => ExitStatus::Interrupted,
+            (code, _) => code,
+        }
+        .code();
+        report.reason = reason;
+        report
+    }
+
+    /// Moves what the run observed into the report.
+    fn take_observations(&mut self, seen: &mut Observed) {
+        let seen = std::mem::replace(seen, Observed::default_for(self.downtime_limit_ms));
+        self.total_ms = seen.started.map_or(0, |s| s.elapsed().as_millis() as u64);
+        if let Some(s) = &seen.last_sample {
+            self.downtime_ms = s.downtime_ms;
+            self.setup_ms = s.setup_time_ms;
+            self.transferred_bytes = s.transferred_bytes;
+            self.vfio_transferred_bytes = s.vfio_transferred_bytes;
+            self.passes = s.dirty_sync_count;
+            if let Some(total) = s.total_time_ms.filter(|_| self.result == Outcome::Migrated) {
+                self.total_ms = total;
+            }
+        }
+        self.paused_ms = seen.paused_ms();
+        self.peak_dirty_rate = seen.history.iter().map(|r| r.dirty_rate).max();
+        self.downtime_limit_ms = seen.downtime_limit_ms.max(self.downtime_limit_ms);
+        self.switchover_latency_us = seen.switchover_latency.map(|d| d.as_micros() as u64);
+        self.devices = seen.gate.report();
+        self.gate_opened_ms = seen.gate.opened_at_ms().filter(|_| !self.devices.is_empty());
+        self.actions = seen.actions;
+        self.pass_history = seen.history;
+    }
+
     /// The exit status this report stands for.
     pub fn exit_status(&self) -> ExitStatus {
         match (self.result, self.running_on) {
@@ -139,16 +248,6 @@ impl Report {
             (Outcome::Migrated, RunningOn::Source) => ExitStatus::NeedsAttention,
             (_, RunningOn::Source) => ExitStatus::NotMigrated,
             (_, RunningOn::Destination) => ExitStatus::NeedsAttention,
-        }
-    }
-}
-
-impl Side {
-    /// The report's name for a side.
-    pub fn running_on(self) -> RunningOn {
-        match self {
-            Side::Source => RunningOn::Source,
-            Side::Destination => RunningOn::Destination,
         }
     }
 }

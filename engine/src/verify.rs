@@ -3,60 +3,64 @@
 
 use std::time::Duration;
 
-use plans::Plan;
 use tokio::time::Instant;
 
-use crate::driver::{Driver, DriverEvent, MigrationStatus, RunState, Side};
+use crate::driver::{DriverEvent, MigrationStatus, RunState, Side};
+use crate::outcome::{Ending, Reason};
+use crate::recover::state_of;
 use crate::report::RunningOn;
-use crate::run::{Ending, Observed, SETTLE};
+use crate::state::{Run, SETTLE};
+
+/// What an operator must be told when both sides run the guest.
+pub(crate) const BOTH_RUNNING: &str =
+    "BOTH sides report running: stop one by hand after checking which has the newer state";
+
+/// Where the VM is at the end of a run, as both sides said.
+#[derive(Debug)]
+pub(crate) struct Where {
+    pub(crate) running_on: RunningOn,
+    pub(crate) source: RunState,
+    pub(crate) destination: RunState,
+    pub(crate) notes: Vec<String>,
+}
 
 /// After `migrate-continue`: waits until QEMU says completed or failed.
-pub(crate) async fn wait_for_completion<D: Driver>(
-    driver: &mut D,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<DriverEvent>,
-    seen: &mut Observed,
-    patience: Duration,
-) -> Ending {
+pub(crate) async fn wait_for_completion(run: &mut Run<'_>, patience: Duration) -> Ending {
     // The device stage lasts as long as the downtime the plan allows, at most.
     let deadline = Instant::now() + SETTLE.max(patience);
     loop {
         // Events first: the status change usually arrives before a poll would see it.
-        while let Ok(event) = events.try_recv() {
-            seen.record_late(&event, "device");
-            if let DriverEvent::Migration { status, .. } = &event {
-                match status {
-                    MigrationStatus::Completed => return completed(driver, seen).await,
-                    MigrationStatus::Failed | MigrationStatus::Cancelled => break,
-                    _ => {}
-                }
+        while let Ok(event) = run.events.try_recv() {
+            if completes(run, &event) {
+                return read_final_stats(run).await;
             }
         }
-        match driver.sample().await {
+        match run.driver.sample().await {
             Ok(s) => {
                 let status = s.status.clone();
-                let error = s.error.clone();
-                seen.last_sample = Some(s);
+                let qemu_error = s.error.clone();
+                run.seen.last_sample = Some(s);
                 match status {
                     MigrationStatus::Completed => return Ending::Completed,
                     MigrationStatus::Failed | MigrationStatus::Cancelled => {
-                        return Ending::Failed(
-                            error.unwrap_or_else(|| "migration failed during switchover".into()),
-                        )
+                        return Ending::Stopped(Reason::MigrationFailed {
+                            during_switchover: true,
+                            qemu_error,
+                        })
                     }
                     _ => {}
                 }
             }
-            Err(e) if e.disconnected => return Ending::Failed(e.to_string()),
+            Err(error) if error.disconnected => return Ending::Stopped(Reason::Driver { error }),
             Err(_) => {}
         }
         if Instant::now() >= deadline {
-            return Ending::Failed("migration did not complete after switchover".into());
+            return Ending::Stopped(Reason::SwitchoverTimedOut);
         }
         tokio::select! {
-            event = events.recv() => if let Some(event) = event {
-                seen.record_late(&event, "device");
-                if let DriverEvent::Migration { status: MigrationStatus::Completed, .. } = event {
-                    return completed(driver, seen).await;
+            event = run.events.recv() => if let Some(event) = event {
+                if completes(run, &event) {
+                    return read_final_stats(run).await;
                 }
             },
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -64,66 +68,48 @@ pub(crate) async fn wait_for_completion<D: Driver>(
     }
 }
 
+/// Records an event that arrives during the device stage; whether it says completed.
+fn completes(run: &mut Run<'_>, event: &DriverEvent) -> bool {
+    run.record_late(event, MigrationStatus::Device);
+    matches!(
+        event,
+        DriverEvent::Migration {
+            status: MigrationStatus::Completed,
+            ..
+        }
+    )
+}
+
 /// Reads the final statistics (downtime, total time) once QEMU reports completion.
-async fn completed<D: Driver>(driver: &mut D, seen: &mut Observed) -> Ending {
-    if let Ok(s) = driver.sample().await {
-        seen.last_sample = Some(s);
+async fn read_final_stats(run: &mut Run<'_>) -> Ending {
+    if let Ok(s) = run.driver.sample().await {
+        run.seen.last_sample = Some(s);
     }
     Ending::Completed
 }
 
 /// After completion: start the destination if it waits paused (never before completion),
 /// and confirm the source handed over.
-pub(crate) async fn verify<D: Driver>(
-    plan: &Plan,
-    driver: &mut D,
-) -> (RunningOn, Option<String>, Option<String>, Vec<String>) {
+pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
     let mut notes = Vec::new();
-    let mut dst = driver
-        .run_state(Side::Destination)
-        .await
-        .unwrap_or(RunState::Gone);
+    let mut dst = state_of(run.driver, Side::Destination).await;
     // The destination finishes loading a moment after the source reports completion.
     let settle = Instant::now() + SETTLE;
     while matches!(dst, RunState::InMigrate) && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        dst = driver
-            .run_state(Side::Destination)
-            .await
-            .unwrap_or(RunState::Gone);
+        dst = state_of(run.driver, Side::Destination).await;
     }
-    if let RunState::Paused { .. } = &dst {
-        if plan.destination.resume {
-            let loaded = matches!(
-                driver.destination_migration().await,
-                Ok(MigrationStatus::Completed)
-            );
-            if loaded {
-                if let Err(e) = driver.resume(Side::Destination).await {
-                    notes.push(format!("starting the destination failed: {e}"));
-                }
-                dst = driver
-                    .run_state(Side::Destination)
-                    .await
-                    .unwrap_or(RunState::Gone);
-            } else {
-                notes.push(
-                    "the destination did not report the incoming migration completed; it was left paused"
-                        .into(),
-                );
-            }
-        }
+    if matches!(dst, RunState::Paused { .. }) && run.plan.destination.resume {
+        dst = start_destination(run, &mut notes).await;
     }
-    let src = driver.run_state(Side::Source).await.unwrap_or(RunState::Gone);
+    let src = state_of(run.driver, Side::Source).await;
     let running_on = match (&src, &dst) {
         (RunState::Running, RunState::Running) => {
-            notes.push(
-                "BOTH sides report running: stop one by hand after checking which has the newer state".into(),
-            );
+            notes.push(BOTH_RUNNING.into());
             RunningOn::Unknown
         }
         (_, RunState::Running) => RunningOn::Destination,
-        (_, RunState::Paused { .. }) if !plan.destination.resume && src == RunState::PostMigrate => {
+        (_, RunState::Paused { .. }) if !run.plan.destination.resume && src == RunState::PostMigrate => {
             notes.push(
                 "the destination holds the VM paused, as the plan asked (destination.resume = false)".into(),
             );
@@ -131,5 +117,29 @@ pub(crate) async fn verify<D: Driver>(
         }
         _ => RunningOn::Unknown,
     };
-    (running_on, Some(src.name()), Some(dst.name()), notes)
+    Where {
+        running_on,
+        source: src,
+        destination: dst,
+        notes,
+    }
+}
+
+/// Starts a destination that waits paused, only once it reports its incoming migration
+/// completed; returns its run state afterwards.
+async fn start_destination(run: &mut Run<'_>, notes: &mut Vec<String>) -> RunState {
+    let loaded = matches!(
+        run.driver.destination_migration().await,
+        Ok(MigrationStatus::Completed)
+    );
+    if !loaded {
+        notes.push(
+            "the destination did not report the incoming migration completed; it was left paused".into(),
+        );
+        return state_of(run.driver, Side::Destination).await;
+    }
+    if let Err(e) = run.driver.resume(Side::Destination).await {
+        notes.push(format!("starting the destination failed: {e}"));
+    }
+    state_of(run.driver, Side::Destination).await
 }

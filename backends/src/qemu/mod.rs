@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use async_trait::async_trait;
 use engine::driver::{
-    DeviceInfo, DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent, MigrationStatus, PairFacts,
-    RunState, Sample, Setup, Side, SideFacts, Throttle,
+    DeviceEvents, DeviceInfo, DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent, KernelDirtyRate,
+    Listen, MigrationStatus, PairFacts, RunState, Sample, Setup, Side, SideFacts, SwitchoverHold, Throttle,
 };
-use plans::{Plan, QmpAddress};
+use plans::QmpAddress;
 use qapi_qmp::{MigrateSetParameters, MigrationCapability, MigrationCapabilityStatus};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -79,11 +80,11 @@ fn not_connected(side: Side, request: &str) -> DriverError {
 }
 
 impl QmpDriver {
-    /// A driver for the plan's two monitors; nothing is contacted until `connect`.
-    pub fn new(plan: &Plan) -> Self {
+    /// A driver for two monitors; nothing is contacted until `connect`.
+    pub fn new(source: &QmpAddress, destination: &QmpAddress) -> Self {
         QmpDriver {
-            source_address: endpoint(&plan.source.qmp),
-            destination_address: endpoint(&plan.destination.qmp),
+            source_address: endpoint(source),
+            destination_address: endpoint(destination),
             source: None,
             destination: None,
             events: None,
@@ -190,6 +191,7 @@ impl QmpDriver {
     }
 }
 
+#[async_trait]
 impl Driver for QmpDriver {
     async fn connect(&mut self) -> Result<(), DriverError> {
         let source = QmpClient::connect(&self.source_address, "source", CONNECT_TIMEOUT)
@@ -213,18 +215,6 @@ impl Driver for QmpDriver {
             source: self.side_facts(Side::Source).await?,
             destination: self.side_facts(Side::Destination).await?,
         })
-    }
-
-    async fn listen(&mut self, uri: &str) -> Result<(), DriverError> {
-        // exit-on-error=false keeps the destination alive when the migration fails or is
-        // cancelled, so the tool can report on it and a retry needs no restart.
-        self.raw(
-            Side::Destination,
-            "migrate-incoming",
-            Some(json!({"uri": uri, "exit-on-error": false})),
-        )
-        .await?;
-        Ok(())
     }
 
     async fn configure(&mut self, setup: &Setup) -> Result<(), DriverError> {
@@ -317,34 +307,6 @@ impl Driver for QmpDriver {
         Ok(stats::sample(&reply, Instant::now()))
     }
 
-    async fn start_dirty_rate(&mut self, mode: DirtyRateMode, calc: Duration) -> Result<(), DriverError> {
-        let mode_name = match mode {
-            DirtyRateMode::DirtyRing => "dirty-ring",
-            DirtyRateMode::DirtyBitmap => "dirty-bitmap",
-        };
-        self.dirty_mode = mode;
-        let args =
-            json!({"calc-time": calc.as_millis() as u64, "calc-time-unit": "millisecond", "mode": mode_name});
-        match self.raw(Side::Source, "calc-dirty-rate", Some(args)).await {
-            // A measurement still running (e.g. preflight's probe) delivers its result
-            // to the next query just the same.
-            Err(e) if e.message.contains("already being measured") => Ok(()),
-            Err(e) => Err(e),
-            Ok(_) => Ok(()),
-        }
-    }
-
-    async fn dirty_rate(&mut self) -> Result<Option<DirtyRate>, DriverError> {
-        let reply = self
-            .raw(
-                Side::Source,
-                "query-dirty-rate",
-                Some(json!({"calc-time-unit": "millisecond"})),
-            )
-            .await?;
-        Ok(stats::dirty_rate(&reply, self.dirty_mode))
-    }
-
     async fn set_downtime_limit(&mut self, ms: u64) -> Result<(), DriverError> {
         self.set_parameters(MigrateSetParameters {
             downtime_limit: Some(ms),
@@ -403,16 +365,6 @@ impl Driver for QmpDriver {
         Ok(())
     }
 
-    async fn continue_switchover(&mut self) -> Result<(), DriverError> {
-        self.raw(
-            Side::Source,
-            "migrate-continue",
-            Some(json!({"state": "pre-switchover"})),
-        )
-        .await?;
-        Ok(())
-    }
-
     async fn cancel(&mut self) -> Result<(), DriverError> {
         self.typed(Side::Source, qapi_qmp::migrate_cancel {}).await?;
         Ok(())
@@ -436,6 +388,51 @@ impl Driver for QmpDriver {
         Ok(())
     }
 
+    async fn restore(&mut self) -> Result<(), DriverError> {
+        if let Some(params) = self.saved.parameters.take() {
+            self.set_parameters(params).await?;
+        }
+        let caps = std::mem::take(&mut self.saved.capabilities);
+        if !caps.is_empty() {
+            self.set_capabilities(&caps).await?;
+        }
+        Ok(())
+    }
+
+    fn switchover_hold(&mut self) -> Option<&mut dyn SwitchoverHold> {
+        Some(self)
+    }
+
+    fn device_events(&mut self) -> Option<&mut dyn DeviceEvents> {
+        Some(self)
+    }
+
+    fn kernel_dirty_rate(&mut self) -> Option<&mut dyn KernelDirtyRate> {
+        Some(self)
+    }
+
+    fn listener(&mut self) -> Option<&mut dyn Listen> {
+        Some(self)
+    }
+}
+
+/// `pause-before-switchover` is always on: QEMU waits at `pre-switchover`.
+#[async_trait]
+impl SwitchoverHold for QmpDriver {
+    async fn continue_switchover(&mut self) -> Result<(), DriverError> {
+        self.raw(
+            Side::Source,
+            "migrate-continue",
+            Some(json!({"state": "pre-switchover"})),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// VFIO devices from the QOM tree; their states from `VFIO_MIGRATION` events.
+#[async_trait]
+impl DeviceEvents for QmpDriver {
     async fn vfio_devices(&mut self) -> Result<Vec<DeviceInfo>, DriverError> {
         let list = self
             .raw(
@@ -487,15 +484,52 @@ impl Driver for QmpDriver {
         .await?;
         Ok(())
     }
+}
 
-    async fn restore(&mut self) -> Result<(), DriverError> {
-        if let Some(params) = self.saved.parameters.take() {
-            self.set_parameters(params).await?;
+/// `calc-dirty-rate` in dirty-ring or dirty-bitmap mode: the kernel's dirty log.
+#[async_trait]
+impl KernelDirtyRate for QmpDriver {
+    async fn start_dirty_rate(&mut self, mode: DirtyRateMode, calc: Duration) -> Result<(), DriverError> {
+        let mode_name = match mode {
+            DirtyRateMode::DirtyRing => "dirty-ring",
+            DirtyRateMode::DirtyBitmap => "dirty-bitmap",
+        };
+        self.dirty_mode = mode;
+        let args =
+            json!({"calc-time": calc.as_millis() as u64, "calc-time-unit": "millisecond", "mode": mode_name});
+        match self.raw(Side::Source, "calc-dirty-rate", Some(args)).await {
+            // A measurement still running (e.g. preflight's probe) delivers its result
+            // to the next query just the same.
+            Err(e) if e.message.contains("already being measured") => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
         }
-        let caps = std::mem::take(&mut self.saved.capabilities);
-        if !caps.is_empty() {
-            self.set_capabilities(&caps).await?;
-        }
+    }
+
+    async fn dirty_rate(&mut self) -> Result<Option<DirtyRate>, DriverError> {
+        let reply = self
+            .raw(
+                Side::Source,
+                "query-dirty-rate",
+                Some(json!({"calc-time-unit": "millisecond"})),
+            )
+            .await?;
+        Ok(stats::dirty_rate(&reply, self.dirty_mode))
+    }
+}
+
+/// `migrate-incoming` on a destination started with `-incoming defer`.
+#[async_trait]
+impl Listen for QmpDriver {
+    async fn listen(&mut self, uri: &str) -> Result<(), DriverError> {
+        // exit-on-error=false keeps the destination alive when the migration fails or is
+        // cancelled, so the tool can report on it and a retry needs no restart.
+        self.raw(
+            Side::Destination,
+            "migrate-incoming",
+            Some(json!({"uri": uri, "exit-on-error": false})),
+        )
+        .await?;
         Ok(())
     }
 }

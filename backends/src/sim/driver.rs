@@ -8,9 +8,11 @@
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use engine::driver::{
-    DeviceInfo, DeviceState, DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent, MigrationStatus,
-    PairFacts, RunState, Sample, Setup, Side, Throttle,
+    DeviceEvents, DeviceInfo, DeviceState, DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent,
+    KernelDirtyRate, Listen, MigrationStatus, PairFacts, RunState, Sample, Setup, Side, SwitchoverHold,
+    Throttle,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -121,6 +123,7 @@ async fn tick(model: Weak<Mutex<Model>>) {
     }
 }
 
+#[async_trait]
 impl Driver for SimDriver {
     async fn connect(&mut self) -> Result<(), DriverError> {
         {
@@ -149,10 +152,6 @@ impl Driver for SimDriver {
         })
     }
 
-    async fn listen(&mut self, uri: &str) -> Result<(), DriverError> {
-        self.call(Side::Destination, "migrate-incoming", |m| m.listen(uri))
-    }
-
     async fn configure(&mut self, setup: &Setup) -> Result<(), DriverError> {
         self.call(Side::Source, "migrate-set-capabilities", |m| m.configure(setup))
     }
@@ -163,14 +162,6 @@ impl Driver for SimDriver {
 
     async fn sample(&mut self) -> Result<Sample, DriverError> {
         self.call(Side::Source, "query-migrate", |m| Ok(m.sample()))
-    }
-
-    async fn start_dirty_rate(&mut self, mode: DirtyRateMode, calc: Duration) -> Result<(), DriverError> {
-        self.call(Side::Source, "calc-dirty-rate", |m| m.calc_dirty_rate(mode, calc))
-    }
-
-    async fn dirty_rate(&mut self) -> Result<Option<DirtyRate>, DriverError> {
-        self.call(Side::Source, "query-dirty-rate", |m| Ok(m.query_dirty_rate()))
     }
 
     async fn set_downtime_limit(&mut self, ms: u64) -> Result<(), DriverError> {
@@ -189,10 +180,6 @@ impl Driver for SimDriver {
 
     async fn stop_source(&mut self) -> Result<(), DriverError> {
         self.call(Side::Source, "stop", |m| m.stop_source())
-    }
-
-    async fn continue_switchover(&mut self) -> Result<(), DriverError> {
-        self.call(Side::Source, "migrate-continue", |m| m.continue_switchover())
     }
 
     async fn cancel(&mut self) -> Result<(), DriverError> {
@@ -221,12 +208,56 @@ impl Driver for SimDriver {
         self.call(Side::Source, "migrate-set-parameters", |m| m.restore())
     }
 
+    fn switchover_hold(&mut self) -> Option<&mut dyn SwitchoverHold> {
+        Some(self)
+    }
+
+    fn device_events(&mut self) -> Option<&mut dyn DeviceEvents> {
+        Some(self)
+    }
+
+    fn kernel_dirty_rate(&mut self) -> Option<&mut dyn KernelDirtyRate> {
+        Some(self)
+    }
+
+    fn listener(&mut self) -> Option<&mut dyn Listen> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl SwitchoverHold for SimDriver {
+    async fn continue_switchover(&mut self) -> Result<(), DriverError> {
+        self.call(Side::Source, "migrate-continue", |m| m.continue_switchover())
+    }
+}
+
+#[async_trait]
+impl DeviceEvents for SimDriver {
     async fn vfio_devices(&mut self) -> Result<Vec<DeviceInfo>, DriverError> {
         self.call(Side::Source, "qom-list", |m| Ok(m.vfio_devices()))
     }
 
     async fn enable_migration_events(&mut self, qom_path: &str) -> Result<(), DriverError> {
         self.call(Side::Source, "qom-set", |m| m.enable_migration_events(qom_path))
+    }
+}
+
+#[async_trait]
+impl KernelDirtyRate for SimDriver {
+    async fn start_dirty_rate(&mut self, mode: DirtyRateMode, calc: Duration) -> Result<(), DriverError> {
+        self.call(Side::Source, "calc-dirty-rate", |m| m.calc_dirty_rate(mode, calc))
+    }
+
+    async fn dirty_rate(&mut self) -> Result<Option<DirtyRate>, DriverError> {
+        self.call(Side::Source, "query-dirty-rate", |m| Ok(m.query_dirty_rate()))
+    }
+}
+
+#[async_trait]
+impl Listen for SimDriver {
+    async fn listen(&mut self, uri: &str) -> Result<(), DriverError> {
+        self.call(Side::Destination, "migrate-incoming", |m| m.listen(uri))
     }
 }
 

@@ -1,0 +1,17 @@
+//! How a backend reports a request that failed.
+
+use super::Side;
+
+/// A failure reported by a backend, naming the side and the request that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[error("{message}")]
+pub struct DriverError {
+    /// The side whose request failed.
+    pub side: Side,
+    /// The request (e.g. the QMP command).
+    pub request: String,
+    /// What went wrong, naming the side and request (backends write it complete).
+    pub message: String,
+    /// The connection to that side is gone (the process died or closed its monitor).
+    pub disconnected: bool,
+}

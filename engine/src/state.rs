@@ -1,0 +1,178 @@
+//! What the phases of one run share: the plan, the driver, the event streams in and out,
+//! the phase clock, and what has been observed so far for the report.
+//!
+//! Each phase module (`converge`, `verify`, `recover`) takes a [`Run`] and imports
+//! nothing from the others; `run.rs` calls them in order.
+
+use std::time::Duration;
+
+use plans::Plan;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::driver::{Capabilities, Driver, DriverEvent, MigrationStatus, Sample, Side};
+use crate::events::{EngineEvent, EventSink};
+use crate::gate::DeviceGate;
+use crate::phase::{Phase, PhaseClock};
+use crate::policy::PassRecord;
+use crate::report::ActionRecord;
+
+/// How long to wait for a cancel to take effect, or for completion after switchover.
+pub(crate) const SETTLE: Duration = Duration::from_secs(15);
+
+/// One run in progress.
+pub(crate) struct Run<'a> {
+    pub(crate) plan: &'a Plan,
+    pub(crate) driver: &'a mut dyn Driver,
+    pub(crate) sink: &'a mut dyn EventSink,
+    pub(crate) events: mpsc::UnboundedReceiver<DriverEvent>,
+    pub(crate) clock: PhaseClock,
+    pub(crate) seen: Observed,
+    pub(crate) capabilities: Option<Capabilities>,
+}
+
+impl<'a> Run<'a> {
+    /// A run that has just connected; `clock` is in the connect phase.
+    pub(crate) fn new(
+        plan: &'a Plan,
+        driver: &'a mut dyn Driver,
+        sink: &'a mut dyn EventSink,
+        clock: PhaseClock,
+    ) -> Self {
+        let events = driver.take_events();
+        Run {
+            plan,
+            driver,
+            sink,
+            events,
+            clock,
+            seen: Observed::new(plan),
+            capabilities: None,
+        }
+    }
+
+    /// Ends the current phase and announces `phase`.
+    pub(crate) fn enter(&mut self, phase: Phase) {
+        self.clock.enter(phase);
+        self.sink.emit(EngineEvent::Phase { phase });
+    }
+
+    /// Tells the operator something that changes nothing by itself.
+    pub(crate) fn note(&mut self, message: impl Into<String>) {
+        self.sink.emit(EngineEvent::Note {
+            message: message.into(),
+        });
+    }
+
+    /// The guest-visible pause ends with a RESUME, which trails `cont`'s reply: waits up
+    /// to a second for it when the guest was stopped.
+    pub(crate) async fn await_resume(&mut self) {
+        let until = Instant::now() + Duration::from_secs(1);
+        while self.seen.source_stopped_at.is_some() && self.seen.resumed_at.is_none() {
+            let left = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some(event)) => self.record_late(&event, MigrationStatus::Completed),
+                _ => break,
+            }
+        }
+    }
+
+    /// Records device and pause events that arrive after the convergence loop.
+    pub(crate) fn record_late(&mut self, event: &DriverEvent, status: MigrationStatus) {
+        self.seen.record(event);
+        if let DriverEvent::DeviceState {
+            side: Side::Source,
+            id,
+            qom_path,
+            state,
+            at,
+        } = event
+        {
+            self.seen
+                .gate
+                .record(id, qom_path, state.clone(), *at, status.as_str());
+            self.sink.emit(EngineEvent::Device {
+                id: display_id(id, qom_path),
+                state: state.name().to_string(),
+                at_ms: self.seen.ms_since_start(*at),
+            });
+        }
+    }
+}
+
+/// A device's id for people: QEMU's id, or the last part of its QOM path.
+pub(crate) fn display_id(id: &str, qom_path: &str) -> String {
+    match id.is_empty() {
+        true => qom_path.rsplit('/').next().unwrap_or_default().to_string(),
+        false => id.to_string(),
+    }
+}
+
+/// What the run observed, gathered for the report.
+#[derive(Debug)]
+pub(crate) struct Observed {
+    pub(crate) history: Vec<PassRecord>,
+    pub(crate) actions: Vec<ActionRecord>,
+    pub(crate) last_sample: Option<Sample>,
+    pub(crate) source_stopped_at: Option<Instant>,
+    pub(crate) resumed_at: Option<(Side, Instant)>,
+    pub(crate) throttled: bool,
+    pub(crate) stopped_by_us: bool,
+    pub(crate) switchover_latency: Option<Duration>,
+    pub(crate) gate: DeviceGate,
+    /// The downtime limit in force, ms.
+    pub(crate) downtime_limit_ms: u64,
+    /// When `migrate` was sent.
+    pub(crate) started: Option<Instant>,
+}
+
+impl Observed {
+    fn new(plan: &Plan) -> Self {
+        Self::default_for(plan.limits.downtime.as_millis() as u64)
+    }
+
+    /// Nothing observed yet, with `downtime_limit_ms` in force.
+    pub(crate) fn default_for(downtime_limit_ms: u64) -> Self {
+        Observed {
+            history: Vec::new(),
+            actions: Vec::new(),
+            last_sample: None,
+            source_stopped_at: None,
+            resumed_at: None,
+            throttled: false,
+            stopped_by_us: false,
+            switchover_latency: None,
+            gate: DeviceGate::new(Vec::new(), Instant::now(), Duration::ZERO),
+            downtime_limit_ms,
+            started: None,
+        }
+    }
+
+    /// Notes what an event says about pauses. Device states are the gate's business
+    /// while the convergence loop runs; afterwards see [`Run::record_late`].
+    pub(crate) fn record(&mut self, event: &DriverEvent) {
+        match event {
+            DriverEvent::Stop {
+                side: Side::Source,
+                at,
+            } => self.source_stopped_at = Some(*at),
+            DriverEvent::Resume { side, at } if self.source_stopped_at.is_some() => {
+                self.resumed_at.get_or_insert((*side, *at));
+            }
+            _ => {}
+        }
+    }
+
+    /// Milliseconds from `migrate` to `at` (0 before it was sent).
+    pub(crate) fn ms_since_start(&self, at: Instant) -> u64 {
+        self.started
+            .map_or(0, |s| at.saturating_duration_since(s).as_millis() as u64)
+    }
+
+    /// The guest-visible pause: STOP on the source to the first RESUME after it.
+    pub(crate) fn paused_ms(&self) -> Option<u64> {
+        let stop = self.source_stopped_at?;
+        let (_, resume) = self.resumed_at?;
+        Some(resume.saturating_duration_since(stop).as_millis() as u64)
+    }
+}

@@ -1,0 +1,209 @@
+//! Every sentence the engine says about why: stalls, aborts, gate violations, preflight
+//! problems and endings are typed everywhere else and turned into words only here, so
+//! wording stays consistent and follows CONTRIBUTING.md's rules for messages.
+
+use std::fmt::{Display, Formatter, Result};
+
+use plans::units::format_bytes as b;
+
+use crate::gate::GateViolation;
+use crate::outcome::Reason;
+use crate::policy::{AbortReason, Skipped, StallReason, Trigger};
+use crate::preflight::Problem;
+
+impl Display for StallReason {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        match self {
+            StallReason::DirtyRateAboveBandwidth {
+                dirty_rate,
+                bandwidth,
+            } => write!(
+                f,
+                "dirty rate {}/s is not below bandwidth {}/s",
+                b(*dirty_rate),
+                b(*bandwidth)
+            ),
+            StallReason::NoProgress { remaining, best } => {
+                write!(f, "remaining {} did not shrink below {}", b(*remaining), b(*best))
+            }
+            StallReason::DeviceStateTooLarge {
+                device_bytes,
+                threshold,
+            } => write!(
+                f,
+                "device state {} exceeds what the downtime limit allows ({})",
+                b(*device_bytes),
+                b(*threshold)
+            ),
+        }
+    }
+}
+impl Display for AbortReason {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        match self {
+            AbortReason::NotConverging { stall } => write!(f, "not converging: {stall}"),
+            AbortReason::NeedsMoreDowntime { needed_ms, max_ms } => write!(
+                f,
+                "completing would need {needed_ms}ms of downtime, more than limits.max_downtime ({max_ms}ms)"
+            ),
+            AbortReason::EscalationExhausted { stall } => {
+                write!(f, "every escalation step was taken and it still stalls: {stall}")
+            }
+            AbortReason::Deadline { deadline_ms } => {
+                write!(f, "limits.deadline ({deadline_ms}ms) passed")
+            }
+            AbortReason::PauseTooLong {
+                pause_ms,
+                pending_bytes,
+                bandwidth,
+                max_ms,
+            } => write!(
+                f,
+                "switching over now would pause the guest about {pause_ms}ms ({} of RAM and declared device state at {}/s), more than limits.max_downtime ({max_ms}ms)",
+                b(*pending_bytes),
+                b(*bandwidth)
+            ),
+        }
+    }
+}
+
+impl Display for GateViolation {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        match self {
+            GateViolation::NotSaving { device, last_state, seen_at_ms, timeout_ms } => {
+                write!(f, "VFIO device {device} did not reach its saving state within {timeout_ms}ms (last state {last_state}")?;
+                match seen_at_ms {
+                    Some(at) => write!(f, ", seen at {at}ms)"),
+                    None => write!(f, "; no VFIO_MIGRATION event was received)"),
+                }
+            }
+            GateViolation::UnexpectedState { device, state, at_ms } => {
+                write!(f, "VFIO device {device} went to {state} at {at_ms}ms while the migration ran")
+            }
+            GateViolation::Unplugged { device, at_ms } => write!(
+                f,
+                "VFIO device {device} was unplugged at {at_ms}ms during the migration: its DMA since the last dirty sync is unknown"
+            ),
+            GateViolation::NotStopCopyAtSwitchover { device, state } => {
+                write!(f, "VFIO device {device} was in {state}, not ready to save its final state, when the VM stopped for switchover")
+            }
+        }
+    }
+}
+
+impl Display for Trigger {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        match self {
+            Trigger::Stall(stall) => stall.fmt(f),
+            Trigger::Deadline { deadline_ms } => write!(f, "limits.deadline ({deadline_ms}ms) passed"),
+        }
+    }
+}
+
+impl Display for Skipped {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        write!(
+            f,
+            "{}: needs {}ms, above limits.max_downtime ({}ms)",
+            self.step.name(),
+            self.needed_ms,
+            self.max_ms
+        )
+    }
+}
+
+impl Display for Problem {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        match self {
+            Problem::Driver { error } => error.fmt(f),
+            Problem::SourceNotRunning { state } => write!(
+                f,
+                "source: the VM is not running (state {state}); only a running VM is live-migrated"
+            ),
+            Problem::MigrationInProgress { status } => {
+                write!(f, "source: a migration is already in progress (status {status})")
+            }
+            Problem::DestinationNotWaiting { state } => write!(
+                f,
+                "destination: not waiting for an incoming migration (state {state}); start it with `-incoming defer`"
+            ),
+            Problem::IncomingAlreadySetUp { status } => write!(
+                f,
+                "destination: already has an incoming migration set up (status {status}); drop `listen` from the plan or restart it with `-incoming defer`"
+            ),
+            Problem::Blocked { reason } => write!(f, "source: QEMU blocks migration: {reason}"),
+            Problem::RamDiffers {
+                source,
+                destination,
+            } => write!(
+                f,
+                "destination: guest RAM differs ({source} bytes on the source, {destination} here)"
+            ),
+            Problem::DirtyLimitNeedsRing => f.write_str(
+                "source: policy.throttle = \"dirty-limit\" needs the KVM dirty ring, which this guest does not have (start QEMU with -accel kvm,dirty-ring-size=4096, or use \"auto-converge\")",
+            ),
+            Problem::Unsupported { capability, key } => write!(
+                f,
+                "the plan's {key} needs {capability}, which this backend cannot do"
+            ),
+            Problem::DeviceMissing { id, present } => {
+                let present = match present.is_empty() {
+                    true => "none".to_string(),
+                    false => present.join(", "),
+                };
+                write!(f, "source: VFIO device {id} not found (VFIO devices there: {present})")
+            }
+            Problem::DeviceEventsUnsupported { id } => write!(
+                f,
+                "source: VFIO device {id} has no `migration-events` property (QEMU 9.1 or newer is needed to follow device states)"
+            ),
+            Problem::DeviceEventsOff { id, refusal } => write!(
+                f,
+                "source: VFIO device {id} has migration-events=off and QEMU refused to turn it on at runtime ({refusal}); start QEMU with `-device vfio-pci,...,id={id},migration-events=on` (libvirt: a <qemu:override> setting migration-events on the hostdev's alias)"
+            ),
+            Problem::UnlistedDevice { id, type_name } => write!(
+                f,
+                "source: VFIO device {id} ({type_name}) is not listed in the plan; add a [[devices]] entry for it, or set vm.allow_unlisted_devices = true"
+            ),
+        }
+    }
+}
+
+impl Display for Reason {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        match self {
+            Reason::NotReady { problems } => {
+                for (i, problem) in problems.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    problem.fmt(f)?;
+                }
+                Ok(())
+            }
+            Reason::Policy {
+                pass: Some(pass),
+                abort,
+            } => write!(f, "pass {pass}: {abort}"),
+            Reason::Policy { pass: None, abort } => abort.fmt(f),
+            Reason::Device { violation } => violation.fmt(f),
+            Reason::Interrupted => f.write_str("interrupted by the operator"),
+            Reason::Driver { error } => error.fmt(f),
+            Reason::ContinueFailed { error } => write!(f, "could not continue at pre-switchover: {error}"),
+            Reason::MigrationFailed {
+                qemu_error: Some(error),
+                ..
+            } => f.write_str(error),
+            Reason::MigrationFailed {
+                during_switchover: true,
+                qemu_error: None,
+            } => f.write_str("migration failed during switchover"),
+            Reason::MigrationFailed { .. } => f.write_str("migration failed"),
+            Reason::CancelledElsewhere => f.write_str("migration was cancelled by someone else"),
+            Reason::EventsClosed => f.write_str("the connection to the hypervisors closed"),
+            Reason::ConnectionLost { side, why } => write!(f, "{side}: connection lost: {why}"),
+            Reason::SwitchoverTimedOut => f.write_str("migration did not complete after switchover"),
+            Reason::NotConfirmed => f.write_str("the destination could not be confirmed running"),
+        }
+    }
+}
