@@ -6,8 +6,10 @@
 //! - [`qmp`]: a QMP client that owns its framing (length-limited lines, events it does
 //!   not know delivered raw) and uses `qapi-qmp`'s types.
 //! - [`qemu`]: the engine's driver over two QEMU monitors.
+//!
+//! Only real adapters belong here. The stand-ins for hardware this project's machines
+//! lack (the simulated pair, the VFIO device model) are the test bench's, in the
+//! `vfio-migrate-standins` crate.
 
-pub mod devmodel;
 pub mod qemu;
 pub mod qmp;
-pub mod sim;

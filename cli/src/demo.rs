@@ -5,10 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use backends::devmodel::{ModelDevice, Proxy, ProxyConfig, Role};
-use backends::sim::{SimDevice, SimDriver, SimVm};
 use plans::Plan;
 use rig::{Accel, GuestParams, PairOptions, QemuPair};
+use standins::devmodel::{ModelDevice, Proxy, ProxyConfig, Role};
+use standins::sim::{SimDevice, SimDriver, SimVm};
 
 use crate::args::{Output, Scenario};
 

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use backends::sim::{SimDevice, SimDriver, SimFault, SimVm, MIB};
 use engine::driver::{
     DeviceState, DirtyRateMode, Driver, DriverEvent, MigrationStatus, RunState, Setup, Side, Throttle,
 };
+use standins::sim::{SimDevice, SimDriver, SimFault, SimVm, MIB};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::sleep;
 

@@ -4,7 +4,7 @@
 //! paused clock (`#[tokio::test(start_paused = true)]`), where a minute-long migration
 //! runs in milliseconds. All time is tokio time.
 //!
-//! To the engine it looks exactly like [`crate::qemu::QmpDriver`]: the same statuses,
+//! To the engine it looks exactly like [`backends::qemu::QmpDriver`]: the same statuses,
 //! event kinds, units and error texts (`source (sim): COMMAND: CLASS: DESC`). What it
 //! models, and which QEMU 10 behaviour each rule mirrors:
 //!

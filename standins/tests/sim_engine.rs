@@ -7,10 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use backends::sim::{SimDevice, MIB};
 use engine::driver::{MigrationStatus, RunState, Side};
 use engine::policy::Action;
 use engine::{Outcome, RunningOn};
+use standins::sim::{SimDevice, MIB};
 use support::{describe, device_toml, plan, run, run_with, vm, with_devices};
 use tokio::sync::watch;
 

@@ -7,13 +7,13 @@ mod support;
 
 use std::time::Duration;
 
-use backends::sim::{SimDevice, SimFault, MIB};
 use engine::driver::{MigrationStatus, RunState, Side};
 use engine::{Outcome, RunningOn};
+use standins::sim::{SimDevice, SimFault, MIB};
 use support::{describe, device_toml, plan, run, vm, with_devices};
 
 /// One pre-copy device `gpu0` (4 MiB of state) with `fault`, and a plan for it.
-fn gpu(fault: SimFault, limits: &str) -> (plans::Plan, backends::sim::SimVm, &'static str) {
+fn gpu(fault: SimFault, limits: &str) -> (plans::Plan, standins::sim::SimVm, &'static str) {
     let plan = plan(&format!(
         "{}[limits]\nmax_bandwidth = \"128MiB/s\"\n{limits}",
         device_toml("gpu0", true, "4MiB")

@@ -2,10 +2,10 @@
 //! `#[path]`; as a test target of its own it holds no tests).
 #![allow(dead_code)]
 
-use backends::sim::{SimDevice, SimDriver, SimInspector, SimVm, MIB};
 use engine::events::{EngineEvent, VecSink};
 use engine::Report;
 use plans::Plan;
+use standins::sim::{SimDevice, SimDriver, SimInspector, SimVm, MIB};
 use tokio::sync::watch;
 
 /// The plan's fixed part: names, monitors, the listen address.

@@ -27,12 +27,12 @@
 //! commands are re-serialised (with the proxy's id); replies are re-serialised (with the
 //! client's id); client input that is not a JSON command is answered by the proxy with
 //! QEMU's error; `qmp_capabilities` is answered by the proxy; a line longer than
-//! [`crate::qmp::MAX_LINE_BYTES`] closes the connection it came on. Events are forwarded
+//! [`backends::qmp::MAX_LINE_BYTES`] closes the connection it came on. Events are forwarded
 //! byte for byte unless the model rewrites them.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), backends::devmodel::DevModelError> {
-//! use backends::devmodel::{ModelDevice, Proxy, ProxyConfig, Role};
+//! # async fn demo() -> Result<(), standins::devmodel::DevModelError> {
+//! use standins::devmodel::{ModelDevice, Proxy, ProxyConfig, Role};
 //!
 //! let proxy = Proxy::start(ProxyConfig {
 //!     upstream: "/run/vm/src.qmp".into(),

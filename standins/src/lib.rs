@@ -1,0 +1,18 @@
+//! # vfio-migrate stand-ins
+//!
+//! **A test bench, not part of the product.** This project's machines have QEMU and KVM
+//! but no VFIO hardware, and tests need migrations faster than real time. This crate
+//! holds the stand-ins for what is missing; the `vfio-migrate migrate` path never uses
+//! it. Only tests, benchmarks and the `demo` command (which says when it uses one)
+//! depend on it.
+//!
+//! - [`sim`]: a simulated hypervisor pair, a second [`engine::Driver`] that needs no
+//!   QEMU; with tokio's paused clock a minute-long migration runs in milliseconds.
+//! - [`devmodel`]: a QMP proxy over a real QEMU that adds modelled VFIO devices (QOM
+//!   entries, `VFIO_MIGRATION` events in QEMU's order, faults).
+//!
+//! Real adapters (the QMP client, the QEMU driver) live in `backends`; the stand-ins
+//! build on them, never the other way round.
+
+pub mod devmodel;
+pub mod sim;
