@@ -12,7 +12,8 @@ use std::time::Duration;
 use common::{pair, run, status, ONE_AT_A_TIME};
 use rig::QemuPair;
 use serde_json::Value;
-use standins::devmodel::{Fault, ModelDevice, Proxy, ProxyConfig, Role};
+use standins::devmodel::{Proxy, ProxyConfig, Role};
+use standins::vfio::{Fault, ModelDevice};
 
 const MIB: u64 = 1024 * 1024;
 const LINK: u64 = 128 * MIB;

@@ -10,9 +10,12 @@
 //!   QEMU; with tokio's paused clock a minute-long migration runs in milliseconds.
 //! - [`devmodel`]: a QMP proxy over a real QEMU that adds modelled VFIO devices (QOM
 //!   entries, `VFIO_MIGRATION` events in QEMU's order, faults).
+//! - [`vfio`]: what both share: the modelled device, its faults, and the one VFIO
+//!   migration state machine (QEMU 10's `hw/vfio/migration.c` transitions).
 //!
 //! Real adapters (the QMP client, the QEMU driver) live in `backends`; the stand-ins
 //! build on them, never the other way round.
 
 pub mod devmodel;
 pub mod sim;
+pub mod vfio;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use backends::qmp::{QmpClient, QmpEndpoint, QmpEvent};
 use serde_json::{json, Value};
-use standins::devmodel::{Fault, ModelDevice, Proxy, ProxyConfig, Role};
+use standins::devmodel::{Proxy, ProxyConfig, Role};
+use standins::vfio::{Fault, ModelDevice};
 use tokio::sync::{broadcast, Semaphore};
 
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,13 +6,24 @@ use std::time::Duration;
 use engine::driver::{
     DeviceState, DirtyRateMode, Driver, DriverEvent, MigrationStatus, RunState, Setup, Side, Throttle,
 };
-use standins::sim::{SimDevice, SimDriver, SimFault, SimVm, MIB};
+use standins::sim::{SimDriver, SimVm, MIB};
+use standins::vfio::{Fault, ModelDevice};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::sleep;
 
 const URI: &str = "tcp:127.0.0.1:49152";
 
-fn vm(wss_mib: u64, rate_mib: u64, devices: Vec<SimDevice>) -> SimVm {
+/// A P2P-capable `vfio-pci` device with `migration-events=on` and `state_size` bytes.
+fn device(id: &str, precopy: bool, state_size: u64) -> ModelDevice {
+    ModelDevice {
+        precopy,
+        p2p: true,
+        state_size,
+        ..ModelDevice::new(id)
+    }
+}
+
+fn vm(wss_mib: u64, rate_mib: u64, devices: Vec<ModelDevice>) -> SimVm {
     SimVm {
         ram_bytes: 1024 * MIB,
         wss_bytes: wss_mib * MIB,
@@ -78,10 +89,7 @@ fn without_passes(events: Vec<String>) -> Vec<String> {
 
 #[tokio::test(start_paused = true)]
 async fn events_come_in_qemu_order_through_a_whole_migration() {
-    let devices = vec![
-        SimDevice::new("gpu0", true, 4 * MIB),
-        SimDevice::new("vf0", false, MIB),
-    ];
+    let devices = vec![device("gpu0", true, 4 * MIB), device("vf0", false, MIB)];
     let mut sim = SimDriver::new(vm(64, 10, devices));
     let facts = {
         sim.connect().await.expect("connect");
@@ -229,7 +237,7 @@ async fn statistics_follow_what_query_migrate_shows_in_each_status() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_at_pre_switchover_restarts_the_source() {
-    let mut sim = SimDriver::new(vm(64, 10, vec![SimDevice::new("gpu0", true, MIB)]));
+    let mut sim = SimDriver::new(vm(64, 10, vec![device("gpu0", true, MIB)]));
     let mut events = started(&mut sim, &setup(true, false)).await;
     wait_for(&mut sim, MigrationStatus::PreSwitchover).await;
     drain(&mut events);
@@ -315,7 +323,7 @@ async fn a_destination_that_does_not_listen_refuses_the_connection() {
 async fn qemu_refusals_read_as_the_qmp_backend_reports_them() {
     let mut sim = SimDriver::new(SimVm {
         dirty_ring: false,
-        devices: vec![SimDevice::new("nic0", false, MIB)],
+        devices: vec![device("nic0", false, MIB)],
         ..vm(64, 10, vec![])
     });
     let early = sim.sample().await.expect_err("not connected yet");
@@ -431,7 +439,10 @@ async fn auto_converge_raises_the_throttle_every_second_busy_sync() {
 #[tokio::test(start_paused = true)]
 async fn an_unplugged_device_is_reported_and_disappears() {
     let after = Duration::from_millis(300);
-    let nic = SimDevice::new("nic0", false, MIB).with_fault(SimFault::UnplugDuringMigration { after });
+    let nic = ModelDevice {
+        fault: Fault::UnplugDuringMigration { after },
+        ..device("nic0", false, MIB)
+    };
     let mut sim = SimDriver::new(vm(256, 10, vec![nic]));
     let mut events = started(&mut sim, &setup(false, false)).await;
     sleep(Duration::from_millis(400)).await;
@@ -441,5 +452,33 @@ async fn an_unplugged_device_is_reported_and_disappears() {
     assert_eq!(
         sim.inspector().device_state(Side::Destination, "nic0"),
         None::<DeviceState>
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn migration_events_can_be_turned_on_only_where_the_device_allows_it() {
+    let silent = ModelDevice {
+        migration_events: false,
+        allow_runtime_migration_events: true,
+        ..device("vf0", false, MIB)
+    };
+    let mut sim = SimDriver::new(vm(64, 10, vec![silent]));
+    sim.connect().await.expect("connect");
+    assert_eq!(
+        sim.vfio_devices().await.expect("qom-list")[0].migration_events,
+        Some(false)
+    );
+    sim.enable_migration_events("/machine/peripheral/vf0")
+        .await
+        .expect("allowed at runtime");
+    assert_eq!(
+        sim.vfio_devices().await.expect("qom-list")[0].migration_events,
+        Some(true)
+    );
+    let mut events = sim.take_events();
+    sim.stop_source().await.expect("stop");
+    assert_eq!(
+        drain(&mut events),
+        ["source vf0 running-p2p", "source vf0 stop", "STOP source"]
     );
 }
