@@ -79,9 +79,7 @@ pub(super) fn run_state_changed(
     out: &UnboundedSender<DriverEvent>,
 ) {
     for step in run_state_change(running) {
-        for d in devices.iter_mut().filter(|d| d.present) {
-            d.step(side, step, at, out);
-        }
+        step_all(devices, side, step, at, out);
     }
 }
 
