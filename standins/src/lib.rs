@@ -1,10 +1,9 @@
 //! # vfio-migrate stand-ins
 //!
-//! **A test bench, not part of the product.** This project's machines have QEMU and KVM
-//! but no VFIO hardware, and tests need migrations faster than real time. This crate
-//! holds the stand-ins for what is missing; the `vfio-migrate migrate` path never uses
-//! it. Only tests, benchmarks and the `demo` command (which says when it uses one)
-//! depend on it.
+//! **A test bench, not part of the product.** It holds stand-ins for VFIO hardware,
+//! which this project's machines do not have, and, for fast tests, for QEMU itself. The
+//! product's `migrate` path never uses this crate; only tests and the `demo` command
+//! (which says when it uses a stand-in) depend on it.
 //!
 //! - [`sim`]: a simulated hypervisor pair, a second [`engine::Driver`] that needs no
 //!   QEMU; with tokio's paused clock a minute-long migration runs in milliseconds.
