@@ -7,11 +7,13 @@
 //!   not know delivered raw) and uses `qapi-qmp`'s types.
 //! - [`qemu`]: the engine's driver over two QEMU monitors.
 //! - [`open`]: the one place that picks the driver a plan names.
+//!
+//! Only real adapters belong here. The stand-ins for hardware this project's machines
+//! lack (the simulated pair, the VFIO device model) are the test bench's, in the
+//! `vfio-migrate-standins` crate.
 
-pub mod devmodel;
 mod open;
 pub mod qemu;
 pub mod qmp;
-pub mod sim;
 
 pub use open::open;

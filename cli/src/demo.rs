@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use backends::devmodel::{ModelDevice, Proxy, ProxyConfig, Role};
-use backends::sim::{SimDevice, SimDriver, SimVm};
 use plans::Plan;
 use rig::{Accel, GuestParams, PairOptions, QemuPair};
+use standins::devmodel::{Proxy, ProxyConfig, Role};
+use standins::sim::{SimDriver, SimVm};
+use standins::vfio::ModelDevice;
 
 use crate::args::{Output, Scenario};
 
@@ -276,9 +277,10 @@ fn run_simulated(scenario: Scenario, keep: Option<&Path>, devices: bool, output:
         wss_bytes: u64::from(guest.wss_mb) * MIB,
         dirty_rate: u64::from(guest.rate_mb) * MIB,
         devices: if devices {
+            // The simulated devices are P2P-capable, as they always were in the demo.
             demo_devices()
-                .iter()
-                .map(|d| SimDevice::new(&d.id, d.precopy, d.state_size))
+                .into_iter()
+                .map(|d| ModelDevice { p2p: true, ..d })
                 .collect()
         } else {
             Vec::new()

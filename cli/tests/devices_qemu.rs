@@ -1,7 +1,7 @@
 //! VFIO devices over real QEMU: the migration itself is real (two QEMUs, the project's
 //! guest); only the devices are modelled, by a QMP proxy in front of each QEMU that adds
 //! them to the QOM tree and emits their `VFIO_MIGRATION` events in step with QEMU's own
-//! migration events (`backends::devmodel`). Each test checks the exit code, where the VM
+//! migration events (`standins::devmodel`). Each test checks the exit code, where the VM
 //! runs (asked through the proxies), and the device timelines in the JSON report.
 
 mod common;
@@ -9,10 +9,11 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use backends::devmodel::{Fault, ModelDevice, Proxy, ProxyConfig, Role};
 use common::{pair, run, status, ONE_AT_A_TIME};
 use rig::QemuPair;
 use serde_json::Value;
+use standins::devmodel::{Proxy, ProxyConfig, Role};
+use standins::vfio::{Fault, ModelDevice};
 
 const MIB: u64 = 1024 * 1024;
 const LINK: u64 = 128 * MIB;

@@ -7,11 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use backends::sim::{SimDevice, MIB};
 use engine::driver::{MigrationStatus, RunState, Side};
 use engine::policy::Action;
 use engine::{Outcome, RunningOn};
-use support::{describe, device_toml, plan, run, run_with, vm, with_devices};
+use standins::sim::MIB;
+use support::{describe, device, device_toml, plan, run, run_with, vm, with_devices};
 use tokio::sync::watch;
 
 #[tokio::test(start_paused = true)]
@@ -103,7 +103,7 @@ async fn a_device_state_needing_more_downtime_than_allowed_is_aborted() {
          [policy]\nescalation = [\"force-downtime\", \"abort\"]\n",
         device_toml("gpu0", true, "512MiB")
     ));
-    let vm = with_devices(vm(64, 10), vec![SimDevice::new("gpu0", true, 512 * MIB)]);
+    let vm = with_devices(vm(64, 10), vec![device("gpu0", true, 512 * MIB)]);
     let run = run(&plan, vm).await;
     let r = &run.report;
     assert_eq!(r.result, Outcome::Aborted, "{}", describe(&run));
@@ -145,10 +145,7 @@ async fn a_pre_copy_and_a_stop_copy_only_device_both_end_in_stop_copy_then_stop(
     ));
     let vm = with_devices(
         vm(128, 20),
-        vec![
-            SimDevice::new("gpu0", true, 4 * MIB),
-            SimDevice::new("vf0", false, 2 * MIB),
-        ],
+        vec![device("gpu0", true, 4 * MIB), device("vf0", false, 2 * MIB)],
     );
     let run = run(&plan, vm).await;
     let r = &run.report;

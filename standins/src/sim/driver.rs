@@ -330,8 +330,8 @@ impl SimInspector {
                 .iter()
                 .find(|d| d.present && d.cfg.id == id)
                 .map(|d| match side {
-                    Side::Source => d.state.clone(),
-                    Side::Destination => d.dst_state.clone(),
+                    Side::Source => d.state.current().clone(),
+                    Side::Destination => d.dst_state.current().clone(),
                 })
         })
     }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use backends::qmp::MAX_LINE_BYTES;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -19,7 +20,6 @@ use super::hub::{Hub, HubMsg};
 use super::rewrite::{parse, Message};
 use super::state::Model;
 use super::DevModelError;
-use crate::qmp::MAX_LINE_BYTES;
 
 /// How long [`Proxy::start`] waits for the upstream monitor's handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -4,11 +4,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use engine::driver::{DeviceState, DriverEvent, MigrationStatus, RunState, Side};
+use engine::driver::{DriverEvent, MigrationStatus, RunState, Side};
 
 use super::devices;
 use super::model::{secs, Model, Segment, Stage, CANCEL_TIME};
-use super::SimFault;
+use crate::vfio::{Fault, Step};
 
 impl Model {
     /// `migration_completion_precopy`: the VM stops, then `pre-switchover` (when
@@ -38,7 +38,7 @@ impl Model {
         let running = self.src_run == RunState::Running;
         if running {
             let out = self.out.clone();
-            devices::vm_stopped(&mut self.devices, Side::Source, self.now, &out);
+            devices::run_state_changed(&mut self.devices, Side::Source, false, self.now, &out);
             self.emit(DriverEvent::Stop {
                 side: Side::Source,
                 at: self.now,
@@ -60,7 +60,7 @@ impl Model {
             self.paused_total += now.saturating_duration_since(since);
         }
         let out = self.out.clone();
-        devices::vm_started(&mut self.devices, side, now, &out);
+        devices::run_state_changed(&mut self.devices, side, true, now, &out);
         match side {
             Side::Source => self.src_run = RunState::Running,
             Side::Destination => self.dst_run = RunState::Running,
@@ -105,10 +105,8 @@ impl Model {
             // `vfio_save_complete_precopy`: a device that is not in stop-copy yet (no
             // pre-copy) goes there now, and drains.
             let out = self.out.clone();
-            self.devices[i].set(Side::Source, DeviceState::StopCopy, now, &out);
-            if let SimFault::SlowStopCopy(extra) = &self.devices[i].cfg.fault {
-                time += *extra;
-            }
+            self.devices[i].step(Side::Source, Step::SaveComplete, now, &out);
+            time += self.devices[i].cfg.fault.extra_stop_copy();
         }
         let current = Segment {
             device,
@@ -167,13 +165,7 @@ impl Model {
             };
         }
         let out = self.out.clone();
-        for d in self
-            .devices
-            .iter_mut()
-            .filter(|d| d.present && d.state == DeviceState::StopCopy)
-        {
-            d.set(Side::Source, DeviceState::Stop, now, &out);
-        }
+        devices::step_all(&mut self.devices, Side::Source, Step::SaveCleanup, now, &out);
     }
 
     /// The migration fails: `failed`, a VM the migration stopped is restarted if it ran
@@ -238,7 +230,13 @@ impl Model {
     /// (`MIG_EVENT_PRECOPY_FAILED`), dirty logging and the throttle off.
     pub(super) fn cleanup_after_failure(&mut self) {
         let out = self.out.clone();
-        devices::migration_failed(&mut self.devices, self.now, &out);
+        devices::step_all(
+            &mut self.devices,
+            Side::Source,
+            Step::PrecopyFailed,
+            self.now,
+            &out,
+        );
         self.ram.stop_logging();
         self.throttle_pct = 0;
         if self.dst_status == MigrationStatus::Active {
@@ -255,21 +253,19 @@ impl Model {
         let out = self.out.clone();
         let d = &mut self.devices[i];
         match d.cfg.fault {
-            SimFault::SlowToSaving(_)
-                if active && d.present && d.state == DeviceState::Running && vm_running =>
-            {
-                d.set(Side::Source, DeviceState::PreCopy, now, &out);
+            Fault::SlowToSaving(_) if active && d.present && vm_running => {
+                d.step(Side::Source, Step::SaveSetup, now, &out);
             }
-            SimFault::ErrorInPrecopy { .. } if active && d.present && devices::is_precopy(&d.state) => {
+            Fault::ErrorInPrecopy { .. } if active && d.present && d.state.is_precopy() => {
                 let error = format!("vfio: error while saving device {} state", d.cfg.id);
                 self.fail(error);
             }
-            SimFault::UnplugDuringMigration { .. } if d.present => {
+            Fault::UnplugDuringMigration { .. } if d.present => {
                 d.present = false;
                 let event = DriverEvent::DeviceDeleted {
                     side: Side::Source,
                     id: Some(d.cfg.id.clone()),
-                    qom_path: d.qom_path(),
+                    qom_path: d.cfg.qom_path(),
                     at: now,
                 };
                 self.emit(event);

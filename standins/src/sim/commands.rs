@@ -389,17 +389,22 @@ impl Model {
             .filter(|d| d.present)
             .map(|d| DeviceInfo {
                 id: d.cfg.id.clone(),
-                qom_path: d.qom_path(),
+                qom_path: d.cfg.qom_path(),
                 type_name: "vfio-pci".into(),
-                migration_events: Some(d.cfg.migration_events),
+                migration_events: Some(d.events),
             })
             .collect()
     }
 
-    /// `qom-set migration-events`: QEMU refuses it on a realized device.
-    pub(super) fn enable_migration_events(&self, qom_path: &str) -> Reply<()> {
+    /// `qom-set migration-events true`: QEMU refuses it on a realized device, unless the
+    /// device is configured to allow it (as the device model allows it).
+    pub(super) fn enable_migration_events(&mut self, qom_path: &str) -> Reply<()> {
         const CMD: &str = "qom-set";
-        match self.devices.iter().find(|d| d.present && d.qom_path() == qom_path) {
+        match self.devices.iter_mut().find(|d| d.present && d.cfg.qom_path() == qom_path) {
+            Some(d) if d.cfg.allow_runtime_migration_events => {
+                d.events = true;
+                Ok(())
+            }
             Some(d) => Err(refuse(
                 CMD,
                 format!(

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::*;
-use crate::devmodel::config::{Fault, ModelDevice, ProxyConfig, Role};
+use crate::devmodel::config::{ProxyConfig, Role};
+use crate::vfio::{Fault, ModelDevice};
 
 const MIB: u64 = 1024 * 1024;
 

@@ -9,12 +9,13 @@
 //!   to set `migration-events` after realize, unless a device allows it).
 //! - **`VFIO_MIGRATION` events**, in step with QEMU's own `MIGRATION`, `STOP` and
 //!   `RESUME` events and placed where QEMU emits them (device callbacks that run before
-//!   `STOP` appear before it). The state machine is documented in `state.rs`.
+//!   `STOP` appear before it). The transitions are [`crate::vfio`]'s; `state.rs` decides
+//!   when each happens from what QEMU says.
 //! - **`query-migrate`** gains `vfio.transferred` on the source.
 //! - **Stop-copy time**: with `pause-before-switchover`, the client's `migrate-continue`
 //!   is answered at once but QEMU only gets it after the device state has drained at
 //!   the configured link speed, so the modelled state really lengthens the guest pause.
-//! - **`device_del`** of a modelled device, and **faults** ([`Fault`]).
+//! - **`device_del`** of a modelled device, and **faults** ([`crate::vfio::Fault`]).
 //!
 //! A QEMU QMP socket serves one client at a time, so the proxy holds the one connection
 //! to QEMU and multiplexes its clients over it (see `hub.rs`): commands go up with ids of
@@ -27,12 +28,13 @@
 //! commands are re-serialised (with the proxy's id); replies are re-serialised (with the
 //! client's id); client input that is not a JSON command is answered by the proxy with
 //! QEMU's error; `qmp_capabilities` is answered by the proxy; a line longer than
-//! [`crate::qmp::MAX_LINE_BYTES`] closes the connection it came on. Events are forwarded
+//! [`backends::qmp::MAX_LINE_BYTES`] closes the connection it came on. Events are forwarded
 //! byte for byte unless the model rewrites them.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), backends::devmodel::DevModelError> {
-//! use backends::devmodel::{ModelDevice, Proxy, ProxyConfig, Role};
+//! # async fn demo() -> Result<(), standins::devmodel::DevModelError> {
+//! use standins::devmodel::{Proxy, ProxyConfig, Role};
+//! use standins::vfio::ModelDevice;
 //!
 //! let proxy = Proxy::start(ProxyConfig {
 //!     upstream: "/run/vm/src.qmp".into(),
@@ -60,7 +62,7 @@ mod state;
 use std::io;
 use std::path::PathBuf;
 
-pub use config::{Fault, ModelDevice, ProxyConfig, Role};
+pub use config::{ProxyConfig, Role};
 pub use proxy::Proxy;
 
 /// Why a [`Proxy`] could not start.

@@ -1,59 +1,22 @@
-//! The modelled devices' migration state machine, driven by what QEMU really does.
-//!
-//! Each rule mirrors QEMU 10's `hw/vfio/migration.c`:
-//! - `vfio_save_setup` (migration status `setup`): a pre-copy device that is `running`
-//!   moves to `pre-copy`; a stop-copy-only device stays `running`.
-//! - VM stop (`vfio_vmstate_change_prepare`, then `vfio_vmstate_change`, both run
-//!   *before* QEMU emits `STOP`): p2p devices go `pre-copy-p2p` (from pre-copy) or
-//!   `running-p2p`; then a device in a pre-copy state goes `stop-copy`, any other `stop`.
-//! - `vfio_save_complete_precopy` (status `device`): `stop` → `stop-copy`, then drain.
-//! - `vfio_save_cleanup` (after `completed`): `stop-copy` → `stop`.
-//! - `MIG_EVENT_PRECOPY_FAILED` (after `failed`/`cancelled`): → `running`; when QEMU
-//!   restarts a VM the migration had stopped, `RESUME` does it instead.
-//! - VM start (`vm_prepare_start` emits `RESUME` first): p2p devices → `running-p2p`,
-//!   then every device → `running`.
-//! - Destination `vfio_load_setup` (status `active`, loading begins): → `resuming`.
-//!
-//! A transition to the state a device is already in emits nothing, as in QEMU (≥ 9.1).
+//! When the modelled devices move, decided from what QEMU really does: its `MIGRATION`,
+//! `STOP` and `RESUME` events (or polled statuses), the client's commands, and the
+//! model's own timers. Which state a device moves to is [`crate::vfio`]'s rule; this
+//! module maps QEMU's events onto its steps:
+//! - `MIGRATION setup` → [`Step::SaveSetup`]; `device` → [`Step::SaveComplete`];
+//!   `completed` → [`Step::SaveComplete`] (if `device` was not seen) then
+//!   [`Step::SaveCleanup`]; `failed`/`cancelled` → [`Step::PrecopyFailed`], unless the VM
+//!   was stopped by the migration: QEMU restarts it first, and `RESUME` does it.
+//! - `STOP` / `RESUME` → [`run_state_change`], its events placed before `STOP` (QEMU runs
+//!   the callbacks first) and after `RESUME` (`vm_prepare_start` emits it first).
+//! - Destination `MIGRATION active` (loading begins) → [`Step::LoadSetup`].
 
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
 
-use super::config::{Fault, ModelDevice, ProxyConfig, Role};
+use super::config::{ProxyConfig, Role};
 use super::rewrite::{event_line, status_of};
-
-/// QAPI `VfioMigrationState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeviceState {
-    Running,
-    Stop,
-    StopCopy,
-    Resuming,
-    RunningP2p,
-    PreCopy,
-    PreCopyP2p,
-}
-
-impl DeviceState {
-    /// The QAPI name, as `VFIO_MIGRATION` carries it.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            DeviceState::Running => "running",
-            DeviceState::Stop => "stop",
-            DeviceState::StopCopy => "stop-copy",
-            DeviceState::Resuming => "resuming",
-            DeviceState::RunningP2p => "running-p2p",
-            DeviceState::PreCopy => "pre-copy",
-            DeviceState::PreCopyP2p => "pre-copy-p2p",
-        }
-    }
-
-    /// QEMU's `vfio_device_state_is_precopy`.
-    fn is_precopy(self) -> bool {
-        matches!(self, DeviceState::PreCopy | DeviceState::PreCopyP2p)
-    }
-}
+use crate::vfio::{run_state_change, Fault, ModelDevice, StateMachine, Step};
 
 /// An event line for the clients.
 #[derive(Debug, Clone)]
@@ -102,7 +65,7 @@ pub(crate) enum EventView {
 #[derive(Debug)]
 pub(crate) struct Dev {
     pub(crate) cfg: ModelDevice,
-    pub(crate) state: DeviceState,
+    pub(crate) state: StateMachine,
     /// Still plugged (not deleted).
     pub(crate) present: bool,
     /// The live `migration-events` property.
@@ -190,7 +153,7 @@ impl Model {
             .map(|device| Dev {
                 events: device.migration_events,
                 cfg: device.clone(),
-                state: DeviceState::Running,
+                state: StateMachine::new(),
                 present: true,
                 in_migration: false,
                 precopy_since: None,
@@ -313,9 +276,7 @@ impl Model {
         match timer {
             Timer::Saving { epoch, device } if epoch == self.epoch && saving => {
                 match self.devices.get(device) {
-                    Some(dev) if dev.present && dev.state == DeviceState::Running => {
-                        self.enter_precopy(device)
-                    }
+                    Some(dev) if dev.present => self.enter_precopy(device),
                     _ => Vec::new(),
                 }
             }
@@ -369,9 +330,7 @@ impl Model {
         let mut extra = Duration::ZERO;
         for dev in self.devices.iter().filter(|d| d.present && d.in_migration) {
             remaining += dev.cfg.state_size.saturating_sub(dev.precopy_sent.unwrap_or(0));
-            if let Fault::SlowStopCopy(more) = dev.cfg.fault {
-                extra += more;
-            }
+            extra += dev.cfg.fault.extra_stop_copy();
         }
         let drain = Duration::from_secs_f64(remaining as f64 / self.link as f64) + extra;
         self.hold = Some(Hold {
@@ -522,9 +481,7 @@ impl Model {
                 self.device_step();
                 self.freeze_precopy();
                 for i in self.migrating() {
-                    if self.devices[i].state == DeviceState::StopCopy {
-                        self.set_state(i, DeviceState::Stop);
-                    }
+                    self.step(i, Step::SaveCleanup);
                 }
                 self.transfer_done = true;
                 self.polling = false;
@@ -535,7 +492,7 @@ impl Model {
                 self.polling = false;
                 if self.vm_running || !self.running_at_start {
                     for i in self.present() {
-                        self.set_state(i, DeviceState::Running);
+                        self.step(i, Step::PrecopyFailed);
                     }
                 }
                 Vec::new()
@@ -554,7 +511,7 @@ impl Model {
             self.epoch += 1;
             for i in self.present() {
                 self.devices[i].in_migration = true;
-                self.set_state(i, DeviceState::Resuming);
+                self.step(i, Step::LoadSetup);
                 if let Fault::UnplugDuringMigration { after } = self.devices[i].cfg.fault {
                     actions.push(Action::Timer(
                         after,
@@ -587,16 +544,15 @@ impl Model {
             dev.precopy_sent = None;
         }
         for i in self.present() {
-            let (precopy, fault) = (self.devices[i].cfg.precopy, self.devices[i].cfg.fault);
-            let epoch = self.epoch;
-            if precopy && self.devices[i].state == DeviceState::Running {
-                match fault {
-                    Fault::NeverSaving => {}
-                    Fault::SlowToSaving(delay) => {
-                        actions.push(Action::Timer(delay, Timer::Saving { epoch, device: i }))
-                    }
-                    _ => actions.extend(self.enter_precopy(i)),
+            let (dev, epoch) = (&self.devices[i], self.epoch);
+            let saves = dev.state.next(&dev.cfg, Step::SaveSetup).is_some();
+            let (precopy, fault) = (dev.cfg.precopy, dev.cfg.fault);
+            match fault.saving_delay() {
+                Some(Duration::ZERO) if saves => actions.extend(self.enter_precopy(i)),
+                Some(delay) if saves => {
+                    actions.push(Action::Timer(delay, Timer::Saving { epoch, device: i }))
                 }
+                _ => {}
             }
             match fault {
                 Fault::ErrorInPrecopy { after } if !precopy => {
@@ -611,8 +567,12 @@ impl Model {
         actions
     }
 
+    /// The device's save setup, when it is due (at setup, or late for a slow device):
+    /// pre-copy starts, and with it a pre-copy fault's clock.
     fn enter_precopy(&mut self, i: usize) -> Vec<Action> {
-        self.set_state(i, DeviceState::PreCopy);
+        if !self.step(i, Step::SaveSetup) {
+            return Vec::new();
+        }
         self.devices[i].precopy_since = Some(Instant::now());
         match self.devices[i].cfg.fault {
             Fault::ErrorInPrecopy { after } => {
@@ -628,12 +588,10 @@ impl Model {
         }
     }
 
-    /// `vfio_save_complete_precopy`: devices still in `stop` start their stop-copy.
+    /// `vfio_save_complete_precopy`: every migrating device goes to stop-copy.
     fn device_step(&mut self) {
         for i in self.migrating() {
-            if self.devices[i].state == DeviceState::Stop {
-                self.set_state(i, DeviceState::StopCopy);
-            }
+            self.step(i, Step::SaveComplete);
         }
     }
 
@@ -643,29 +601,7 @@ impl Model {
         }
         self.vm_running = false;
         self.freeze_precopy();
-        self.enter_p2p();
-        for i in self.present() {
-            let next = if self.devices[i].state.is_precopy() {
-                DeviceState::StopCopy
-            } else {
-                DeviceState::Stop
-            };
-            self.set_state(i, next);
-        }
-    }
-
-    /// QEMU passes p2p-capable devices through their p2p state (DMA to peers quiesced)
-    /// on every VM run-state change, before the final state.
-    fn enter_p2p(&mut self) {
-        for i in self.present() {
-            if self.devices[i].cfg.p2p {
-                let next = match self.devices[i].state {
-                    DeviceState::PreCopy | DeviceState::PreCopyP2p => DeviceState::PreCopyP2p,
-                    _ => DeviceState::RunningP2p,
-                };
-                self.set_state(i, next);
-            }
-        }
+        self.run_state_changed(false);
     }
 
     fn vm_started(&mut self) {
@@ -673,9 +609,15 @@ impl Model {
             return;
         }
         self.vm_running = true;
-        self.enter_p2p();
-        for i in self.present() {
-            self.set_state(i, DeviceState::Running);
+        self.run_state_changed(true);
+    }
+
+    /// QEMU's VM state callbacks: each step over every device before the next.
+    fn run_state_changed(&mut self, running: bool) {
+        for step in run_state_change(running) {
+            for i in self.present() {
+                self.step(i, step);
+            }
         }
     }
 
@@ -709,20 +651,22 @@ impl Model {
             .collect()
     }
 
-    /// Moves a device and, as `vfio_migration_send_event` does, reports it when its
-    /// `migration-events` is on (and the device is not faulted to stay silent).
-    fn set_state(&mut self, i: usize, next: DeviceState) {
+    /// Takes a step for a device; a change goes on the timeline and, as
+    /// `vfio_migration_send_event` does, is reported when the device reports changes.
+    /// Whether the device moved.
+    fn step(&mut self, i: usize, step: Step) -> bool {
         let dev = &mut self.devices[i];
-        if dev.state == next {
-            return;
-        }
-        dev.state = next;
+        let Some(next) = dev.state.apply(&dev.cfg, step) else {
+            return false;
+        };
         self.timeline
-            .push((dev.cfg.id.clone(), next.as_str().to_owned(), SystemTime::now()));
-        if dev.events && dev.cfg.fault != Fault::EventsMissing {
-            let data = json!({"device-id": dev.cfg.id, "qom-path": dev.cfg.qom_path(), "device-state": next.as_str()});
+            .push((dev.cfg.id.clone(), next.name().to_owned(), SystemTime::now()));
+        if dev.cfg.reports(dev.events) {
+            let data =
+                json!({"device-id": dev.cfg.id, "qom-path": dev.cfg.qom_path(), "device-state": next.name()});
             self.push(event_line("VFIO_MIGRATION", data));
         }
+        true
     }
 
     fn push(&mut self, line: String) {

@@ -15,7 +15,8 @@ use tokio::time::Instant;
 
 use super::devices::Dev;
 use super::ram::Ram;
-use super::{SimFault, SimVm, MIB};
+use super::{SimVm, MIB};
+use crate::vfio::Fault;
 
 /// QEMU's `BUFFER_DELAY`: the rate-limit window, and how often the migration thread
 /// recomputes bandwidth and threshold.
@@ -458,10 +459,10 @@ impl Model {
 }
 
 /// When a fault's timer goes off, counted from `migrate` (never during setup).
-fn fault_due(fault: &SimFault) -> Option<Duration> {
+fn fault_due(fault: &Fault) -> Option<Duration> {
     match fault {
-        SimFault::SlowToSaving(d) if *d > SETUP_TIME => Some(*d),
-        SimFault::ErrorInPrecopy { after } | SimFault::UnplugDuringMigration { after } => {
+        Fault::SlowToSaving(d) if *d > SETUP_TIME => Some(*d),
+        Fault::ErrorInPrecopy { after } | Fault::UnplugDuringMigration { after } => {
             Some((*after).max(SETUP_TIME + Duration::from_micros(1)))
         }
         _ => None,

@@ -4,7 +4,7 @@
 //! paused clock (`#[tokio::test(start_paused = true)]`), where a minute-long migration
 //! runs in milliseconds. All time is tokio time.
 //!
-//! To the engine it looks exactly like [`crate::qemu::QmpDriver`]: the same statuses,
+//! To the engine it looks exactly like [`backends::qemu::QmpDriver`]: the same statuses,
 //! event kinds, units and error texts (`source (sim): COMMAND: CLASS: DESC`). What it
 //! models, and which QEMU 10 behaviour each rule mirrors:
 //!
@@ -30,9 +30,9 @@
 //!   lifted), `completed`, and only then do the devices go from `stop-copy` to `stop`
 //!   (`vfio_save_cleanup`). `downtime` counts from the stop at switchover, so a pause
 //!   caused earlier by `stop` is not in it.
-//! - **Devices** (`devices.rs`): the `VFIO_MIGRATION` transitions of `hw/vfio/migration.c`;
-//!   the simulated devices are P2P-capable, so QEMU does not block several of them and
-//!   they pass through `running-p2p` / `pre-copy-p2p` when the VM stops or starts.
+//! - **Devices** (`devices.rs`): the `VFIO_MIGRATION` transitions of `hw/vfio/migration.c`,
+//!   taken by [`crate::vfio`]'s state machine at the points above; P2P-capable devices
+//!   pass through `running-p2p` / `pre-copy-p2p` when the VM stops or starts.
 //! - **Throttles**: auto-converge (`migration_trigger_throttle`: at a sync at least 1 s
 //!   after the last rate update, if the bytes dirtied exceed 50% of those sent, a counter
 //!   rises; every second time the throttle starts at `cpu-throttle-initial` or rises by
@@ -50,8 +50,8 @@
 //!   completion it is `paused` (QEMU's `process_incoming_migration_bh` without autostart)
 //!   until `cont`.
 //!
-//! Faults ([`SimFault`]) inject what real devices do wrong. The simulator also counts
-//! guest pages the destination ended up without ([`SimInspector::guest_pages_lost`]):
+//! Faults ([`crate::vfio::Fault`]) inject what real devices do wrong. The simulator also
+//! counts guest pages the destination ended up without ([`SimInspector::guest_pages_lost`]):
 //! it stays 0 for every completed migration unless the model has a bug.
 
 mod commands;
@@ -63,6 +63,8 @@ mod ram;
 mod switchover;
 
 pub use driver::{SimDriver, SimInspector};
+
+use crate::vfio::ModelDevice;
 
 /// One mebibyte.
 pub const MIB: u64 = 1024 * 1024;
@@ -85,8 +87,9 @@ pub struct SimVm {
     pub dirty_ring: bool,
     /// The guest runs under KVM (else TCG).
     pub kvm: bool,
-    /// The VFIO devices passed through to the guest.
-    pub devices: Vec<SimDevice>,
+    /// The VFIO devices passed through to the guest. Their `host` goes unused here: the
+    /// engine's device list does not carry it.
+    pub devices: Vec<ModelDevice>,
 }
 
 impl Default for SimVm {
@@ -104,41 +107,3 @@ impl Default for SimVm {
         }
     }
 }
-
-/// A simulated `vfio-pci` device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimDevice {
-    /// Its QOM id (`-device vfio-pci,id=...`); its QOM path is `/machine/peripheral/ID`.
-    pub id: String,
-    /// Whether it supports pre-copy (`VFIO_MIGRATION_PRE_COPY`).
-    pub precopy: bool,
-    /// Its stop-copy state, in bytes.
-    pub state_size: u64,
-    /// Whether it was started with `migration-events=on`.
-    pub migration_events: bool,
-    /// What it does wrong.
-    pub fault: SimFault,
-}
-
-impl SimDevice {
-    /// A well-behaved device with `migration-events=on`.
-    pub fn new(id: &str, precopy: bool, state_size: u64) -> Self {
-        SimDevice {
-            id: id.to_string(),
-            precopy,
-            state_size,
-            migration_events: true,
-            fault: SimFault::None,
-        }
-    }
-
-    /// The same device with a fault.
-    pub fn with_fault(mut self, fault: SimFault) -> Self {
-        self.fault = fault;
-        self
-    }
-}
-
-/// A device misbehaving the way real ones do; the same faults the device model over
-/// real QEMU injects ([`crate::devmodel::Fault`]). Times count from `migrate`.
-pub use crate::devmodel::Fault as SimFault;

@@ -1,12 +1,14 @@
 //! The migration thread while the guest runs: setup, 100 ms iterations, bitmap syncs,
 //! auto-converge, and the switchover decision (QEMU's `migration_iteration_run`).
 
-use engine::driver::{DeviceState, DirtyRateMode, DriverEvent, MigrationStatus, RunState, Side};
+use engine::driver::{DirtyRateMode, DriverEvent, MigrationStatus, Side};
 
+use super::devices;
 use super::model::{
     secs, Migration, Model, Probe, Stage, RATE_PERIOD, SETUP_TIME, THROTTLE_TRIGGER_THRESHOLD,
 };
-use super::{SimFault, MIB, PAGE_SIZE};
+use super::{MIB, PAGE_SIZE};
+use crate::vfio::Step;
 
 /// Bytes of the `RAM_SAVE_FLAG_EOS` marker that ends each RAM iteration.
 const RAM_SAVE_FLAG_EOS_BYTES: u64 = 8;
@@ -31,9 +33,7 @@ impl Model {
             self.listening = false;
             self.dst_status = MigrationStatus::Active;
             let out = self.out.clone();
-            for d in self.devices.iter_mut().filter(|d| d.present) {
-                d.set(Side::Destination, DeviceState::Resuming, now, &out);
-            }
+            devices::step_all(&mut self.devices, Side::Destination, Step::LoadSetup, now, &out);
         }
     }
 
@@ -59,20 +59,18 @@ impl Model {
     }
 
     /// VFIO's setup step (`vfio_save_setup`: a pre-copy device of a running VM goes
-    /// `pre-copy`; with the VM stopped it stays `stop` until the device stage), then
-    /// status `active`.
+    /// `pre-copy`; with the VM stopped it stays `stop` until the device stage) for every
+    /// device ready by now, then status `active`.
     pub(super) fn setup_done(&mut self) {
         let now = self.now;
-        let running = self.src_run == RunState::Running;
         let out = self.out.clone();
-        for d in self.devices.iter_mut().filter(|d| d.present && d.cfg.precopy) {
-            let ready = match &d.cfg.fault {
-                SimFault::NeverSaving => false,
-                SimFault::SlowToSaving(delay) => *delay <= SETUP_TIME,
-                _ => true,
-            };
-            if ready && running {
-                d.set(Side::Source, DeviceState::PreCopy, now, &out);
+        for d in self.devices.iter_mut().filter(|d| d.present) {
+            if d.cfg
+                .fault
+                .saving_delay()
+                .is_some_and(|delay| delay <= SETUP_TIME)
+            {
+                d.step(Side::Source, Step::SaveSetup, now, &out);
             }
         }
         if let Some(m) = &mut self.mig {

@@ -1,29 +1,22 @@
 //! The simulated pair through the `Driver` trait alone: statuses, events and their
 //! order, and QEMU's refusals, as the QMP backend would report them.
 
+#[path = "sim_support.rs"]
+mod support;
+
 use std::time::Duration;
 
-use backends::sim::{SimDevice, SimDriver, SimFault, SimVm, MIB};
 use engine::driver::{
     DeviceEvents, DeviceState, DirtyRateMode, Driver, DriverEvent, KernelDirtyRate, Listen, MigrationStatus,
     RunState, Setup, Side, SwitchoverHold, Throttle,
 };
+use standins::sim::{SimDriver, SimVm, MIB};
+use standins::vfio::{Fault, ModelDevice};
+use support::{device, vm, with_devices};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::sleep;
 
 const URI: &str = "tcp:127.0.0.1:49152";
-
-fn vm(wss_mib: u64, rate_mib: u64, devices: Vec<SimDevice>) -> SimVm {
-    SimVm {
-        ram_bytes: 1024 * MIB,
-        wss_bytes: wss_mib * MIB,
-        dirty_rate: rate_mib * MIB,
-        link_bytes_per_sec: 1_250_000_000,
-        dirty_ring: true,
-        kvm: true,
-        devices,
-    }
-}
 
 fn setup(switchover_ack: bool, arm_auto_converge: bool) -> Setup {
     Setup {
@@ -79,11 +72,8 @@ fn without_passes(events: Vec<String>) -> Vec<String> {
 
 #[tokio::test(start_paused = true)]
 async fn events_come_in_qemu_order_through_a_whole_migration() {
-    let devices = vec![
-        SimDevice::new("gpu0", true, 4 * MIB),
-        SimDevice::new("vf0", false, MIB),
-    ];
-    let mut sim = SimDriver::new(vm(64, 10, devices));
+    let devices = vec![device("gpu0", true, 4 * MIB), device("vf0", false, MIB)];
+    let mut sim = SimDriver::new(with_devices(vm(64, 10), devices));
     let facts = {
         sim.connect().await.expect("connect");
         sim.inspect().await.expect("inspect")
@@ -175,7 +165,7 @@ async fn events_come_in_qemu_order_through_a_whole_migration() {
 
 #[tokio::test(start_paused = true)]
 async fn statistics_follow_what_query_migrate_shows_in_each_status() {
-    let mut sim = SimDriver::new(vm(256, 50, vec![]));
+    let mut sim = SimDriver::new(vm(256, 50));
     sim.connect().await.expect("connect");
     let none = sim.sample().await.expect("sample");
     assert_eq!(none.status, MigrationStatus::None);
@@ -230,7 +220,7 @@ async fn statistics_follow_what_query_migrate_shows_in_each_status() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_at_pre_switchover_restarts_the_source() {
-    let mut sim = SimDriver::new(vm(64, 10, vec![SimDevice::new("gpu0", true, MIB)]));
+    let mut sim = SimDriver::new(with_devices(vm(64, 10), vec![device("gpu0", true, MIB)]));
     let mut events = started(&mut sim, &setup(true, false)).await;
     wait_for(&mut sim, MigrationStatus::PreSwitchover).await;
     drain(&mut events);
@@ -252,7 +242,7 @@ async fn cancelling_at_pre_switchover_restarts_the_source() {
 
 #[tokio::test(start_paused = true)]
 async fn a_source_paused_by_stop_completes_by_itself_and_qemu_downtime_excludes_the_pause() {
-    let mut sim = SimDriver::new(vm(256, 200, vec![]));
+    let mut sim = SimDriver::new(vm(256, 200));
     let mut events = started(&mut sim, &setup(false, false)).await;
     sleep(Duration::from_secs(3)).await;
     sim.stop_source().await.expect("stop");
@@ -282,7 +272,7 @@ async fn a_source_paused_by_stop_completes_by_itself_and_qemu_downtime_excludes_
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_after_the_operator_paused_the_source_leaves_it_paused() {
-    let mut sim = SimDriver::new(vm(256, 200, vec![]));
+    let mut sim = SimDriver::new(vm(256, 200));
     let _events = started(&mut sim, &setup(false, false)).await;
     sleep(Duration::from_secs(1)).await;
     sim.stop_source().await.expect("stop");
@@ -300,7 +290,7 @@ async fn cancelling_after_the_operator_paused_the_source_leaves_it_paused() {
 
 #[tokio::test(start_paused = true)]
 async fn a_destination_that_does_not_listen_refuses_the_connection() {
-    let mut sim = SimDriver::new(vm(64, 0, vec![]));
+    let mut sim = SimDriver::new(vm(64, 0));
     sim.connect().await.expect("connect");
     sim.start(URI).await.expect("migrate is accepted");
     wait_for(&mut sim, MigrationStatus::Failed).await;
@@ -316,8 +306,8 @@ async fn a_destination_that_does_not_listen_refuses_the_connection() {
 async fn qemu_refusals_read_as_the_qmp_backend_reports_them() {
     let mut sim = SimDriver::new(SimVm {
         dirty_ring: false,
-        devices: vec![SimDevice::new("nic0", false, MIB)],
-        ..vm(64, 10, vec![])
+        devices: vec![device("nic0", false, MIB)],
+        ..vm(64, 10)
     });
     let early = sim.sample().await.expect_err("not connected yet");
     assert!(early.disconnected);
@@ -362,7 +352,7 @@ async fn qemu_refusals_read_as_the_qmp_backend_reports_them() {
 
 #[tokio::test(start_paused = true)]
 async fn dirty_rates_measure_the_guest_and_tcg_reads_zero() {
-    let mut sim = SimDriver::new(vm(256, 100, vec![]));
+    let mut sim = SimDriver::new(vm(256, 100));
     sim.connect().await.expect("connect");
     let bitmap = sim
         .start_dirty_rate(DirtyRateMode::DirtyBitmap, Duration::from_secs(1))
@@ -385,7 +375,7 @@ async fn dirty_rates_measure_the_guest_and_tcg_reads_zero() {
 
     let mut tcg = SimDriver::new(SimVm {
         kvm: false,
-        ..vm(256, 100, vec![])
+        ..vm(256, 100)
     });
     tcg.connect().await.expect("connect");
     let facts = tcg.inspect().await.expect("inspect");
@@ -400,7 +390,7 @@ async fn dirty_rates_measure_the_guest_and_tcg_reads_zero() {
 
 #[tokio::test(start_paused = true)]
 async fn auto_converge_raises_the_throttle_every_second_busy_sync() {
-    let mut sim = SimDriver::new(vm(256, 200, vec![]));
+    let mut sim = SimDriver::new(vm(256, 200));
     sim.connect().await.expect("connect");
     let _events = sim.take_events();
     sim.configure(&setup(false, true)).await.expect("configure");
@@ -432,8 +422,11 @@ async fn auto_converge_raises_the_throttle_every_second_busy_sync() {
 #[tokio::test(start_paused = true)]
 async fn an_unplugged_device_is_reported_and_disappears() {
     let after = Duration::from_millis(300);
-    let nic = SimDevice::new("nic0", false, MIB).with_fault(SimFault::UnplugDuringMigration { after });
-    let mut sim = SimDriver::new(vm(256, 10, vec![nic]));
+    let nic = ModelDevice {
+        fault: Fault::UnplugDuringMigration { after },
+        ..device("nic0", false, MIB)
+    };
+    let mut sim = SimDriver::new(with_devices(vm(256, 10), vec![nic]));
     let mut events = started(&mut sim, &setup(false, false)).await;
     sleep(Duration::from_millis(400)).await;
     assert!(drain(&mut events).contains(&"DELETED source /machine/peripheral/nic0".to_string()));
@@ -442,5 +435,33 @@ async fn an_unplugged_device_is_reported_and_disappears() {
     assert_eq!(
         sim.inspector().device_state(Side::Destination, "nic0"),
         None::<DeviceState>
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn migration_events_can_be_turned_on_only_where_the_device_allows_it() {
+    let silent = ModelDevice {
+        migration_events: false,
+        allow_runtime_migration_events: true,
+        ..device("vf0", false, MIB)
+    };
+    let mut sim = SimDriver::new(with_devices(vm(64, 10), vec![silent]));
+    sim.connect().await.expect("connect");
+    assert_eq!(
+        sim.vfio_devices().await.expect("qom-list")[0].migration_events,
+        Some(false)
+    );
+    sim.enable_migration_events("/machine/peripheral/vf0")
+        .await
+        .expect("allowed at runtime");
+    assert_eq!(
+        sim.vfio_devices().await.expect("qom-list")[0].migration_events,
+        Some(true)
+    );
+    let mut events = sim.take_events();
+    sim.stop_source().await.expect("stop");
+    assert_eq!(
+        drain(&mut events),
+        ["source vf0 running-p2p", "source vf0 stop", "STOP source"]
     );
 }

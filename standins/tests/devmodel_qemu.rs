@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backends::devmodel::{Fault, ModelDevice, Proxy, ProxyConfig, Role};
 use backends::qmp::{QmpClient, QmpEndpoint, QmpEvent};
 use serde_json::{json, Value};
+use standins::devmodel::{Proxy, ProxyConfig, Role};
+use standins::vfio::{Fault, ModelDevice};
 use tokio::sync::{broadcast, Semaphore};
 
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -2,10 +2,11 @@
 //! `#[path]`; as a test target of its own it holds no tests).
 #![allow(dead_code)]
 
-use backends::sim::{SimDevice, SimDriver, SimInspector, SimVm, MIB};
 use engine::events::{EngineEvent, VecSink};
 use engine::Report;
 use plans::Plan;
+use standins::sim::{SimDriver, SimInspector, SimVm, MIB};
+use standins::vfio::ModelDevice;
 use tokio::sync::watch;
 
 /// The plan's fixed part: names, monitors, the listen address.
@@ -49,8 +50,18 @@ pub fn vm(wss_mib: u64, rate_mib: u64) -> SimVm {
     }
 }
 
+/// A P2P-capable `vfio-pci` device with `migration-events=on` and `state_size` bytes.
+pub fn device(id: &str, precopy: bool, state_size: u64) -> ModelDevice {
+    ModelDevice {
+        precopy,
+        p2p: true,
+        state_size,
+        ..ModelDevice::new(id)
+    }
+}
+
 /// The same guest with devices.
-pub fn with_devices(mut vm: SimVm, devices: Vec<SimDevice>) -> SimVm {
+pub fn with_devices(mut vm: SimVm, devices: Vec<ModelDevice>) -> SimVm {
     vm.devices = devices;
     vm
 }

@@ -7,27 +7,31 @@ mod support;
 
 use std::time::Duration;
 
-use backends::sim::{SimDevice, SimFault, MIB};
 use engine::driver::{MigrationStatus, RunState, Side};
 use engine::{Outcome, RunningOn};
-use support::{describe, device_toml, plan, run, vm, with_devices};
+use standins::sim::MIB;
+use standins::vfio::{Fault, ModelDevice};
+use support::{describe, device, device_toml, plan, run, vm, with_devices};
 
 /// One pre-copy device `gpu0` (4 MiB of state) with `fault`, and a plan for it.
-fn gpu(fault: SimFault, limits: &str) -> (plans::Plan, backends::sim::SimVm, &'static str) {
+fn gpu(fault: Fault, limits: &str) -> (plans::Plan, standins::sim::SimVm, &'static str) {
     let plan = plan(&format!(
         "{}[limits]\nmax_bandwidth = \"128MiB/s\"\n{limits}",
         device_toml("gpu0", true, "4MiB")
     ));
     let vm = with_devices(
         vm(512, 20),
-        vec![SimDevice::new("gpu0", true, 4 * MIB).with_fault(fault)],
+        vec![ModelDevice {
+            fault,
+            ..device("gpu0", true, 4 * MIB)
+        }],
     );
     (plan, vm, "gpu0")
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_device_that_never_saves_is_aborted_after_the_saving_timeout() {
-    let (plan, vm, id) = gpu(SimFault::NeverSaving, "saving_timeout = \"5s\"\n");
+    let (plan, vm, id) = gpu(Fault::NeverSaving, "saving_timeout = \"5s\"\n");
     let run = run(&plan, vm).await;
     let r = &run.report;
     assert_eq!(r.result, Outcome::Aborted, "{}", describe(&run));
@@ -48,7 +52,7 @@ async fn a_device_that_never_saves_is_aborted_after_the_saving_timeout() {
 #[tokio::test(start_paused = true)]
 async fn an_error_while_saving_fails_the_migration_and_the_source_keeps_running() {
     let after = Duration::from_secs(2);
-    let (plan, vm, id) = gpu(SimFault::ErrorInPrecopy { after }, "");
+    let (plan, vm, id) = gpu(Fault::ErrorInPrecopy { after }, "");
     let run = run(&plan, vm).await;
     let r = &run.report;
     assert_eq!(r.result, Outcome::Failed, "{}", describe(&run));
@@ -67,7 +71,7 @@ async fn an_error_while_saving_fails_the_migration_and_the_source_keeps_running(
 #[tokio::test(start_paused = true)]
 async fn an_unplugged_device_stops_the_migration() {
     let after = Duration::from_secs(1);
-    let (plan, vm, id) = gpu(SimFault::UnplugDuringMigration { after }, "");
+    let (plan, vm, id) = gpu(Fault::UnplugDuringMigration { after }, "");
     let run = run(&plan, vm).await;
     let r = &run.report;
     assert_eq!(r.result, Outcome::Aborted, "{}", describe(&run));
@@ -82,7 +86,7 @@ async fn an_unplugged_device_stops_the_migration() {
 
 #[tokio::test(start_paused = true)]
 async fn a_device_whose_events_never_come_counts_as_not_saving() {
-    let (plan, vm, id) = gpu(SimFault::EventsMissing, "saving_timeout = \"2s\"\n");
+    let (plan, vm, id) = gpu(Fault::EventsMissing, "saving_timeout = \"2s\"\n");
     let run = run(&plan, vm).await;
     let r = &run.report;
     assert_eq!(r.result, Outcome::Aborted, "{}", describe(&run));
@@ -104,8 +108,8 @@ async fn a_device_whose_events_never_come_counts_as_not_saving() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_stop_copy_migrates_with_a_longer_pause() {
-    let fast = gpu(SimFault::None, "");
-    let slow = gpu(SimFault::SlowStopCopy(Duration::from_secs(2)), "");
+    let fast = gpu(Fault::None, "");
+    let slow = gpu(Fault::SlowStopCopy(Duration::from_secs(2)), "");
     let fast = run(&fast.0, fast.1).await;
     let slow = run(&slow.0, slow.1).await;
     for run in [&fast, &slow] {
@@ -129,7 +133,10 @@ async fn no_policy_action_comes_before_a_slow_device_is_saving() {
     ));
     let vm = with_devices(
         vm(256, 200),
-        vec![SimDevice::new("gpu0", true, 4 * MIB).with_fault(SimFault::SlowToSaving(slow))],
+        vec![ModelDevice {
+            fault: Fault::SlowToSaving(slow),
+            ..device("gpu0", true, 4 * MIB)
+        }],
     );
     let run = run(&plan, vm).await;
     let r = &run.report;
