@@ -2,6 +2,9 @@
 //! are started on loopback with the project's own dirtying guest (built from source into
 //! the binary), a plan is written for them, and that plan is carried out exactly as a
 //! plan file would be.
+//!
+//! Compiled only with the `demo` feature: the guest comes from the rig, whose build
+//! script needs gcc and binutils, and installing the tool should not.
 
 use std::path::{Path, PathBuf};
 

@@ -27,6 +27,14 @@ pub fn invalid(output: Output, msg: &str, errors: &[LocatedDiagnostic]) -> i32 {
     ExitStatus::InvalidPlan as i32
 }
 
+/// Why `vfio-migrate demo` does nothing in a build without the `demo` feature. The
+/// feature is off by default because the demo's guest is built with gcc and binutils,
+/// which installing the tool should not need.
+#[cfg(not(feature = "demo"))]
+pub const NO_DEMO: &str = "this build has no demo: it was built without the `demo` feature.\n\
+    Build one with `cargo build --release -p vfio-migrate --features demo` (needs gcc and binutils),\n\
+    or run `scripts/demo` from the source tree, which builds it with the feature and installs what it needs.";
+
 /// A usage mistake clap does not catch; returns exit code 2.
 pub fn usage(msg: &str) -> i32 {
     eprintln!("vfio-migrate: {msg}");

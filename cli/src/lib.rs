@@ -5,6 +5,7 @@
 //! [`run`].
 
 pub mod args;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod exit;
 pub mod generate;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> i32 {
             println!("{}", plans::schema::plan_schema_json());
             0
         }
+        #[cfg(feature = "demo")]
         (
             Some(Command::Demo {
                 scenario,
@@ -38,6 +40,10 @@ pub fn run(cli: Cli) -> i32 {
             }),
             _,
         ) => demo::run(scenario, keep.as_deref(), !no_devices, sim, output, cli.quiet),
+        // Declared in every build so `--help`, the man page and the completions do not
+        // depend on features; a build without the demo says how to get one.
+        #[cfg(not(feature = "demo"))]
+        (Some(Command::Demo { .. }), _) => exit::usage(exit::NO_DEMO),
         (Some(Command::Completions { shell }), _) => {
             generate::completions(shell, &mut std::io::stdout());
             0

@@ -22,6 +22,8 @@ fn every_example_plan_is_valid() {
     );
 }
 
+/// The demo's bundled plans exist only in builds with the `demo` feature.
+#[cfg(feature = "demo")]
 #[test]
 fn every_demo_plan_is_valid() {
     use vfio_migrate::args::Scenario;

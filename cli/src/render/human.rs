@@ -88,20 +88,35 @@ pub fn event_line(event: &EngineEvent) -> Option<String> {
     }
 }
 
+/// The outcome as the JSON report spells it (`migrated`, `aborted`, `failed`), so people
+/// and scripts read the same word.
+pub fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Migrated => "migrated",
+        Outcome::Aborted => "aborted",
+        Outcome::Failed => "failed",
+    }
+}
+
+/// The report's first line: how it ended and where the VM runs. The VM's name is the
+/// plan's, verbatim: operators search for it, and names are case-sensitive.
+pub fn headline(result: Outcome, running_on: RunningOn, vm: &str) -> String {
+    match (result, running_on) {
+        (Outcome::Migrated, _) => format!("migrated: {vm} now runs on the destination"),
+        (_, RunningOn::Source) => {
+            format!("not migrated ({}): {vm} runs on the source", outcome_word(result))
+        }
+        (_, RunningOn::Destination) => {
+            format!("{}: {vm} runs on the destination", outcome_word(result))
+        }
+        (_, RunningOn::Unknown) => format!("ATTENTION: where {vm} runs could not be confirmed"),
+    }
+}
+
 /// The final report as text.
 pub fn report_text(r: &Report) -> String {
     let mut t = String::new();
-    let headline = match (r.result, r.running_on) {
-        (Outcome::Migrated, _) => format!("migrated: {} now runs on the destination", r.vm),
-        (_, RunningOn::Source) => {
-            format!("not migrated ({:?}): {} runs on the source", r.result, r.vm).to_lowercase()
-        }
-        (_, RunningOn::Destination) => {
-            format!("{:?}: {} runs on the destination", r.result, r.vm).to_lowercase()
-        }
-        (_, RunningOn::Unknown) => format!("ATTENTION: where {} runs could not be confirmed", r.vm),
-    };
-    let _ = writeln!(t, "{headline} (exit {})", r.rc);
+    let _ = writeln!(t, "{} (exit {})", headline(r.result, r.running_on, &r.vm), r.rc);
     if let Some(e) = &r.error {
         let _ = writeln!(t, "  why:        {e}");
     }
@@ -161,4 +176,49 @@ pub fn report_text(r: &Report) -> String {
         let _ = writeln!(t, "  state:      source {s}, destination {d}");
     }
     t.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_kept_on_the_source_is_named_as_the_plan_spells_it() {
+        assert_eq!(
+            headline(Outcome::Aborted, RunningOn::Source, "DB-Primary"),
+            "not migrated (aborted): DB-Primary runs on the source"
+        );
+        assert_eq!(
+            headline(Outcome::Failed, RunningOn::Source, "DB-Primary"),
+            "not migrated (failed): DB-Primary runs on the source"
+        );
+    }
+
+    #[test]
+    fn a_failure_that_left_the_vm_on_the_destination_keeps_its_name() {
+        assert_eq!(
+            headline(Outcome::Failed, RunningOn::Destination, "DB-Primary"),
+            "failed: DB-Primary runs on the destination"
+        );
+    }
+
+    #[test]
+    fn a_migrated_vm_and_an_unconfirmed_one_keep_their_names() {
+        assert_eq!(
+            headline(Outcome::Migrated, RunningOn::Destination, "DB-Primary"),
+            "migrated: DB-Primary now runs on the destination"
+        );
+        assert_eq!(
+            headline(Outcome::Aborted, RunningOn::Unknown, "DB-Primary"),
+            "ATTENTION: where DB-Primary runs could not be confirmed"
+        );
+    }
+
+    #[test]
+    fn outcome_words_are_the_json_reports_words() {
+        for o in [Outcome::Migrated, Outcome::Aborted, Outcome::Failed] {
+            let json = serde_json::to_value(o).expect("an outcome serializes");
+            assert_eq!(json, outcome_word(o));
+        }
+    }
 }
