@@ -140,11 +140,10 @@ fn a_device_that_never_saves_aborts_after_the_saving_timeout_and_the_source_runs
     let (code, report) = run(m.pair.dir(), &plan);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(report["result"], "aborted");
+    assert_eq!(report["reason"]["violation"]["kind"], "not_saving", "{report:#}");
+    assert_eq!(report["reason"]["violation"]["device"], "gpu0");
     let e = error(&report);
-    assert!(
-        e.contains("gpu0") && e.contains("did not reach its saving state"),
-        "{e}"
-    );
+    assert!(e.contains("did not reach its saving state"), "{e}");
     assert_eq!(status(&m.source), "running");
     assert_ne!(status(&m.destination), "running");
 }
@@ -174,7 +173,8 @@ fn unplugging_a_device_mid_migration_aborts() {
     let plan = plan(&m, GPU, "", "escalation = [\"abort\"]").replace("128MiB/s", "32MiB/s");
     let (code, report) = run(m.pair.dir(), &plan);
     assert_eq!(code, 1, "{report:#}");
-    assert!(error(&report).contains("unplugged"), "{}", error(&report));
+    assert_eq!(report["reason"]["violation"]["kind"], "unplugged", "{report:#}");
+    assert_eq!(report["reason"]["violation"]["device"], "gpu0");
     assert_eq!(status(&m.source), "running");
 }
 
@@ -186,6 +186,11 @@ fn missing_events_abort_as_not_saving() {
         plan(&m, GPU, "saving_timeout = \"2s\"", "escalation = [\"abort\"]").replace("128MiB/s", "16MiB/s");
     let (code, report) = run(m.pair.dir(), &plan);
     assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["reason"]["violation"]["kind"], "not_saving", "{report:#}");
+    assert!(
+        report["reason"]["violation"]["seen_at_ms"].is_null(),
+        "no event came"
+    );
     assert!(
         error(&report).contains("no VFIO_MIGRATION event"),
         "{}",

@@ -60,9 +60,14 @@ fn c_a_workload_faster_than_the_link_is_aborted_and_stays_on_the_source() {
     assert_eq!(report["result"], "aborted");
     assert_eq!(report["running_on"], "source");
     assert_eq!(report["changed"], false);
+    assert_eq!(report["reason"]["kind"], "policy", "{report:#}");
+    assert_eq!(report["reason"]["abort"]["kind"], "not_converging");
+    assert!(report["reason"]["pass"].is_u64(), "the report says at which pass");
     let error = report["error"].as_str().unwrap_or_default();
-    assert!(error.contains("not converging"), "{error}");
-    assert!(error.contains("pass "), "the report says at which pass: {error}");
+    assert!(
+        error.starts_with("pass ") && error.contains("not converging"),
+        "{error}"
+    );
     let passes = report["passes"].as_u64().unwrap_or(u64::MAX);
     assert!(
         passes <= 5,

@@ -211,17 +211,10 @@ impl DeviceGate {
     ) -> Result<(), GateViolation> {
         let at_ms = self.ms(at);
         let past_setup = self.past_setup;
-        let Some(i) = self.find(id, qom_path) else {
+        let Some(i) = self.track(id, qom_path, &state, at, migration_status) else {
             return Ok(());
         };
         let d = &mut self.devices[i];
-        d.timeline.push(StateChange {
-            state: state.name().to_string(),
-            at_ms,
-            migration_status: migration_status.to_string(),
-        });
-        d.state = state.clone();
-        d.seen_at = Some(at);
         let unexpected = match &state {
             // Back to running after leaving it: the device left the migration (an
             // error, a reset, or QEMU giving up on it).
@@ -303,17 +296,29 @@ impl DeviceGate {
         at: Instant,
         migration_status: &str,
     ) {
+        self.track(id, qom_path, &state, at, migration_status);
+    }
+
+    /// Adds a state change to a followed device's timeline; its index, when followed.
+    fn track(
+        &mut self,
+        id: &str,
+        qom_path: &str,
+        state: &DeviceState,
+        at: Instant,
+        migration_status: &str,
+    ) -> Option<usize> {
         let at_ms = self.ms(at);
-        if let Some(i) = self.find(id, qom_path) {
-            let d = &mut self.devices[i];
-            d.timeline.push(StateChange {
-                state: state.name().to_string(),
-                at_ms,
-                migration_status: migration_status.to_string(),
-            });
-            d.state = state;
-            d.seen_at = Some(at);
-        }
+        let i = self.find(id, qom_path)?;
+        let d = &mut self.devices[i];
+        d.timeline.push(StateChange {
+            state: state.name().to_string(),
+            at_ms,
+            migration_status: migration_status.to_string(),
+        });
+        d.state = state.clone();
+        d.seen_at = Some(at);
+        Some(i)
     }
 
     /// The devices for the report.

@@ -6,9 +6,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::driver::{Driver, RunState, Sample, Side};
-use crate::report::RunningOn;
 use crate::state::{Observed, Run, SETTLE};
-use crate::verify::{Where, BOTH_RUNNING};
+use crate::verify::{After, Where};
 
 /// Cancels whatever migration may run, removes the throttle, restores settings, and
 /// resumes the source unless the destination runs the VM.
@@ -24,21 +23,7 @@ pub(crate) async fn recover(run: &mut Run<'_>) -> Where {
         notes.push(format!("restoring migration settings failed: {e}"));
     }
     let (src, dst) = resume_source_if_safe(run.driver, run.seen.stopped_by_us, &mut notes).await;
-    let running_on = match (&src, &dst) {
-        (RunState::Running, RunState::Running) => {
-            notes.push(BOTH_RUNNING.into());
-            RunningOn::Unknown
-        }
-        (RunState::Running, _) => RunningOn::Source,
-        (_, RunState::Running) => RunningOn::Destination,
-        _ => RunningOn::Unknown,
-    };
-    Where {
-        running_on,
-        source: src,
-        destination: dst,
-        notes,
-    }
+    Where::judge(src, dst, After::Recovery, notes)
 }
 
 /// Always cancels first (whatever the last reading said: a reading that timed out is no

@@ -24,6 +24,51 @@ pub(crate) struct Where {
     pub(crate) notes: Vec<String>,
 }
 
+/// What the run's end came after, which decides how both sides' states are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After {
+    /// QEMU reported completion; `resume` is the plan's `destination.resume`.
+    Completion { resume: bool },
+    /// A cancel, failure or interrupt.
+    Recovery,
+}
+
+impl Where {
+    /// Where the VM runs, judged from both sides' run states. After a completion only
+    /// the destination can be confirmed (a running source is not a handed-over one);
+    /// after a recovery, whichever side alone runs it.
+    pub(crate) fn judge(
+        source: RunState,
+        destination: RunState,
+        after: After,
+        mut notes: Vec<String>,
+    ) -> Self {
+        use RunState::{Paused, PostMigrate, Running};
+        let running_on = match (&source, &destination, after) {
+            (Running, Running, _) => {
+                notes.push(BOTH_RUNNING.into());
+                RunningOn::Unknown
+            }
+            (_, Running, _) => RunningOn::Destination,
+            (Running, _, After::Recovery) => RunningOn::Source,
+            (PostMigrate, Paused { .. }, After::Completion { resume: false }) => {
+                notes.push(
+                    "the destination holds the VM paused, as the plan asked (destination.resume = false)"
+                        .into(),
+                );
+                RunningOn::Destination
+            }
+            _ => RunningOn::Unknown,
+        };
+        Where {
+            running_on,
+            source,
+            destination,
+            notes,
+        }
+    }
+}
+
 /// After `migrate-continue`: waits until QEMU says completed or failed.
 pub(crate) async fn wait_for_completion(run: &mut Run<'_>, patience: Duration) -> Ending {
     // The device stage lasts as long as the downtime the plan allows, at most.
@@ -103,26 +148,10 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
         dst = start_destination(run, &mut notes).await;
     }
     let src = state_of(run.driver, Side::Source).await;
-    let running_on = match (&src, &dst) {
-        (RunState::Running, RunState::Running) => {
-            notes.push(BOTH_RUNNING.into());
-            RunningOn::Unknown
-        }
-        (_, RunState::Running) => RunningOn::Destination,
-        (_, RunState::Paused { .. }) if !run.plan.destination.resume && src == RunState::PostMigrate => {
-            notes.push(
-                "the destination holds the VM paused, as the plan asked (destination.resume = false)".into(),
-            );
-            RunningOn::Destination
-        }
-        _ => RunningOn::Unknown,
+    let after = After::Completion {
+        resume: run.plan.destination.resume,
     };
-    Where {
-        running_on,
-        source: src,
-        destination: dst,
-        notes,
-    }
+    Where::judge(src, dst, after, notes)
 }
 
 /// Starts a destination that waits paused, only once it reports its incoming migration

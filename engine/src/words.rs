@@ -207,3 +207,49 @@ impl Display for Reason {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::{MigrationStatus, RunState};
+
+    #[test]
+    fn run_states_and_statuses_read_as_qemu_spells_them() {
+        let paused = Problem::SourceNotRunning {
+            state: RunState::Paused {
+                reason: "prelaunch".into(),
+            },
+        };
+        assert_eq!(
+            paused.to_string(),
+            "source: the VM is not running (state prelaunch); only a running VM is live-migrated"
+        );
+        let busy = Problem::MigrationInProgress {
+            status: MigrationStatus::PreSwitchover,
+        };
+        assert!(busy.to_string().ends_with("(status pre-switchover)"), "{busy}");
+    }
+
+    #[test]
+    fn a_policy_abort_names_the_pass_it_was_decided_at() {
+        let reason = Reason::Policy {
+            pass: Some(4),
+            abort: AbortReason::Deadline { deadline_ms: 600_000 },
+        };
+        assert_eq!(reason.to_string(), "pass 4: limits.deadline (600000ms) passed");
+    }
+
+    #[test]
+    fn not_ready_lists_every_problem() {
+        let reason = Reason::NotReady {
+            problems: vec![
+                Problem::Blocked {
+                    reason: "VFIO migration is not supported in kernel".into(),
+                },
+                Problem::DirtyLimitNeedsRing,
+            ],
+        };
+        let words = reason.to_string();
+        assert!(words.starts_with("source: QEMU blocks migration: VFIO migration is not supported in kernel; source: policy.throttle"), "{words}");
+    }
+}

@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use engine::driver::{MigrationStatus, RunState, Side};
-use engine::policy::Action;
-use engine::{Outcome, RunningOn};
+use engine::policy::{AbortReason, Action};
+use engine::{Outcome, Reason, RunningOn};
 use standins::sim::MIB;
 use support::{describe, device, device_toml, plan, run, run_with, vm, with_devices};
 use tokio::sync::watch;
@@ -44,8 +44,17 @@ async fn a_workload_dirtying_faster_than_the_link_is_aborted_and_stays_on_the_so
     assert_eq!(r.running_on, RunningOn::Source);
     assert_eq!(r.rc, 1);
     assert!(r.passes <= 5, "acted only after {} passes", r.passes);
-    let error = r.error.clone().unwrap_or_default();
-    assert!(error.contains("not converging"), "{error}");
+    assert!(
+        matches!(
+            r.reason,
+            Some(Reason::Policy {
+                pass: Some(_),
+                abort: AbortReason::NotConverging { .. }
+            })
+        ),
+        "{:?}",
+        r.reason
+    );
     assert_eq!(run.sim.run_state(Side::Source), RunState::Running);
     assert_eq!(run.sim.migration_status(), MigrationStatus::Cancelled);
     assert_eq!(run.sim.paused_total(), Duration::ZERO);
@@ -108,11 +117,16 @@ async fn a_device_state_needing_more_downtime_than_allowed_is_aborted() {
     let r = &run.report;
     assert_eq!(r.result, Outcome::Aborted, "{}", describe(&run));
     assert_eq!(r.running_on, RunningOn::Source);
-    let error = r.error.clone().unwrap_or_default();
-    // AbortReason::NeedsMoreDowntime.
     assert!(
-        error.contains("completing would need") && error.contains("more than limits.max_downtime (1000ms)"),
-        "{error}"
+        matches!(
+            r.reason,
+            Some(Reason::Policy {
+                abort: AbortReason::NeedsMoreDowntime { max_ms: 1000, .. },
+                ..
+            })
+        ),
+        "{:?}",
+        r.reason
     );
     assert!(r.actions.is_empty(), "forcing was skipped, not taken");
     assert_eq!(run.sim.run_state(Side::Source), RunState::Running);
@@ -131,6 +145,7 @@ async fn an_interrupt_cancels_and_leaves_the_vm_running_on_the_source() {
     assert_eq!(r.result, Outcome::Aborted, "{}", describe(&run));
     assert_eq!(r.rc, 130);
     assert_eq!(r.running_on, RunningOn::Source);
+    assert_eq!(r.reason, Some(Reason::Interrupted));
     assert_eq!(r.error.as_deref(), Some("interrupted by the operator"));
     assert_eq!(run.sim.run_state(Side::Source), RunState::Running);
     assert_eq!(run.sim.migration_status(), MigrationStatus::Cancelled);

@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use engine::driver::{MigrationStatus, RunState, Side};
-use engine::{Outcome, RunningOn};
+use engine::gate::GateViolation;
+use engine::{Outcome, Reason, RunningOn};
 use standins::sim::MIB;
 use standins::vfio::{Fault, ModelDevice};
 use support::{describe, device, device_toml, plan, run, vm, with_devices};
@@ -36,13 +37,14 @@ async fn a_device_that_never_saves_is_aborted_after_the_saving_timeout() {
     let r = &run.report;
     assert_eq!(r.result, Outcome::Aborted, "{}", describe(&run));
     assert_eq!(r.running_on, RunningOn::Source);
-    let error = r.error.clone().unwrap_or_default();
-    assert!(
-        error.contains(&format!(
-            "VFIO device {id} did not reach its saving state within 5000ms"
-        )),
-        "{error}"
-    );
+    match &r.reason {
+        Some(Reason::Device {
+            violation: GateViolation::NotSaving {
+                device, timeout_ms, ..
+            },
+        }) => assert_eq!((device.as_str(), *timeout_ms), (id, 5000)),
+        other => panic!("expected the saving timeout, got {other:?}"),
+    }
     // QEMU waited for switchover-ack, which a device that never saves never sends.
     assert!(r.total_ms >= 5_000, "{}", describe(&run));
     assert_eq!(run.sim.run_state(Side::Source), RunState::Running);
@@ -58,8 +60,13 @@ async fn an_error_while_saving_fails_the_migration_and_the_source_keeps_running(
     assert_eq!(r.result, Outcome::Failed, "{}", describe(&run));
     assert_eq!(r.running_on, RunningOn::Source);
     assert_eq!(r.rc, 1);
-    let error = r.error.clone().unwrap_or_default();
-    assert_eq!(error, format!("vfio: error while saving device {id} state"));
+    assert_eq!(
+        r.reason,
+        Some(Reason::MigrationFailed {
+            during_switchover: false,
+            qemu_error: Some(format!("vfio: error while saving device {id} state")),
+        })
+    );
     assert_eq!(run.sim.run_state(Side::Source), RunState::Running);
     assert_eq!(run.sim.migration_status(), MigrationStatus::Failed);
     assert_eq!(
@@ -76,10 +83,14 @@ async fn an_unplugged_device_stops_the_migration() {
     let r = &run.report;
     assert_eq!(r.result, Outcome::Aborted, "{}", describe(&run));
     assert_eq!(r.running_on, RunningOn::Source);
-    let error = r.error.clone().unwrap_or_default();
-    assert!(
-        error.contains(&format!("VFIO device {id} was unplugged at 1000ms")),
-        "{error}"
+    assert_eq!(
+        r.reason,
+        Some(Reason::Device {
+            violation: GateViolation::Unplugged {
+                device: id.to_string(),
+                at_ms: 1000,
+            }
+        })
     );
     assert_eq!(run.sim.run_state(Side::Source), RunState::Running);
 }
@@ -91,12 +102,18 @@ async fn a_device_whose_events_never_come_counts_as_not_saving() {
     let r = &run.report;
     assert_eq!(r.result, Outcome::Aborted, "{}", describe(&run));
     assert_eq!(r.running_on, RunningOn::Source);
-    let error = r.error.clone().unwrap_or_default();
-    assert!(
-        error.contains(&format!("VFIO device {id} did not reach its saving state"))
-            && error.contains("no VFIO_MIGRATION event was received"),
-        "{error}"
-    );
+    match &r.reason {
+        Some(Reason::Device {
+            violation: GateViolation::NotSaving {
+                device, seen_at_ms, ..
+            },
+        }) => assert_eq!(
+            (device.as_str(), *seen_at_ms),
+            (id, None),
+            "no event was received"
+        ),
+        other => panic!("expected not saving, got {other:?}"),
+    }
     // The device did reach pre-copy; only its events were missing.
     let device = r
         .devices
