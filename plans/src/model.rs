@@ -51,15 +51,36 @@ pub struct Vm {
     pub allow_unlisted_devices: bool,
 }
 
-/// How to reach a QEMU's monitor.
+/// How the tool reaches the hypervisor on one side of the migration.
+// One variant per kind of control channel, each carrying what that kind needs. Serialized
+// externally tagged, so a plan echoed as JSON keeps the key the TOML used (`"qmp": ...`)
+// and a later kind gets its own key instead of reshaping this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Endpoint {
-    /// QMP socket: `unix:/path/to/qmp.sock` or `tcp:127.0.0.1:4444` (loopback only).
-    pub qmp: QmpAddress,
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Endpoint {
+    /// A QEMU monitor, reached over QMP.
+    Qmp(QmpAddress),
 }
 
-/// Where QEMU's monitor listens.
+impl Endpoint {
+    /// The QMP socket, when this side is reached over QMP.
+    pub fn qmp(&self) -> Option<&QmpAddress> {
+        match self {
+            Endpoint::Qmp(address) => Some(address),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    /// As the plan wrote it, for messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Qmp(address) => address.fmt(f),
+        }
+    }
+}
+
+/// A QMP socket: `unix:/path/to/qmp.sock` or `tcp:127.0.0.1:4444` (loopback only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(into = "String")]
 #[schemars(with = "String")]
@@ -85,12 +106,14 @@ impl From<QmpAddress> for String {
     }
 }
 
-/// The destination: its monitor, and whether the tool makes it listen.
+/// The destination: how to reach it, and whether the tool makes it listen.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
-    /// QMP socket of the destination QEMU.
-    pub qmp: QmpAddress,
+    /// How the tool reaches the destination; flattened so its keys sit next to `listen`
+    /// and `resume`, as in the plan's `[destination]` table.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
     /// When set, the tool sends `migrate-incoming` with this URI (for a destination
     /// started with `-incoming defer`), asking QEMU to stay alive if the migration fails.
     pub listen: Option<String>,

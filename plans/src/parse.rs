@@ -253,7 +253,7 @@ fn read_endpoint(
     spans.map.insert(path.into(), s);
     let qmp = read_qmp(&r, m, spans);
     r.finish(m);
-    Some(Endpoint { qmp: qmp? })
+    Some(Endpoint::Qmp(qmp?))
 }
 
 fn read_destination(
@@ -273,7 +273,7 @@ fn read_destination(
     let resume = r.boolean(m, "resume");
     r.finish(m);
     Some(Destination {
-        qmp: qmp?,
+        endpoint: Endpoint::Qmp(qmp?),
         listen: listen.map(|l| l.value),
         resume: resume.is_none_or(|r| r.value),
     })

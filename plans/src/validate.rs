@@ -33,7 +33,12 @@ pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
         );
     }
 
-    if plan.source.qmp == plan.destination.qmp {
+    let destination_qmp = plan.destination.endpoint.qmp();
+    if plan
+        .source
+        .qmp()
+        .is_some_and(|source| Some(source) == destination_qmp)
+    {
         m.push(
             Diagnostic::new(
                 "destination.qmp",

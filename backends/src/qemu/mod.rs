@@ -17,7 +17,7 @@ use engine::driver::{
     DeviceInfo, DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent, MigrationStatus, PairFacts,
     RunState, Sample, Setup, Side, SideFacts, Throttle,
 };
-use plans::{Plan, QmpAddress};
+use plans::{Endpoint, Plan, QmpAddress};
 use qapi_qmp::{MigrateSetParameters, MigrationCapability, MigrationCapabilityStatus};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -81,9 +81,12 @@ fn not_connected(side: Side, request: &str) -> DriverError {
 impl QmpDriver {
     /// A driver for the plan's two monitors; nothing is contacted until `connect`.
     pub fn new(plan: &Plan) -> Self {
+        // Plans name QEMU monitors only; a new kind of endpoint will not compile here.
+        let Endpoint::Qmp(source) = &plan.source;
+        let Endpoint::Qmp(destination) = &plan.destination.endpoint;
         QmpDriver {
-            source_address: endpoint(&plan.source.qmp),
-            destination_address: endpoint(&plan.destination.qmp),
+            source_address: endpoint(source),
+            destination_address: endpoint(destination),
             source: None,
             destination: None,
             events: None,
