@@ -204,6 +204,14 @@ pub enum DirtyRateSource {
     Stats,
 }
 
+impl DirtyRateSource {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, DirtyRateSource)] = &[
+        ("kernel", DirtyRateSource::Kernel),
+        ("stats", DirtyRateSource::Stats),
+    ];
+}
+
 /// Which kernel dirty log `calc-dirty-rate` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -214,6 +222,15 @@ pub enum KernelDirtyMode {
     DirtyRing,
     /// KVM dirty bitmap (only when the ring is off).
     DirtyBitmap,
+}
+
+impl KernelDirtyMode {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, KernelDirtyMode)] = &[
+        ("auto", KernelDirtyMode::Auto),
+        ("dirty-ring", KernelDirtyMode::DirtyRing),
+        ("dirty-bitmap", KernelDirtyMode::DirtyBitmap),
+    ];
 }
 
 /// How progress is measured and when a migration counts as not converging.
@@ -261,6 +278,13 @@ pub enum Step {
 }
 
 impl Step {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, Step)] = &[
+        ("throttle", Step::Throttle),
+        ("force-downtime", Step::ForceDowntime),
+        ("abort", Step::Abort),
+    ];
+
     /// The name plans use for it.
     pub fn name(self) -> &'static str {
         match self {
@@ -281,6 +305,14 @@ pub enum ThrottleMethod {
     DirtyLimit,
 }
 
+impl ThrottleMethod {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, ThrottleMethod)] = &[
+        ("auto-converge", ThrottleMethod::AutoConverge),
+        ("dirty-limit", ThrottleMethod::DirtyLimit),
+    ];
+}
+
 /// How completion is forced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -291,6 +323,14 @@ pub enum ForceMethod {
     /// Stop the guest so the rest is copied while it is paused. Refused with VFIO
     /// devices: stopping vCPUs does not stop device DMA in every case.
     StopGuest,
+}
+
+impl ForceMethod {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, ForceMethod)] = &[
+        ("raise-limit", ForceMethod::RaiseLimit),
+        ("stop-guest", ForceMethod::StopGuest),
+    ];
 }
 
 /// What to do when a migration does not converge, and what to do at the deadline.
@@ -347,5 +387,36 @@ impl Plan {
             .filter_map(|d| d.state_size)
             .map(|b| b.0)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON name of a value, as `validate --output json` echoes it.
+    fn json_name<T: Serialize>(value: T) -> String {
+        match serde_json::to_value(value) {
+            Ok(serde_json::Value::String(s)) => s,
+            other => panic!("not serialized as a string: {other:?}"),
+        }
+    }
+
+    fn assert_words_are_json_names<T: Serialize + Copy>(words: &[(&str, T)]) {
+        for (word, value) in words {
+            assert_eq!(json_name(*value), *word);
+        }
+    }
+
+    #[test]
+    fn a_plan_is_echoed_with_the_words_it_was_written_with() {
+        assert_words_are_json_names(DirtyRateSource::WORDS);
+        assert_words_are_json_names(KernelDirtyMode::WORDS);
+        assert_words_are_json_names(Step::WORDS);
+        assert_words_are_json_names(ThrottleMethod::WORDS);
+        assert_words_are_json_names(ForceMethod::WORDS);
+        for (word, step) in Step::WORDS {
+            assert_eq!(step.name(), *word);
+        }
     }
 }
