@@ -1,8 +1,9 @@
 //! The plan, as the engine uses it once it has been read and checked.
 //!
 //! Every field is documented where it is declared; `vfio-migrate schema` and
-//! `docs/plan.md` describe the same fields. Defaults are the values a plan gets when it
-//! leaves a key out.
+//! `docs/plan.md` describe the same fields. The values a plan gets for keys it leaves out
+//! come from [`crate::defaults`]; field docs name a default only where it follows another
+//! key, the schema carries the values.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::defaults;
 use crate::units::{serialize_duration, Bytes, Rate};
 
 /// A complete, valid migration plan for one VM.
@@ -46,8 +48,8 @@ pub struct Plan {
 pub struct Vm {
     /// A name for reports and logs.
     pub name: String,
-    /// Allow VFIO devices on the VM that the plan does not list (default false).
-    #[serde(default)]
+    /// Allow VFIO devices on the VM that the plan does not list.
+    #[serde(default = "allow_unlisted_devices")]
     pub allow_unlisted_devices: bool,
 }
 
@@ -118,25 +120,47 @@ pub struct Destination {
     /// started with `-incoming defer`), asking QEMU to stay alive if the migration fails.
     pub listen: Option<String>,
     /// Start the destination's vCPUs after a completed migration when it was started
-    /// paused (`-S`); default true. Never done before the migration completed.
-    #[serde(default = "yes")]
+    /// paused (`-S`). Never done before the migration completed.
+    #[serde(default = "resume")]
     pub resume: bool,
 }
 
-fn yes() -> bool {
-    true
+// serde's `default = "..."` takes a function; these hand it the defaults.
+fn allow_unlisted_devices() -> bool {
+    defaults::vm::ALLOW_UNLISTED_DEVICES
+}
+
+fn resume() -> bool {
+    defaults::destination::RESUME
+}
+
+fn postcopy() -> bool {
+    defaults::migration::POSTCOPY
+}
+
+fn precopy() -> bool {
+    defaults::devices::PRECOPY
 }
 
 /// How the migration stream travels.
-#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Migration {
     /// Where the source sends the stream (`tcp:HOST:PORT`, `unix:PATH`); defaults to
     /// `destination.listen`.
     pub uri: Option<String>,
     /// Post-copy migration. Refused with VFIO devices: QEMU does not support it for them.
-    #[serde(default)]
+    #[serde(default = "postcopy")]
     pub postcopy: bool,
+}
+
+impl Default for Migration {
+    fn default() -> Self {
+        Migration {
+            uri: None,
+            postcopy: defaults::migration::POSTCOPY,
+        }
+    }
 }
 
 /// A VFIO device passed through to the VM.
@@ -147,9 +171,9 @@ pub struct Device {
     pub id: String,
     /// The host PCI address on the source, e.g. `0000:3b:00.1`.
     pub host: Option<String>,
-    /// Whether the device supports pre-copy (default true). A device without it stays
-    /// `running` until the VM stops and saves everything in stop-copy.
-    #[serde(default = "yes")]
+    /// Whether the device supports pre-copy. A device without it stays `running` until
+    /// the VM stops and saves everything in stop-copy.
+    #[serde(default = "precopy")]
     pub precopy: bool,
     /// The device's expected stop-copy state size. QMP does not report it, but QEMU
     /// counts it when deciding to switch over, so the downtime prediction needs it.
@@ -160,7 +184,7 @@ pub struct Device {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Downtime limit QEMU starts with (`downtime-limit`); default 300ms.
+    /// Downtime limit QEMU starts with (`downtime-limit`).
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub downtime: Duration,
@@ -171,11 +195,12 @@ pub struct Limits {
     pub max_downtime: Duration,
     /// Bandwidth cap for the migration stream (`max-bandwidth`); default: QEMU's own.
     pub max_bandwidth: Option<Rate>,
-    /// Wall-clock limit for the whole migration; default 10m.
+    /// Wall-clock limit for the whole migration.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub deadline: Duration,
-    /// How long every VFIO device may take to reach its saving state; default 30s.
+    /// How long every VFIO device may take to reach its saving state; when left out, at
+    /// most `deadline`.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub saving_timeout: Duration,
@@ -184,11 +209,11 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            downtime: Duration::from_millis(300),
-            max_downtime: Duration::from_millis(300),
+            downtime: defaults::limits::DOWNTIME,
+            max_downtime: defaults::limits::max_downtime(defaults::limits::DOWNTIME),
             max_bandwidth: None,
-            deadline: Duration::from_secs(600),
-            saving_timeout: Duration::from_secs(30),
+            deadline: defaults::limits::DEADLINE,
+            saving_timeout: defaults::limits::saving_timeout(defaults::limits::DEADLINE),
         }
     }
 }
@@ -237,30 +262,30 @@ impl KernelDirtyMode {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Convergence {
-    /// How often migration statistics are read; default 200ms.
+    /// How often migration statistics are read.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub sample_interval: Duration,
-    /// Dirty-rate source; default `kernel`.
+    /// Dirty-rate source.
     pub dirty_rate: DirtyRateSource,
-    /// Kernel dirty log to read; default `auto`.
+    /// Kernel dirty log to read.
     pub kernel_mode: KernelDirtyMode,
-    /// Length of one dirty-rate measurement; default 1s.
+    /// Length of one dirty-rate measurement.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub calc_time: Duration,
-    /// Dirty-sync passes without progress before the policy acts; default 2.
+    /// Dirty-sync passes without progress before the policy acts.
     pub stall_passes: u32,
 }
 
 impl Default for Convergence {
     fn default() -> Self {
         Convergence {
-            sample_interval: Duration::from_millis(200),
-            dirty_rate: DirtyRateSource::Kernel,
-            kernel_mode: KernelDirtyMode::Auto,
-            calc_time: Duration::from_secs(1),
-            stall_passes: 2,
+            sample_interval: defaults::convergence::SAMPLE_INTERVAL,
+            dirty_rate: defaults::convergence::DIRTY_RATE,
+            kernel_mode: defaults::convergence::KERNEL_MODE,
+            calc_time: defaults::convergence::CALC_TIME,
+            stall_passes: defaults::convergence::STALL_PASSES,
         }
     }
 }
@@ -337,36 +362,35 @@ impl ForceMethod {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
-    /// Steps taken in order, one each time the migration stalls; default
-    /// `["throttle", "force-downtime", "abort"]`.
+    /// Steps taken in order, one each time the migration stalls.
     pub escalation: Vec<Step>,
-    /// What happens when `limits.deadline` passes: `abort` (default) or `force-downtime`.
+    /// What happens when `limits.deadline` passes: `abort` or `force-downtime`.
     pub on_deadline: Step,
-    /// Throttle method; default `auto-converge`.
+    /// Throttle method.
     pub throttle: ThrottleMethod,
-    /// vCPU dirty limit for the `dirty-limit` method; default 50MiB/s.
+    /// vCPU dirty limit for the `dirty-limit` method.
     pub dirty_limit: Rate,
-    /// Auto-converge: first throttle percentage; default 20.
+    /// Auto-converge: first throttle percentage.
     pub throttle_initial: u8,
-    /// Auto-converge: percentage added each pass; default 10.
+    /// Auto-converge: percentage added each pass.
     pub throttle_increment: u8,
-    /// Auto-converge: the most the guest is throttled, in percent; default 99.
+    /// Auto-converge: the most the guest is throttled, in percent.
     pub throttle_max: u8,
-    /// How completion is forced; default `raise-limit`.
+    /// How completion is forced.
     pub force: ForceMethod,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            escalation: vec![Step::Throttle, Step::ForceDowntime, Step::Abort],
-            on_deadline: Step::Abort,
-            throttle: ThrottleMethod::AutoConverge,
-            dirty_limit: Rate(50 * 1024 * 1024),
-            throttle_initial: 20,
-            throttle_increment: 10,
-            throttle_max: 99,
-            force: ForceMethod::RaiseLimit,
+            escalation: defaults::policy::ESCALATION.to_vec(),
+            on_deadline: defaults::policy::ON_DEADLINE,
+            throttle: defaults::policy::THROTTLE,
+            dirty_limit: defaults::policy::DIRTY_LIMIT,
+            throttle_initial: defaults::policy::THROTTLE_INITIAL,
+            throttle_increment: defaults::policy::THROTTLE_INCREMENT,
+            throttle_max: defaults::policy::THROTTLE_MAX,
+            force: defaults::policy::FORCE,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use toml::de::{DeTable, DeValue};
 
+use crate::defaults;
 use crate::diagnostic::Diagnostic;
 use crate::model::Device;
 use crate::reader::{Mistakes, TableReader};
@@ -65,7 +66,7 @@ fn read_device(path: String, t: &DeTable<'_>, s: std::ops::Range<usize>, m: &mut
     Some(Device {
         id: id?.value,
         host: host.map(|h| h.value),
-        precopy: precopy.is_none_or(|p| p.value),
+        precopy: precopy.map_or(defaults::devices::PRECOPY, |p| p.value),
         state_size: state_size.map(|s| s.value),
     })
 }

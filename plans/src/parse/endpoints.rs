@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use toml::de::DeTable;
 
+use crate::defaults;
 use crate::diagnostic::Diagnostic;
 use crate::model::*;
 use crate::reader::{At, Mistakes, TableReader};
@@ -36,7 +37,7 @@ pub(super) fn read_destination(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistake
     Some(Destination {
         endpoint: endpoint?,
         listen: listen.map(|l| l.value),
-        resume: resume.is_none_or(|r| r.value),
+        resume: resume.map_or(defaults::destination::RESUME, |r| r.value),
     })
 }
 
@@ -103,7 +104,7 @@ pub(super) fn read_migration(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes)
     r.finish(m);
     Some(Migration {
         uri: uri.map(|u| u.value),
-        postcopy: postcopy.is_some_and(|p| p.value),
+        postcopy: postcopy.map_or(defaults::migration::POSTCOPY, |p| p.value),
     })
 }
 

@@ -28,11 +28,10 @@ pub(super) fn read_limits(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes) ->
     if failed {
         return None;
     }
-    let downtime = downtime.map_or(d.downtime, |a| a.value);
+    // Defaults that follow another key are set by `defaults::follow` once all is read.
     Some(Limits {
-        downtime,
-        // Without a ceiling, forcing may not go beyond the downtime the plan asked for.
-        max_downtime: max_downtime.map_or(downtime, |a| a.value),
+        downtime: downtime.map_or(d.downtime, |a| a.value),
+        max_downtime: max_downtime.map_or(d.max_downtime, |a| a.value),
         max_bandwidth: max_bandwidth.map(|a| a.value),
         deadline: deadline.map_or(d.deadline, |a| a.value),
         saving_timeout: saving_timeout.map_or(d.saving_timeout, |a| a.value),

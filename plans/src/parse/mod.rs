@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use toml::de::DeTable;
 
+use crate::defaults;
 use crate::diagnostic::Diagnostic;
 use crate::model::*;
 use crate::reader::{Mistakes, TableReader};
@@ -47,7 +48,8 @@ impl Parts {
     }
 }
 
-/// Reads the whole plan. Returns `None` for the plan when any mistake was found.
+/// Reads the whole plan, defaults included. Returns `None` for the plan when any mistake
+/// was found.
 pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes) -> (Option<Plan>, Spans) {
     const KEYS: &[&str] = &[
         "vm",
@@ -85,7 +87,11 @@ pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes
         policy: optional_table(&top, m, "policy", policy::read_policy),
     };
     top.finish(m);
-    (parts.plan(), spans)
+    let mut plan = parts.plan();
+    if let Some(plan) = &mut plan {
+        defaults::follow(plan, |key| spans.written(key));
+    }
+    (plan, spans)
 }
 
 fn required_table<'a, 'i>(
@@ -133,6 +139,6 @@ fn read_vm(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes) -> Option<Vm> {
     r.finish(m);
     Some(Vm {
         name: name?.value,
-        allow_unlisted_devices: allow.is_some_and(|a| a.value),
+        allow_unlisted_devices: allow.map_or(defaults::vm::ALLOW_UNLISTED_DEVICES, |a| a.value),
     })
 }

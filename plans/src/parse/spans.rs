@@ -1,7 +1,8 @@
 //! Where each key sits in the plan text, recorded once from the whole TOML tree.
 //!
-//! Checks made after reading point at the value they are about; recording every key up
-//! front spares each table reader from doing it by hand.
+//! Checks made after reading point at the value they are about, and a key the plan left
+//! out is told from one it wrote (for [`crate::defaults::follow`]); recording every key
+//! up front spares each table reader from doing it by hand.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -56,6 +57,11 @@ impl Spans {
         }
     }
 
+    /// Whether the plan wrote this key.
+    pub(crate) fn written(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
     /// The span of a key's value, or of its table when the key was left out.
     pub(crate) fn of(&self, key: &str) -> Range<usize> {
         if let Some(span) = self.map.get(key) {
@@ -93,13 +99,15 @@ mod tests {
         let s = spans(text);
         assert_eq!(at(text, &s, "limits.downtime"), "\"1s\"");
         assert_eq!(at(text, &s, "devices[0].id"), "\"gpu0\"");
+        assert!(s.written("limits.downtime"));
     }
 
     #[test]
-    fn a_key_left_out_points_at_its_table() {
+    fn a_key_left_out_points_at_its_table_and_is_not_written() {
         let text = "[limits]\ndowntime = \"1s\"\n";
         let s = spans(text);
         assert_eq!(at(text, &s, "limits.deadline"), "limits");
+        assert!(!s.written("limits.deadline"));
     }
 
     #[test]
