@@ -36,13 +36,20 @@ pub mod devices {
 pub mod limits {
     use std::time::Duration;
 
-    /// QEMU's own default `downtime-limit`.
+    /// QEMU's own default `downtime-limit`, unless `max_downtime` is lower (see
+    /// [`downtime`]).
     pub const DOWNTIME: Duration = Duration::from_millis(300);
     /// Wall-clock limit for the whole migration.
     pub const DEADLINE: Duration = Duration::from_secs(600);
     /// How long VFIO devices may take to reach their saving state, unless the deadline
     /// is shorter (see [`saving_timeout`]).
     pub const SAVING_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// `downtime` left out: [`DOWNTIME`], or `max_downtime` when that is lower, since a
+    /// ceiling below the starting limit is refused.
+    pub fn downtime(max_downtime: Duration) -> Duration {
+        DOWNTIME.min(max_downtime)
+    }
 
     /// `max_downtime` left out: the downtime the plan starts with, so forcing cannot
     /// raise it beyond what the plan asked for.
@@ -63,7 +70,8 @@ pub mod convergence {
 
     use crate::model::{DirtyRateSource, KernelDirtyMode};
 
-    /// How often migration statistics are read.
+    /// How often migration statistics are read, unless the deadline is shorter (see
+    /// [`sample_interval`]).
     pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
     /// The kernel's dirty log, through QEMU's `calc-dirty-rate`.
     pub const DIRTY_RATE: DirtyRateSource = DirtyRateSource::Kernel;
@@ -73,6 +81,12 @@ pub mod convergence {
     pub const CALC_TIME: Duration = Duration::from_secs(1);
     /// Stalled passes in a row before the policy acts.
     pub const STALL_PASSES: u32 = 2;
+
+    /// `sample_interval` left out: [`SAMPLE_INTERVAL`], or `limits.deadline` when that
+    /// is shorter, since an interval longer than the deadline is refused.
+    pub fn sample_interval(deadline: Duration) -> Duration {
+        SAMPLE_INTERVAL.min(deadline)
+    }
 }
 
 /// `[policy]`.
@@ -88,7 +102,8 @@ pub mod policy {
     pub const THROTTLE: ThrottleMethod = ThrottleMethod::AutoConverge;
     /// Per-vCPU dirty limit for the `dirty-limit` method.
     pub const DIRTY_LIMIT: Rate = Rate(50 * 1024 * 1024);
-    /// Auto-converge: first throttle percentage (QEMU's own default).
+    /// Auto-converge: first throttle percentage (QEMU's own default), unless
+    /// `throttle_max` is lower (see [`throttle_initial`]).
     pub const THROTTLE_INITIAL: u8 = 20;
     /// Auto-converge: percentage added each pass (QEMU's own default).
     pub const THROTTLE_INCREMENT: u8 = 10;
@@ -96,16 +111,34 @@ pub mod policy {
     pub const THROTTLE_MAX: u8 = 99;
     /// Raise the downtime limit, so QEMU switches over with devices in stop-copy.
     pub const FORCE: ForceMethod = ForceMethod::RaiseLimit;
+
+    /// `throttle_initial` left out: [`THROTTLE_INITIAL`], or `throttle_max` when that is
+    /// lower, since a first step above the maximum is refused.
+    pub fn throttle_initial(throttle_max: u8) -> u8 {
+        THROTTLE_INITIAL.min(throttle_max)
+    }
 }
 
 /// Applies the defaults that follow another key to the keys the plan left out;
 /// `written` tells whether the plan wrote a key (by dotted path).
 pub(crate) fn follow(plan: &mut Plan, written: impl Fn(&str) -> bool) {
     let l = &mut plan.limits;
+    // `downtime` before `max_downtime`: each follows the other only when that one is
+    // written, and both left out are the same default.
+    if !written("limits.downtime") {
+        l.downtime = limits::downtime(l.max_downtime);
+    }
     if !written("limits.max_downtime") {
         l.max_downtime = limits::max_downtime(l.downtime);
     }
     if !written("limits.saving_timeout") {
         l.saving_timeout = limits::saving_timeout(l.deadline);
+    }
+    if !written("convergence.sample_interval") {
+        plan.convergence.sample_interval = convergence::sample_interval(plan.limits.deadline);
+    }
+    let p = &mut plan.policy;
+    if !written("policy.throttle_initial") {
+        p.throttle_initial = policy::throttle_initial(p.throttle_max);
     }
 }

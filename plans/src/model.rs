@@ -184,7 +184,8 @@ pub struct Device {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Downtime limit QEMU starts with (`downtime-limit`).
+    /// Downtime limit QEMU starts with (`downtime-limit`); when left out, at most
+    /// `max_downtime`.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub downtime: Duration,
@@ -262,7 +263,7 @@ impl KernelDirtyMode {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Convergence {
-    /// How often migration statistics are read.
+    /// How often migration statistics are read; when left out, at most `limits.deadline`.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub sample_interval: Duration,
@@ -370,7 +371,7 @@ pub struct Policy {
     pub throttle: ThrottleMethod,
     /// vCPU dirty limit for the `dirty-limit` method.
     pub dirty_limit: Rate,
-    /// Auto-converge: first throttle percentage.
+    /// Auto-converge: first throttle percentage; when left out, at most `throttle_max`.
     pub throttle_initial: u8,
     /// Auto-converge: percentage added each pass.
     pub throttle_increment: u8,

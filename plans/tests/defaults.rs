@@ -84,3 +84,41 @@ fn a_saving_timeout_written_longer_than_the_deadline_is_still_refused() {
     assert_eq!(mistake.diagnostic.key, "limits.saving_timeout");
     assert_eq!(mistake.diagnostic.message, "is longer than `deadline`");
 }
+
+#[test]
+fn a_max_downtime_below_the_default_downtime_lowers_it() {
+    let plan = valid("[limits]\nmax_downtime = \"100ms\"\n");
+    assert_eq!(json(&plan.limits)["downtime"], json("100ms"));
+}
+
+#[test]
+fn a_max_downtime_written_below_a_written_downtime_is_still_refused() {
+    let errors = load("[limits]\ndowntime = \"2s\"\nmax_downtime = \"1s\"\n").err();
+    let keys: Vec<String> = errors
+        .iter()
+        .flat_map(|e| e.diagnostics.iter().map(|d| d.key.clone()))
+        .collect();
+    assert_eq!(keys, ["limits.max_downtime"]);
+}
+
+#[test]
+fn a_deadline_shorter_than_the_default_sample_interval_caps_it() {
+    let plan = valid("[limits]\ndeadline = \"100ms\"\n");
+    assert_eq!(json(&plan.convergence)["sample_interval"], json("100ms"));
+}
+
+#[test]
+fn a_throttle_max_below_the_default_first_throttle_lowers_it() {
+    let plan = valid("[policy]\nthrottle_max = 10\n");
+    assert_eq!(plan.policy.throttle_initial, 10);
+}
+
+#[test]
+fn a_throttle_max_written_below_a_written_first_throttle_is_still_refused() {
+    let errors = load("[policy]\nthrottle_initial = 50\nthrottle_max = 40\n").err();
+    let keys: Vec<String> = errors
+        .iter()
+        .flat_map(|e| e.diagnostics.iter().map(|d| d.key.clone()))
+        .collect();
+    assert_eq!(keys, ["policy.throttle_initial"]);
+}
