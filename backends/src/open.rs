@@ -1,12 +1,14 @@
 //! Choosing the backend a plan names, in one place.
 
 use engine::Driver;
-use plans::Plan;
+use plans::{Endpoint, Plan};
 
 use crate::qemu::QmpDriver;
 
 /// The driver for the plan's two sides. Nothing is contacted until the engine calls
-/// [`Driver::connect`].
+/// [`Driver::connect`]. Validation has already made sure both sides are of one kind.
 pub fn open(plan: &Plan) -> Box<dyn Driver> {
-    Box::new(QmpDriver::new(&plan.source.qmp, &plan.destination.qmp))
+    match (&plan.source, &plan.destination.endpoint) {
+        (Endpoint::Qmp(source), Endpoint::Qmp(destination)) => Box::new(QmpDriver::new(source, destination)),
+    }
 }

@@ -20,6 +20,7 @@
 //! assert_eq!(plan.limits.downtime.as_millis(), 300);
 //! ```
 
+pub mod defaults;
 pub mod diagnostic;
 pub mod model;
 mod parse;

@@ -1,8 +1,9 @@
 //! The plan, as the engine uses it once it has been read and checked.
 //!
 //! Every field is documented where it is declared; `vfio-migrate schema` and
-//! `docs/plan.md` describe the same fields. Defaults are the values a plan gets when it
-//! leaves a key out.
+//! `docs/plan.md` describe the same fields. The values a plan gets for keys it leaves out
+//! come from [`crate::defaults`]; field docs name a default only where it follows another
+//! key, the schema carries the values.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::defaults;
 use crate::units::{serialize_duration, Bytes, Rate};
 
 /// A complete, valid migration plan for one VM.
@@ -46,20 +48,41 @@ pub struct Plan {
 pub struct Vm {
     /// A name for reports and logs.
     pub name: String,
-    /// Allow VFIO devices on the VM that the plan does not list (default false).
-    #[serde(default)]
+    /// Allow VFIO devices on the VM that the plan does not list.
+    #[serde(default = "allow_unlisted_devices")]
     pub allow_unlisted_devices: bool,
 }
 
-/// How to reach a QEMU's monitor.
+/// How the tool reaches the hypervisor on one side of the migration.
+// One variant per kind of control channel, each carrying what that kind needs. Serialized
+// externally tagged, so a plan echoed as JSON keeps the key the TOML used (`"qmp": ...`)
+// and a later kind gets its own key instead of reshaping this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Endpoint {
-    /// QMP socket: `unix:/path/to/qmp.sock` or `tcp:127.0.0.1:4444` (loopback only).
-    pub qmp: QmpAddress,
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Endpoint {
+    /// A QEMU monitor, reached over QMP.
+    Qmp(QmpAddress),
 }
 
-/// Where QEMU's monitor listens.
+impl Endpoint {
+    /// The QMP socket, when this side is reached over QMP.
+    pub fn qmp(&self) -> Option<&QmpAddress> {
+        match self {
+            Endpoint::Qmp(address) => Some(address),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    /// As the plan wrote it, for messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Qmp(address) => address.fmt(f),
+        }
+    }
+}
+
+/// A QMP socket: `unix:/path/to/qmp.sock` or `tcp:127.0.0.1:4444` (loopback only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(into = "String")]
 #[schemars(with = "String")]
@@ -85,35 +108,59 @@ impl From<QmpAddress> for String {
     }
 }
 
-/// The destination: its monitor, and whether the tool makes it listen.
+/// The destination: how to reach it, and whether the tool makes it listen.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
-    /// QMP socket of the destination QEMU.
-    pub qmp: QmpAddress,
+    /// How the tool reaches the destination; flattened so its keys sit next to `listen`
+    /// and `resume`, as in the plan's `[destination]` table.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
     /// When set, the tool sends `migrate-incoming` with this URI (for a destination
     /// started with `-incoming defer`), asking QEMU to stay alive if the migration fails.
     pub listen: Option<String>,
     /// Start the destination's vCPUs after a completed migration when it was started
-    /// paused (`-S`); default true. Never done before the migration completed.
-    #[serde(default = "yes")]
+    /// paused (`-S`). Never done before the migration completed.
+    #[serde(default = "resume")]
     pub resume: bool,
 }
 
-fn yes() -> bool {
-    true
+// serde's `default = "..."` takes a function; these hand it the defaults.
+fn allow_unlisted_devices() -> bool {
+    defaults::vm::ALLOW_UNLISTED_DEVICES
+}
+
+fn resume() -> bool {
+    defaults::destination::RESUME
+}
+
+fn postcopy() -> bool {
+    defaults::migration::POSTCOPY
+}
+
+fn precopy() -> bool {
+    defaults::devices::PRECOPY
 }
 
 /// How the migration stream travels.
-#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Migration {
     /// Where the source sends the stream (`tcp:HOST:PORT`, `unix:PATH`); defaults to
     /// `destination.listen`.
     pub uri: Option<String>,
     /// Post-copy migration. Refused with VFIO devices: QEMU does not support it for them.
-    #[serde(default)]
+    #[serde(default = "postcopy")]
     pub postcopy: bool,
+}
+
+impl Default for Migration {
+    fn default() -> Self {
+        Migration {
+            uri: None,
+            postcopy: defaults::migration::POSTCOPY,
+        }
+    }
 }
 
 /// A VFIO device passed through to the VM.
@@ -124,9 +171,9 @@ pub struct Device {
     pub id: String,
     /// The host PCI address on the source, e.g. `0000:3b:00.1`.
     pub host: Option<String>,
-    /// Whether the device supports pre-copy (default true). A device without it stays
-    /// `running` until the VM stops and saves everything in stop-copy.
-    #[serde(default = "yes")]
+    /// Whether the device supports pre-copy. A device without it stays `running` until
+    /// the VM stops and saves everything in stop-copy.
+    #[serde(default = "precopy")]
     pub precopy: bool,
     /// The device's expected stop-copy state size. QMP does not report it, but QEMU
     /// counts it when deciding to switch over, so the downtime prediction needs it.
@@ -137,7 +184,8 @@ pub struct Device {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Downtime limit QEMU starts with (`downtime-limit`); default 300ms.
+    /// Downtime limit QEMU starts with (`downtime-limit`); when left out, at most
+    /// `max_downtime`.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub downtime: Duration,
@@ -148,11 +196,12 @@ pub struct Limits {
     pub max_downtime: Duration,
     /// Bandwidth cap for the migration stream (`max-bandwidth`); default: QEMU's own.
     pub max_bandwidth: Option<Rate>,
-    /// Wall-clock limit for the whole migration; default 10m.
+    /// Wall-clock limit for the whole migration.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub deadline: Duration,
-    /// How long every VFIO device may take to reach its saving state; default 30s.
+    /// How long every VFIO device may take to reach its saving state; when left out, at
+    /// most `deadline`.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub saving_timeout: Duration,
@@ -161,11 +210,11 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            downtime: Duration::from_millis(300),
-            max_downtime: Duration::from_millis(300),
+            downtime: defaults::limits::DOWNTIME,
+            max_downtime: defaults::limits::max_downtime(defaults::limits::DOWNTIME),
             max_bandwidth: None,
-            deadline: Duration::from_secs(600),
-            saving_timeout: Duration::from_secs(30),
+            deadline: defaults::limits::DEADLINE,
+            saving_timeout: defaults::limits::saving_timeout(defaults::limits::DEADLINE),
         }
     }
 }
@@ -181,6 +230,14 @@ pub enum DirtyRateSource {
     Stats,
 }
 
+impl DirtyRateSource {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, DirtyRateSource)] = &[
+        ("kernel", DirtyRateSource::Kernel),
+        ("stats", DirtyRateSource::Stats),
+    ];
+}
+
 /// Which kernel dirty log `calc-dirty-rate` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -193,34 +250,43 @@ pub enum KernelDirtyMode {
     DirtyBitmap,
 }
 
+impl KernelDirtyMode {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, KernelDirtyMode)] = &[
+        ("auto", KernelDirtyMode::Auto),
+        ("dirty-ring", KernelDirtyMode::DirtyRing),
+        ("dirty-bitmap", KernelDirtyMode::DirtyBitmap),
+    ];
+}
+
 /// How progress is measured and when a migration counts as not converging.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Convergence {
-    /// How often migration statistics are read; default 200ms.
+    /// How often migration statistics are read; when left out, at most `limits.deadline`.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub sample_interval: Duration,
-    /// Dirty-rate source; default `kernel`.
+    /// Dirty-rate source.
     pub dirty_rate: DirtyRateSource,
-    /// Kernel dirty log to read; default `auto`.
+    /// Kernel dirty log to read.
     pub kernel_mode: KernelDirtyMode,
-    /// Length of one dirty-rate measurement; default 1s.
+    /// Length of one dirty-rate measurement.
     #[serde(serialize_with = "serialize_duration")]
     #[schemars(with = "String")]
     pub calc_time: Duration,
-    /// Dirty-sync passes without progress before the policy acts; default 2.
+    /// Dirty-sync passes without progress before the policy acts.
     pub stall_passes: u32,
 }
 
 impl Default for Convergence {
     fn default() -> Self {
         Convergence {
-            sample_interval: Duration::from_millis(200),
-            dirty_rate: DirtyRateSource::Kernel,
-            kernel_mode: KernelDirtyMode::Auto,
-            calc_time: Duration::from_secs(1),
-            stall_passes: 2,
+            sample_interval: defaults::convergence::SAMPLE_INTERVAL,
+            dirty_rate: defaults::convergence::DIRTY_RATE,
+            kernel_mode: defaults::convergence::KERNEL_MODE,
+            calc_time: defaults::convergence::CALC_TIME,
+            stall_passes: defaults::convergence::STALL_PASSES,
         }
     }
 }
@@ -238,6 +304,13 @@ pub enum Step {
 }
 
 impl Step {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, Step)] = &[
+        ("throttle", Step::Throttle),
+        ("force-downtime", Step::ForceDowntime),
+        ("abort", Step::Abort),
+    ];
+
     /// The name plans use for it.
     pub fn name(self) -> &'static str {
         match self {
@@ -258,6 +331,14 @@ pub enum ThrottleMethod {
     DirtyLimit,
 }
 
+impl ThrottleMethod {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, ThrottleMethod)] = &[
+        ("auto-converge", ThrottleMethod::AutoConverge),
+        ("dirty-limit", ThrottleMethod::DirtyLimit),
+    ];
+}
+
 /// How completion is forced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -270,40 +351,47 @@ pub enum ForceMethod {
     StopGuest,
 }
 
+impl ForceMethod {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, ForceMethod)] = &[
+        ("raise-limit", ForceMethod::RaiseLimit),
+        ("stop-guest", ForceMethod::StopGuest),
+    ];
+}
+
 /// What to do when a migration does not converge, and what to do at the deadline.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
-    /// Steps taken in order, one each time the migration stalls; default
-    /// `["throttle", "force-downtime", "abort"]`.
+    /// Steps taken in order, one each time the migration stalls.
     pub escalation: Vec<Step>,
-    /// What happens when `limits.deadline` passes: `abort` (default) or `force-downtime`.
+    /// What happens when `limits.deadline` passes: `abort` or `force-downtime`.
     pub on_deadline: Step,
-    /// Throttle method; default `auto-converge`.
+    /// Throttle method.
     pub throttle: ThrottleMethod,
-    /// vCPU dirty limit for the `dirty-limit` method; default 50MiB/s.
+    /// vCPU dirty limit for the `dirty-limit` method.
     pub dirty_limit: Rate,
-    /// Auto-converge: first throttle percentage; default 20.
+    /// Auto-converge: first throttle percentage; when left out, at most `throttle_max`.
     pub throttle_initial: u8,
-    /// Auto-converge: percentage added each pass; default 10.
+    /// Auto-converge: percentage added each pass.
     pub throttle_increment: u8,
-    /// Auto-converge: the most the guest is throttled, in percent; default 99.
+    /// Auto-converge: the most the guest is throttled, in percent.
     pub throttle_max: u8,
-    /// How completion is forced; default `raise-limit`.
+    /// How completion is forced.
     pub force: ForceMethod,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            escalation: vec![Step::Throttle, Step::ForceDowntime, Step::Abort],
-            on_deadline: Step::Abort,
-            throttle: ThrottleMethod::AutoConverge,
-            dirty_limit: Rate(50 * 1024 * 1024),
-            throttle_initial: 20,
-            throttle_increment: 10,
-            throttle_max: 99,
-            force: ForceMethod::RaiseLimit,
+            escalation: defaults::policy::ESCALATION.to_vec(),
+            on_deadline: defaults::policy::ON_DEADLINE,
+            throttle: defaults::policy::THROTTLE,
+            dirty_limit: defaults::policy::DIRTY_LIMIT,
+            throttle_initial: defaults::policy::THROTTLE_INITIAL,
+            throttle_increment: defaults::policy::THROTTLE_INCREMENT,
+            throttle_max: defaults::policy::THROTTLE_MAX,
+            force: defaults::policy::FORCE,
         }
     }
 }
@@ -324,5 +412,36 @@ impl Plan {
             .filter_map(|d| d.state_size)
             .map(|b| b.0)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON name of a value, as `validate --output json` echoes it.
+    fn json_name<T: Serialize>(value: T) -> String {
+        match serde_json::to_value(value) {
+            Ok(serde_json::Value::String(s)) => s,
+            other => panic!("not serialized as a string: {other:?}"),
+        }
+    }
+
+    fn assert_words_are_json_names<T: Serialize + Copy>(words: &[(&str, T)]) {
+        for (word, value) in words {
+            assert_eq!(json_name(*value), *word);
+        }
+    }
+
+    #[test]
+    fn a_plan_is_echoed_with_the_words_it_was_written_with() {
+        assert_words_are_json_names(DirtyRateSource::WORDS);
+        assert_words_are_json_names(KernelDirtyMode::WORDS);
+        assert_words_are_json_names(Step::WORDS);
+        assert_words_are_json_names(ThrottleMethod::WORDS);
+        assert_words_are_json_names(ForceMethod::WORDS);
+        for (word, step) in Step::WORDS {
+            assert_eq!(step.name(), *word);
+        }
     }
 }

@@ -55,24 +55,18 @@ fn type_name(v: &DeValue<'_>) -> &'static str {
     }
 }
 
-/// Levenshtein distance, for "did you mean" hints on misspelt keys.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(row[j]).min(row[j + 1])
-            };
-            prev = cur;
-        }
+/// The hint for an unknown key: the nearest known key when it is within three edits
+/// (Levenshtein, so a letter left out, added or changed counts one), else the whole list.
+fn unknown_key_hint(name: &str, known: &[&str]) -> String {
+    let nearest = known
+        .iter()
+        .map(|known| (strsim::levenshtein(name, known), *known))
+        .min();
+    match nearest {
+        Some((d, known)) if d <= 3 => format!("did you mean `{known}`?"),
+        _ if known.is_empty() => "this table takes no keys".to_string(),
+        _ => format!("known keys here: {}", known.join(", ")),
     }
-    row[b.len()]
 }
 
 impl<'a, 'i> TableReader<'a, 'i> {
@@ -360,16 +354,7 @@ impl<'a, 'i> TableReader<'a, 'i> {
             if self.known.contains(&name) {
                 continue;
             }
-            let nearest = self
-                .known
-                .iter()
-                .map(|known| (distance(name, known), known))
-                .min();
-            let hint = match nearest {
-                Some((d, known)) if d <= 3 => format!("did you mean `{known}`?"),
-                _ if self.known.is_empty() => "this table takes no keys".to_string(),
-                _ => format!("known keys here: {}", self.known.join(", ")),
-            };
+            let hint = unknown_key_hint(name, self.known);
             m.push(
                 Diagnostic::new(self.key_path(name), k.span(), format!("unknown key `{name}`")).hint(hint),
             );
@@ -379,13 +364,40 @@ impl<'a, 'i> TableReader<'a, 'i> {
 
 #[cfg(test)]
 mod tests {
-    use super::distance;
+    use super::unknown_key_hint;
+
+    const LIMITS: &[&str] = &[
+        "downtime",
+        "max_downtime",
+        "max_bandwidth",
+        "deadline",
+        "saving_timeout",
+    ];
 
     #[test]
-    fn distance_counts_single_character_edits() {
-        assert_eq!(distance("downtime", "downtime"), 0);
-        assert_eq!(distance("dowtime", "downtime"), 1);
-        assert_eq!(distance("max_bandwith", "max_bandwidth"), 1);
-        assert_eq!(distance("", "abc"), 3);
+    fn a_misspelt_key_is_matched_to_the_nearest_known_one() {
+        assert_eq!(unknown_key_hint("dowtime", LIMITS), "did you mean `downtime`?");
+        assert_eq!(
+            unknown_key_hint("max_bandwith", LIMITS),
+            "did you mean `max_bandwidth`?"
+        );
+        assert_eq!(
+            unknown_key_hint("saving_timout", LIMITS),
+            "did you mean `saving_timeout`?"
+        );
+    }
+
+    #[test]
+    fn three_edits_is_the_furthest_a_suggestion_reaches() {
+        assert_eq!(unknown_key_hint("dxxxtime", LIMITS), "did you mean `downtime`?");
+        assert_eq!(
+            unknown_key_hint("dxxxxime", LIMITS),
+            "known keys here: downtime, max_downtime, max_bandwidth, deadline, saving_timeout"
+        );
+    }
+
+    #[test]
+    fn a_table_without_keys_says_so() {
+        assert_eq!(unknown_key_hint("anything", &[]), "this table takes no keys");
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::diagnostic::Diagnostic;
-use crate::model::{ForceMethod, Plan, Step};
+use crate::model::{ForceMethod, Limits, Plan, Step};
 use crate::parse::Spans;
 use crate::reader::Mistakes;
 
@@ -13,13 +13,20 @@ pub const QEMU_MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Runs every cross-key check on a plan that read without mistakes.
 pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
-    let at = |key: &str| spans.of(key);
+    check_route(plan, spans, m);
+    check_limits(&plan.limits, spans, m);
+    check_convergence(plan, spans, m);
+    check_policy(plan, spans, m);
+    check_devices(plan, spans, m);
+}
 
+/// The two sides and the stream between them.
+fn check_route(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
     if plan.migration.postcopy && !plan.devices.is_empty() {
         m.push(
             Diagnostic::new(
                 "migration.postcopy",
-                at("migration.postcopy"),
+                spans.of("migration.postcopy"),
                 "post-copy is not supported with VFIO devices",
             )
             .hint("QEMU refuses it (\"VFIO migration is not supported with postcopy migration\"); remove the key or set it to false"),
@@ -28,37 +35,48 @@ pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
 
     if plan.migration_uri().is_none() {
         m.push(
-            Diagnostic::new("migration.uri", at("destination"), "no migration URI")
+            Diagnostic::new("migration.uri", spans.of("destination"), "no migration URI")
                 .hint("set `listen` in [destination] (the tool makes the destination listen there) or `uri` in [migration]"),
         );
     }
 
-    if plan.source.qmp == plan.destination.qmp {
+    let destination_qmp = plan.destination.endpoint.qmp();
+    if plan
+        .source
+        .qmp()
+        .is_some_and(|source| Some(source) == destination_qmp)
+    {
         m.push(
             Diagnostic::new(
                 "destination.qmp",
-                at("destination.qmp"),
+                spans.of("destination.qmp"),
                 "source and destination name the same QMP socket",
             )
             .hint("a VM cannot migrate onto itself; give the destination QEMU's own socket"),
         );
     }
+}
 
-    let limits = &plan.limits;
+/// What QEMU takes as a downtime limit, and limits that contradict each other.
+fn check_limits(limits: &Limits, spans: &Spans, m: &mut Mistakes) {
     for (key, value) in [
         ("limits.downtime", limits.downtime),
         ("limits.max_downtime", limits.max_downtime),
     ] {
         if value > Duration::from_millis(QEMU_MAX_DOWNTIME_MS) {
             m.push(
-                Diagnostic::new(key, at(key), "is above QEMU's largest downtime limit (2000000ms)")
-                    .hint("QEMU accepts at most 2000s"),
+                Diagnostic::new(
+                    key,
+                    spans.of(key),
+                    "is above QEMU's largest downtime limit (2000000ms)",
+                )
+                .hint("QEMU accepts at most 2000s"),
             );
         }
         if value < Duration::from_millis(1) {
             m.push(Diagnostic::new(
                 key,
-                at(key),
+                spans.of(key),
                 "is below 1ms, the smallest downtime QEMU takes",
             ));
         }
@@ -67,7 +85,7 @@ pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
         m.push(
             Diagnostic::new(
                 "limits.max_downtime",
-                at("limits.max_downtime"),
+                spans.of("limits.max_downtime"),
                 "is smaller than `downtime`",
             )
             .hint("the ceiling for forcing must be at least the starting downtime limit"),
@@ -77,38 +95,42 @@ pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
         m.push(
             Diagnostic::new(
                 "limits.saving_timeout",
-                at("limits.saving_timeout"),
+                spans.of("limits.saving_timeout"),
                 "is longer than `deadline`",
             )
             .hint("devices must reach their saving state before the whole migration's deadline"),
         );
     }
+}
 
+fn check_convergence(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
     let conv = &plan.convergence;
     if conv.calc_time < Duration::from_millis(100) || conv.calc_time > Duration::from_secs(60) {
         m.push(
             Diagnostic::new(
                 "convergence.calc_time",
-                at("convergence.calc_time"),
+                spans.of("convergence.calc_time"),
                 "must be between 100ms and 60s",
             )
             .hint("QEMU's calc-dirty-rate measures for 0.1 to 60 seconds"),
         );
     }
-    if conv.sample_interval > limits.deadline {
+    if conv.sample_interval > plan.limits.deadline {
         m.push(Diagnostic::new(
             "convergence.sample_interval",
-            at("convergence.sample_interval"),
+            spans.of("convergence.sample_interval"),
             "is longer than `limits.deadline`",
         ));
     }
+}
 
+fn check_policy(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
     let policy = &plan.policy;
     if policy.throttle_initial > policy.throttle_max {
         m.push(
             Diagnostic::new(
                 "policy.throttle_initial",
-                at("policy.throttle_initial"),
+                spans.of("policy.throttle_initial"),
                 "is above `throttle_max`",
             )
             .hint("the first throttle step cannot exceed the most the guest may be throttled"),
@@ -118,11 +140,13 @@ pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
         policy.escalation.contains(&Step::ForceDowntime) || policy.on_deadline == Step::ForceDowntime;
     if forces && policy.force == ForceMethod::StopGuest && !plan.devices.is_empty() {
         m.push(
-            Diagnostic::new("policy.force", at("policy.force"), "\"stop-guest\" cannot be used with VFIO devices")
+            Diagnostic::new("policy.force", spans.of("policy.force"), "\"stop-guest\" cannot be used with VFIO devices")
                 .hint("stopping vCPUs does not stop device DMA in every case; use \"raise-limit\" so QEMU switches over with the devices in stop-copy"),
         );
     }
+}
 
+fn check_devices(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
     let mut seen: Vec<&str> = Vec::new();
     for (i, d) in plan.devices.iter().enumerate() {
         if seen.contains(&d.id.as_str()) {
@@ -130,7 +154,7 @@ pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
             m.push(
                 Diagnostic::new(
                     key.clone(),
-                    at(&key),
+                    spans.of(&key),
                     format!("device \"{}\" is listed twice", d.id),
                 )
                 .hint("each [[devices]] entry names one device by its QOM id"),

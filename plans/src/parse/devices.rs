@@ -1,0 +1,100 @@
+//! The `[[devices]]` array: the VFIO devices the VM owns.
+
+use toml::de::{DeTable, DeValue};
+
+use crate::defaults;
+use crate::diagnostic::Diagnostic;
+use crate::model::Device;
+use crate::reader::{Mistakes, TableReader};
+
+pub(super) fn read_devices(top: &TableReader<'_, '_>, m: &mut Mistakes) -> Option<Vec<Device>> {
+    if !top.has("devices") {
+        return Some(Vec::new());
+    }
+    let (items, _) = top.array(m, "devices")?;
+    let mut devices = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("devices[{i}]");
+        let DeValue::Table(t) = item.get_ref() else {
+            m.push(
+                Diagnostic::new(path, item.span(), "expected a table")
+                    .hint("list devices as [[devices]] tables with `id = \"...\"`"),
+            );
+            ok = false;
+            continue;
+        };
+        match read_device(path, t, item.span(), m) {
+            Some(device) => devices.push(device),
+            None => ok = false,
+        }
+    }
+    ok.then_some(devices)
+}
+
+fn read_device(path: String, t: &DeTable<'_>, s: std::ops::Range<usize>, m: &mut Mistakes) -> Option<Device> {
+    let r = TableReader::new(path.clone(), t, s, &["id", "host", "precopy", "state_size"]);
+    let id = r.string(m, "id");
+    if id.is_none() && !r.has("id") {
+        r.missing(m, "id", "give the device's QOM id, e.g. `id = \"hostdev0\"`");
+    }
+    if let Some(id) = &id {
+        if id.value.is_empty() {
+            m.push(Diagnostic::new(
+                format!("{path}.id"),
+                id.span.clone(),
+                "must not be empty",
+            ));
+        }
+    }
+    let host = r.string(m, "host");
+    if let Some(h) = &host {
+        if !is_pci_address(&h.value) {
+            m.push(
+                Diagnostic::new(
+                    format!("{path}.host"),
+                    h.span.clone(),
+                    format!("\"{}\" is not a PCI address", h.value),
+                )
+                .hint("write the full address as sysfs shows it, e.g. \"0000:3b:00.1\""),
+            );
+        }
+    }
+    let precopy = r.boolean(m, "precopy");
+    let state_size = r.bytes(m, "state_size", "512MiB");
+    r.finish(m);
+    Some(Device {
+        id: id?.value,
+        host: host.map(|h| h.value),
+        precopy: precopy.map_or(defaults::devices::PRECOPY, |p| p.value),
+        state_size: state_size.map(|s| s.value),
+    })
+}
+
+fn is_pci_address(text: &str) -> bool {
+    // DDDD:BB:DD.F, hexadecimal, as sysfs names devices.
+    let b = text.as_bytes();
+    let hex = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_hexdigit);
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && hex(0..4)
+        && hex(5..7)
+        && hex(8..10)
+        && (b'0'..=b'7').contains(&b[11])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_pci_address;
+
+    #[test]
+    fn a_pci_address_is_written_in_full_as_sysfs_shows_it() {
+        assert!(is_pci_address("0000:3b:00.1"));
+        assert!(!is_pci_address("3b:00.1"));
+        assert!(!is_pci_address("0000:3b:00.8"));
+        assert!(!is_pci_address("0000:3g:00.1"));
+        assert!(!is_pci_address("0000:3b:00.1 "));
+    }
+}
