@@ -139,93 +139,106 @@ pub fn run(
         }
         return run_simulated(scenario, keep, devices, output, quiet);
     }
-    let options = PairOptions {
-        guest: guest_for(scenario),
-        accel: Accel::Auto,
-        dirty_ring: true,
-        ..PairOptions::default()
+    let stage = match Stage::set_up(scenario, keep, devices, quiet) {
+        Ok(stage) => stage,
+        Err(code) => return code,
     };
+    let code = crate::migrate_plan(&stage.plan, output, quiet);
     if !quiet {
-        eprintln!(
-            "vfio-migrate demo: starting two QEMUs (guest dirties {} MiB/s over {} MiB)",
-            options.guest.rate_mb, options.guest.wss_mb
-        );
+        stage.show_guest(code);
     }
-    let pair = match QemuPair::start(&options) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("vfio-migrate demo: cannot start the local QEMU pair: {e}");
-            return engine::ExitStatus::NotReady as i32;
-        }
-    };
-    let proxies = if devices {
-        match start_proxies(&pair) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                eprintln!("vfio-migrate demo: cannot start the device model: {e}");
-                return engine::ExitStatus::NotReady as i32;
+    code
+}
+
+/// Two local QEMUs, the device model in front of them when asked for, and the plan that
+/// migrates between them. Dropping it stops everything.
+struct Stage {
+    // Fields drop in order: the proxies before the QEMUs they stand in front of.
+    _proxies: Option<Proxies>,
+    pair: QemuPair,
+    plan: Plan,
+}
+
+impl Stage {
+    /// Starts the pair (and the device model) and writes the scenario's plan; the exit
+    /// code to end with when something cannot start.
+    fn set_up(scenario: Scenario, keep: Option<&Path>, devices: bool, quiet: bool) -> Result<Stage, i32> {
+        let say = |message: &str| {
+            if !quiet {
+                eprintln!("vfio-migrate demo: {message}");
             }
+        };
+        let not_ready = |message: String| {
+            eprintln!("vfio-migrate demo: {message}");
+            engine::ExitStatus::NotReady.code()
+        };
+        let guest = guest_for(scenario);
+        say(&format!(
+            "starting two QEMUs (guest dirties {} MiB/s over {} MiB)",
+            guest.rate_mb, guest.wss_mb
+        ));
+        let options = PairOptions {
+            guest,
+            accel: Accel::Auto,
+            dirty_ring: true,
+            ..PairOptions::default()
+        };
+        let pair = QemuPair::start(&options)
+            .map_err(|e| not_ready(format!("cannot start the local QEMU pair: {e}")))?;
+        let proxies = match devices {
+            true => Some(
+                start_proxies(&pair).map_err(|e| not_ready(format!("cannot start the device model: {e}")))?,
+            ),
+            false => None,
+        };
+        let (source_qmp, destination_qmp) = match &proxies {
+            Some(p) => (p.source.listen_path(), p.destination.listen_path()),
+            None => (
+                pair.source.qmp_socket.as_path(),
+                pair.destination.qmp_socket.as_path(),
+            ),
+        };
+        if devices {
+            say("modelled VFIO devices (this machine has none): gpu0 (pre-copy, 64 MiB state), nic0 (stop-copy only, 8 MiB)");
         }
-    } else {
-        None
-    };
-    let (source_qmp, destination_qmp) = match &proxies {
-        Some(p) => (
-            p.source.listen_path().to_path_buf(),
-            p.destination.listen_path().to_path_buf(),
-        ),
-        None => (
-            pair.source.qmp_socket.clone(),
-            pair.destination.qmp_socket.clone(),
-        ),
-    };
-    if devices && !quiet {
-        eprintln!(
-            "vfio-migrate demo: modelled VFIO devices (this machine has none): gpu0 (pre-copy, 64 MiB state), nic0 (stop-copy only, 8 MiB)"
+        let text = plan_text(
+            scenario,
+            source_qmp,
+            destination_qmp,
+            pair.migration_port,
+            devices,
         );
-    }
-    let text = plan_text(
-        scenario,
-        &source_qmp,
-        &destination_qmp,
-        pair.migration_port,
-        devices,
-    );
-    let dir: PathBuf = keep.map_or_else(|| pair.dir().to_path_buf(), Path::to_path_buf);
-    let plan_path = dir.join("demo-plan.toml");
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&plan_path, &text)) {
-        eprintln!("vfio-migrate demo: cannot write {}: {e}", plan_path.display());
-        return engine::ExitStatus::NotReady as i32;
-    }
-    if !quiet {
-        eprintln!("vfio-migrate demo: plan written to {}", plan_path.display());
-    }
-    let plan: Plan = match plans::load(&plan_path.display().to_string(), &text) {
-        Ok(p) => p,
-        Err(e) => {
+        let dir: PathBuf = keep.map_or_else(|| pair.dir().to_path_buf(), Path::to_path_buf);
+        let plan_path = dir.join("demo-plan.toml");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&plan_path, &text))
+            .map_err(|e| not_ready(format!("cannot write {}: {e}", plan_path.display())))?;
+        say(&format!("plan written to {}", plan_path.display()));
+        let plan = plans::load(&plan_path.display().to_string(), &text).map_err(|e| {
             eprintln!("{e}");
-            return engine::ExitStatus::InvalidPlan as i32;
-        }
-    };
-    let code = crate::migrate_plan(&plan, output, quiet);
-    if !quiet {
-        let side = if code == 0 {
-            &pair.destination
-        } else {
-            &pair.source
+            engine::ExitStatus::InvalidPlan.code()
+        })?;
+        Ok(Stage {
+            _proxies: proxies,
+            pair,
+            plan,
+        })
+    }
+
+    /// Shows the guest's next heartbeat on the side that should run it after `code`.
+    fn show_guest(&self, code: i32) {
+        let (side, name) = match code {
+            0 => (&self.pair.destination, "destination"),
+            _ => (&self.pair.source, "source"),
         };
         match side.wait_for_heartbeat_after(side.heartbeats().len(), std::time::Duration::from_secs(3)) {
             Ok(hb) => eprintln!(
-                "vfio-migrate demo: guest alive on the {}: t={}s, {} MiB/s, {} memory errors",
-                if code == 0 { "destination" } else { "source" },
-                hb.t,
-                hb.rate_mb,
-                hb.errors
+                "vfio-migrate demo: guest alive on the {name}: t={}s, {} MiB/s, {} memory errors",
+                hb.t, hb.rate_mb, hb.errors
             ),
             Err(e) => eprintln!("vfio-migrate demo: no heartbeat from the guest: {e}"),
         }
     }
-    code
 }
 
 /// The device-model proxies and the runtime they run on, kept alive for the demo.
@@ -319,7 +332,7 @@ fn run_simulated(scenario: Scenario, keep: Option<&Path>, devices: bool, output:
         Ok(plan) => crate::migrate_with(&plan, &mut SimDriver::new(vm), output, quiet),
         Err(e) => {
             eprintln!("{e}");
-            engine::ExitStatus::InvalidPlan as i32
+            engine::ExitStatus::InvalidPlan.code()
         }
     }
 }
