@@ -12,3 +12,26 @@ pub fn open(plan: &Plan) -> Box<dyn Driver> {
         (Endpoint::Qmp(source), Endpoint::Qmp(destination)) => Box::new(QmpDriver::new(source, destination)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use engine::Capabilities;
+
+    use super::*;
+
+    #[test]
+    fn a_qmp_plan_gets_a_driver_with_every_capability() {
+        let plan = plans::load(
+            "plan.toml",
+            "[vm]\nname = \"vm\"\n[source]\nqmp = \"unix:/run/s.qmp\"\n[destination]\nqmp = \"unix:/run/d.qmp\"\nlisten = \"tcp:127.0.0.1:4444\"\n",
+        )
+        .expect("a valid plan");
+        let all = Capabilities {
+            switchover_hold: true,
+            device_events: true,
+            kernel_dirty_rate: true,
+            listen: true,
+        };
+        assert_eq!(open(&plan).capabilities(), all);
+    }
+}

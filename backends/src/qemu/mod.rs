@@ -70,15 +70,6 @@ fn error(side: Side, request: &str, e: QmpError) -> DriverError {
     }
 }
 
-fn not_connected(side: Side, request: &str) -> DriverError {
-    DriverError {
-        side,
-        request: request.to_string(),
-        message: format!("{side}: {request}: not connected"),
-        disconnected: true,
-    }
-}
-
 impl QmpDriver {
     /// A driver for two monitors; nothing is contacted until `connect`.
     pub fn new(source: &QmpAddress, destination: &QmpAddress) -> Self {
@@ -98,7 +89,7 @@ impl QmpDriver {
             Side::Source => self.source.as_ref(),
             Side::Destination => self.destination.as_ref(),
         }
-        .ok_or_else(|| not_connected(side, request))
+        .ok_or_else(|| DriverError::not_connected(side, request))
     }
 
     async fn raw(&self, side: Side, command: &str, args: Option<Value>) -> Result<Value, DriverError> {
@@ -399,21 +390,7 @@ impl Driver for QmpDriver {
         Ok(())
     }
 
-    fn switchover_hold(&mut self) -> Option<&mut dyn SwitchoverHold> {
-        Some(self)
-    }
-
-    fn device_events(&mut self) -> Option<&mut dyn DeviceEvents> {
-        Some(self)
-    }
-
-    fn kernel_dirty_rate(&mut self) -> Option<&mut dyn KernelDirtyRate> {
-        Some(self)
-    }
-
-    fn listener(&mut self) -> Option<&mut dyn Listen> {
-        Some(self)
-    }
+    engine::capabilities!(switchover_hold, device_events, kernel_dirty_rate, listener);
 }
 
 /// `pause-before-switchover` is always on: QEMU waits at `pre-switchover`.

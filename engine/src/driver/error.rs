@@ -15,3 +15,15 @@ pub struct DriverError {
     /// The connection to that side is gone (the process died or closed its monitor).
     pub disconnected: bool,
 }
+
+impl DriverError {
+    /// A request made before the driver connected to `side` (or after it lost it).
+    pub fn not_connected(side: Side, request: &str) -> Self {
+        DriverError {
+            side,
+            request: request.to_string(),
+            message: format!("{side}: {request}: not connected"),
+            disconnected: true,
+        }
+    }
+}

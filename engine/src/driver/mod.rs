@@ -104,6 +104,34 @@ pub trait Driver: Send {
     }
 }
 
+/// Writes the accessors of the capabilities a driver implements itself, inside its
+/// `impl Driver` block: `engine::capabilities!(switchover_hold, device_events,
+/// kernel_dirty_rate, listener);`.
+#[macro_export]
+macro_rules! capabilities {
+    ($($accessor:ident),* $(,)?) => { $( $crate::capabilities!(@one $accessor); )* };
+    (@one switchover_hold) => {
+        fn switchover_hold(&mut self) -> Option<&mut dyn $crate::driver::SwitchoverHold> {
+            Some(self)
+        }
+    };
+    (@one device_events) => {
+        fn device_events(&mut self) -> Option<&mut dyn $crate::driver::DeviceEvents> {
+            Some(self)
+        }
+    };
+    (@one kernel_dirty_rate) => {
+        fn kernel_dirty_rate(&mut self) -> Option<&mut dyn $crate::driver::KernelDirtyRate> {
+            Some(self)
+        }
+    };
+    (@one listener) => {
+        fn listener(&mut self) -> Option<&mut dyn $crate::driver::Listen> {
+            Some(self)
+        }
+    };
+}
+
 /// The guest waits at `pre-switchover` (VM stopped, devices in their final saving
 /// states) until the engine continues or cancels.
 #[async_trait]

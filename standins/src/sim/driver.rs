@@ -42,16 +42,6 @@ fn lock(model: &Mutex<Model>) -> MutexGuard<'_, Model> {
     model.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The error for a request before `connect`, as the QMP backend words it.
-fn not_connected(side: Side, request: &str) -> DriverError {
-    DriverError {
-        side,
-        request: request.to_string(),
-        message: format!("{side}: {request}: not connected"),
-        disconnected: true,
-    }
-}
-
 /// A refusal as the QMP backend reports QEMU's error replies.
 fn refused(side: Side, r: Refusal) -> DriverError {
     DriverError {
@@ -90,7 +80,7 @@ impl SimDriver {
     ) -> Result<T, DriverError> {
         let mut m = lock(&self.model);
         if !m.connected {
-            return Err(not_connected(side, request));
+            return Err(DriverError::not_connected(side, request));
         }
         m.advance(Instant::now());
         f(&mut m).map_err(|r| refused(side, r))
@@ -208,21 +198,7 @@ impl Driver for SimDriver {
         self.call(Side::Source, "migrate-set-parameters", |m| m.restore())
     }
 
-    fn switchover_hold(&mut self) -> Option<&mut dyn SwitchoverHold> {
-        Some(self)
-    }
-
-    fn device_events(&mut self) -> Option<&mut dyn DeviceEvents> {
-        Some(self)
-    }
-
-    fn kernel_dirty_rate(&mut self) -> Option<&mut dyn KernelDirtyRate> {
-        Some(self)
-    }
-
-    fn listener(&mut self) -> Option<&mut dyn Listen> {
-        Some(self)
-    }
+    engine::capabilities!(switchover_hold, device_events, kernel_dirty_rate, listener);
 }
 
 #[async_trait]
