@@ -30,6 +30,7 @@ pub mod exit;
 pub mod gate;
 pub mod outcome;
 pub mod phase;
+pub mod placement;
 pub mod policy;
 pub mod preflight;
 mod recover;
