@@ -34,6 +34,7 @@ pub mod placement;
 pub mod policy;
 pub mod preflight;
 mod recover;
+pub mod repair;
 pub mod report;
 pub mod run;
 mod state;

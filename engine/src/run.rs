@@ -104,7 +104,12 @@ async fn prepare_devices(run: &mut Run<'_>, ready: &Ready) -> Result<(), Vec<Pro
 async fn change(run: &mut Run<'_>, ready: &Ready, interrupt: &mut watch::Receiver<bool>) -> Ending {
     let plan = run.plan;
     run.enter(Phase::Configure);
-    if let Err(error) = run.driver.configure(&setup_of(plan)).await {
+    let configured = run.driver.configure(&setup_of(plan)).await;
+    // Saved even after a partial failure: whatever was changed must be put back.
+    if let Some(settings) = run.driver.saved_settings() {
+        run.sink.emit(EngineEvent::SettingsSaved { settings });
+    }
+    if let Err(error) = configured {
         return Ending::Stopped(Reason::Driver { error });
     }
     if let Some(uri) = &plan.destination.listen {

@@ -39,8 +39,9 @@ pub fn endpoint(address: &QmpAddress) -> QmpEndpoint {
     }
 }
 
-/// What `configure` changed, to put back on abort.
-#[derive(Debug, Default)]
+/// What `configure` changed, to put back on abort (and, through a journal, by another
+/// process after this one died).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Saved {
     capabilities: Vec<(MigrationCapability, bool)>,
     parameters: Option<MigrateSetParameters>,
@@ -376,6 +377,24 @@ impl Driver for QmpDriver {
 
     async fn resume(&mut self, side: Side) -> Result<(), DriverError> {
         self.typed(side, qapi_qmp::cont {}).await?;
+        Ok(())
+    }
+
+    fn saved_settings(&self) -> Option<Value> {
+        let nothing = self.saved.capabilities.is_empty() && self.saved.parameters.is_none();
+        match nothing {
+            true => None,
+            false => serde_json::to_value(&self.saved).ok(),
+        }
+    }
+
+    fn adopt_saved_settings(&mut self, saved: Value) -> Result<(), DriverError> {
+        self.saved = serde_json::from_value(saved).map_err(|e| DriverError {
+            side: Side::Source,
+            request: "restore".into(),
+            message: format!("source: the journal's saved settings cannot be read: {e}"),
+            disconnected: false,
+        })?;
         Ok(())
     }
 

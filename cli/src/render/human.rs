@@ -84,7 +84,7 @@ pub fn event_line(event: &EngineEvent) -> Option<String> {
             "vfio-migrate: device {id}: {state} (+{})",
             ms_text(*at_ms)
         )),
-        EngineEvent::Progress(_) => None,
+        EngineEvent::Progress(_) | EngineEvent::SettingsSaved { .. } => None,
     }
 }
 
