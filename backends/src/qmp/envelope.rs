@@ -16,16 +16,27 @@ pub(crate) struct RemoteError {
     pub(crate) desc: String,
 }
 
+/// Why a reply to a command carries no `return` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NoReturn {
+    /// QEMU refused the command (`{"error": {"class": ..., "desc": ...}}`).
+    Refused(RemoteError),
+    /// The reply names the command's id but has neither a `return` nor a well-formed
+    /// `error`: delivered to the waiting command so that it fails at once with the
+    /// reason, instead of waiting out its timeout.
+    Malformed(String),
+}
+
 /// One message from the monitor.
 #[derive(Debug)]
 pub(crate) enum Envelope {
     /// `{"QMP": {...}}`: the value of the `QMP` member.
     Greeting(Value),
-    /// `{"return": ..., "id": ...}` or `{"error": {...}, "id": ...}`; `id` is `Null`
-    /// when the reply carried none.
+    /// `{"return": ..., "id": ...}` or `{"error": {...}, "id": ...}`, or a message with
+    /// an `id` and neither; `id` is `Null` when the reply carried none.
     Reply {
         id: Value,
-        outcome: Result<Value, RemoteError>,
+        outcome: Result<Value, NoReturn>,
     },
     /// `{"event": ..., "data": ..., "timestamp": ...}`.
     Event(QmpEvent),
@@ -48,15 +59,19 @@ pub(crate) fn classify(line: &str) -> Result<Envelope, String> {
     if let Some(error) = object.remove("error") {
         let id = object.remove("id").unwrap_or(Value::Null);
         let field = |name: &str| error.get(name).and_then(Value::as_str).map(str::to_owned);
-        let (Some(class), Some(desc)) = (field("class"), field("desc")) else {
-            return Err(format!(
-                "error reply without string `class` and `desc`: {}",
-                excerpt(line)
-            ));
+        let outcome = match (field("class"), field("desc")) {
+            (Some(class), Some(desc)) => NoReturn::Refused(RemoteError { class, desc }),
+            _ => {
+                let detail = format!("error reply without string `class` and `desc`: {}", excerpt(line));
+                if id.is_null() {
+                    return Err(detail);
+                }
+                NoReturn::Malformed(detail)
+            }
         };
         return Ok(Envelope::Reply {
             id,
-            outcome: Err(RemoteError { class, desc }),
+            outcome: Err(outcome),
         });
     }
     if let Some(name) = object.remove("event") {
@@ -72,6 +87,15 @@ pub(crate) fn classify(line: &str) -> Result<Envelope, String> {
     }
     if let Some(greeting) = object.remove("QMP") {
         return Ok(Envelope::Greeting(greeting));
+    }
+    if let Some(id) = object.remove("id") {
+        return Ok(Envelope::Reply {
+            id,
+            outcome: Err(NoReturn::Malformed(format!(
+                "reply without `return` or `error`: {}",
+                excerpt(line)
+            ))),
+        });
     }
     Err(format!(
         "neither reply, event nor greeting (members: {})",
@@ -122,7 +146,25 @@ mod tests {
             class: "GenericError".into(),
             desc: "nope".into(),
         };
-        assert_eq!(outcome, Err(expected));
+        assert_eq!(outcome, Err(NoReturn::Refused(expected)));
+    }
+
+    #[test]
+    fn a_reply_with_an_id_but_no_return_is_malformed_not_ignored() {
+        for line in [
+            r#"{"id": 7}"#,
+            r#"{"id": 7, "error": {"class": 1}}"#,
+            r#"{"id": 7, "retrun": {}}"#,
+        ] {
+            let Ok(Envelope::Reply { id, outcome }) = classify(line) else {
+                panic!("{line}: not a reply");
+            };
+            assert_eq!(id, Value::from(7));
+            let Err(NoReturn::Malformed(detail)) = outcome else {
+                panic!("{line}: not malformed");
+            };
+            assert!(detail.contains(line), "{detail}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod greeting;
 
 pub use client::{QmpClient, DEFAULT_COMMAND_TIMEOUT};
 pub use endpoint::{QmpEndpoint, QmpPeer};
-pub use error::QmpError;
+pub use error::{Noise, QmpError};
 pub use event::QmpEvent;
 pub use greeting::{Greeting, QemuVersion};
 
