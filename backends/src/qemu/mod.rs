@@ -23,7 +23,8 @@ use qapi_qmp::{MigrateSetParameters, MigrationCapability, MigrationCapabilitySta
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::qmp::{QmpClient, QmpEndpoint, QmpError};
+use crate::qmp::{QmpClient, QmpEndpoint, QmpError, QmpPeer, DEFAULT_COMMAND_TIMEOUT};
+use stats::UnexpectedReply;
 
 /// How long connecting to a monitor may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,18 +56,27 @@ pub struct QmpDriver {
     events: Option<mpsc::UnboundedReceiver<DriverEvent>>,
     saved: Saved,
     dirty_mode: DirtyRateMode,
+    connect_timeout: Duration,
+    command_timeout: Duration,
 }
 
 fn error(side: Side, request: &str, e: QmpError) -> DriverError {
-    let disconnected = matches!(
-        e,
-        QmpError::Closed { .. } | QmpError::Connect { .. } | QmpError::Protocol { .. }
-    );
     DriverError {
         side,
         request: request.to_string(),
         message: e.to_string(),
-        disconnected,
+        disconnected: e.connection_lost(),
+    }
+}
+
+/// A reply that answered but did not say what the command promises: the side is there,
+/// so it is not disconnected.
+fn unexpected(side: Side, peer: &QmpPeer, e: UnexpectedReply) -> DriverError {
+    DriverError {
+        side,
+        request: e.command.to_string(),
+        message: format!("{peer}: {e}"),
+        disconnected: false,
     }
 }
 
@@ -81,7 +91,29 @@ impl QmpDriver {
             events: None,
             saved: Saved::default(),
             dirty_mode: DirtyRateMode::DirtyBitmap,
+            connect_timeout: CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
+    }
+
+    /// The same driver with another bound on connecting and on each command (10 s
+    /// each by default): a side that takes longer is reported not answering.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Runs a command whose reply is a fact the engine decides on, and validates it.
+    async fn fact<T>(
+        &self,
+        side: Side,
+        command: &str,
+        read: impl FnOnce(&Value) -> Result<T, UnexpectedReply>,
+    ) -> Result<T, DriverError> {
+        let client = self.client(side, command)?;
+        let reply = self.raw(side, command, None).await?;
+        read(&reply).map_err(|e| unexpected(side, client.peer(), e))
     }
 
     fn client(&self, side: Side, request: &str) -> Result<&QmpClient, DriverError> {
@@ -110,14 +142,13 @@ impl QmpDriver {
         let client = self.client(side, "query-version")?;
         let v = &client.greeting().version;
         let version = format!("{}.{}.{}", v.major, v.minor, v.micro);
-        let status = self.raw(side, "query-status", None).await?;
-        let migrate = self.raw(side, "query-migrate", None).await?;
-        let kvm = self
-            .raw(side, "query-kvm", None)
-            .await?
-            .get("enabled")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let run_state = self.fact(side, "query-status", stats::run_state).await?;
+        let (migration, blocked_reasons) = self
+            .fact(side, "query-migrate", |reply| {
+                Ok((stats::migration_status(reply)?, stats::blocked_reasons(reply)?))
+            })
+            .await?;
+        let kvm = self.fact(side, "query-kvm", stats::kvm_enabled).await?;
         // QMP does not show the ring size (the accelerator is not in the QOM tree), but
         // QEMU refuses a dirty-ring measurement at once when the ring is off. When it is
         // on, the 100 ms measurement is waited out so the convergence loop can start its
@@ -134,9 +165,9 @@ impl QmpDriver {
             .and_then(|v| v.get("base-memory").and_then(Value::as_u64));
         Ok(SideFacts {
             version,
-            run_state: stats::run_state(&status),
-            migration: stats::migration_status(&migrate),
-            blocked_reasons: stats::blocked_reasons(&migrate),
+            run_state,
+            migration,
+            blocked_reasons,
             dirty_ring_size,
             kvm,
             ram_bytes,
@@ -185,12 +216,15 @@ impl QmpDriver {
 #[async_trait]
 impl Driver for QmpDriver {
     async fn connect(&mut self) -> Result<(), DriverError> {
-        let source = QmpClient::connect(&self.source_address, "source", CONNECT_TIMEOUT)
+        let mut source = QmpClient::connect(&self.source_address, "source", self.connect_timeout)
             .await
             .map_err(|e| error(Side::Source, "connect", e))?;
-        let destination = QmpClient::connect(&self.destination_address, "destination", CONNECT_TIMEOUT)
-            .await
-            .map_err(|e| error(Side::Destination, "connect", e))?;
+        let mut destination =
+            QmpClient::connect(&self.destination_address, "destination", self.connect_timeout)
+                .await
+                .map_err(|e| error(Side::Destination, "connect", e))?;
+        source.set_command_timeout(self.command_timeout);
+        destination.set_command_timeout(self.command_timeout);
         self.events = Some(events::forward(&source, &destination));
         self.source = Some(source);
         self.destination = Some(destination);
@@ -294,8 +328,10 @@ impl Driver for QmpDriver {
     }
 
     async fn sample(&mut self) -> Result<Sample, DriverError> {
-        let reply = self.raw(Side::Source, "query-migrate", None).await?;
-        Ok(stats::sample(&reply, Instant::now()))
+        self.fact(Side::Source, "query-migrate", |reply| {
+            stats::sample(reply, Instant::now())
+        })
+        .await
     }
 
     async fn set_downtime_limit(&mut self, ms: u64) -> Result<(), DriverError> {
@@ -361,17 +397,26 @@ impl Driver for QmpDriver {
         Ok(())
     }
 
+    /// Gone only when the connection is closed; a side that does not answer in time
+    /// (stopped, hung) is [`RunState::NotAnswering`]; a reply without a run state is an
+    /// error.
     async fn run_state(&mut self, side: Side) -> Result<RunState, DriverError> {
-        match self.raw(side, "query-status", None).await {
-            Ok(reply) => Ok(stats::run_state(&reply)),
-            Err(e) if e.disconnected => Ok(RunState::Gone),
-            Err(e) => Err(e),
+        let Ok(client) = self.client(side, "query-status") else {
+            return Ok(RunState::Gone);
+        };
+        match client.execute_raw("query-status", None).await {
+            Ok(reply) => stats::run_state(&reply).map_err(|e| unexpected(side, client.peer(), e)),
+            Err(QmpError::Timeout { after, .. }) => Ok(RunState::NotAnswering {
+                after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            }),
+            Err(e) if e.connection_lost() => Ok(RunState::Gone),
+            Err(e) => Err(error(side, "query-status", e)),
         }
     }
 
     async fn destination_migration(&mut self) -> Result<MigrationStatus, DriverError> {
-        let reply = self.raw(Side::Destination, "query-migrate", None).await?;
-        Ok(stats::migration_status(&reply))
+        self.fact(Side::Destination, "query-migrate", stats::migration_status)
+            .await
     }
 
     async fn resume(&mut self, side: Side) -> Result<(), DriverError> {

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backends::qemu::QmpDriver;
 use backends::qmp::{QmpClient, QmpEndpoint};
+use plans::QmpAddress;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UnixListener;
@@ -150,6 +152,19 @@ pub async fn write_long_line(peer: &mut Peer, total: usize) -> usize {
     written
 }
 
+/// How a QEMU-like fake answers one command instead of the way QEMU would.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// `{"return": <value>, "id": <id>}`.
+    Return(Value),
+    /// This line, made from the command's id.
+    Line(fn(&Value) -> String),
+    /// Nothing, ever: a stopped or hung QEMU.
+    Silence,
+    /// Close the connection: a QEMU that exited.
+    Hangup,
+}
+
 /// What a QEMU-like fake says about itself.
 #[derive(Debug, Clone)]
 pub struct Imitation {
@@ -159,6 +174,8 @@ pub struct Imitation {
     pub status: &'static str,
     /// Its `query-status` running flag.
     pub running: bool,
+    /// Commands it answers otherwise than QEMU would.
+    pub odd: Vec<(&'static str, Answer)>,
 }
 
 impl Imitation {
@@ -168,6 +185,7 @@ impl Imitation {
             greeting: GREETING.to_owned(),
             status: "running",
             running: true,
+            odd: Vec::new(),
         }
     }
 
@@ -177,7 +195,20 @@ impl Imitation {
             greeting: GREETING.to_owned(),
             status: "inmigrate",
             running: false,
+            odd: Vec::new(),
         }
+    }
+
+    /// The same, greeting as this version.
+    pub fn version(mut self, major: u32, minor: u32, micro: u32) -> Self {
+        self.greeting = greeting(major, minor, micro);
+        self
+    }
+
+    /// The same, answering `command` this way from now on.
+    pub fn answering(mut self, command: &'static str, answer: Answer) -> Self {
+        self.odd.push((command, answer));
+        self
     }
 }
 
@@ -191,28 +222,37 @@ pub async fn imitate(mut peer: Peer, qemu: Imitation, log: Log) {
     while let Some(command) = peer.recv().await {
         let name = command["execute"].as_str().unwrap_or_default().to_owned();
         log.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
-        let answer = match name.as_str() {
-            "query-status" => json!({"status": qemu.status, "running": qemu.running}),
-            "query-kvm" => json!({"enabled": false, "present": true}),
-            "query-memory-size-summary" => json!({"base-memory": 67108864}),
-            "qom-list" => json!([]),
-            "query-migrate-capabilities" => json!([
-                {"capability": "events", "state": false},
-                {"capability": "pause-before-switchover", "state": false},
-                {"capability": "auto-converge", "state": false},
-            ]),
-            "query-migrate-parameters" => json!({
-                "downtime-limit": 300, "max-bandwidth": 134217728u64,
-                "cpu-throttle-initial": 20, "cpu-throttle-increment": 10, "max-cpu-throttle": 99,
-            }),
-            _ => json!({}),
+        let odd = qemu.odd.iter().find(|(odd, _)| *odd == name).map(|(_, a)| a);
+        let line = match odd {
+            Some(Answer::Return(value)) => json!({"return": value, "id": command["id"]}).to_string(),
+            Some(Answer::Line(line)) => line(&command["id"]),
+            Some(Answer::Silence) => continue,
+            Some(Answer::Hangup) => return,
+            None => json!({"return": usual(&name, &qemu), "id": command["id"]}).to_string(),
         };
-        if !peer
-            .try_send(&json!({"return": answer, "id": command["id"]}).to_string())
-            .await
-        {
+        if !peer.try_send(&line).await {
             return;
         }
+    }
+}
+
+/// What QEMU answers to the commands the driver sends.
+fn usual(name: &str, qemu: &Imitation) -> Value {
+    match name {
+        "query-status" => json!({"status": qemu.status, "running": qemu.running}),
+        "query-kvm" => json!({"enabled": false, "present": true}),
+        "query-memory-size-summary" => json!({"base-memory": 67108864}),
+        "qom-list" => json!([]),
+        "query-migrate-capabilities" => json!([
+            {"capability": "events", "state": false},
+            {"capability": "pause-before-switchover", "state": false},
+            {"capability": "auto-converge", "state": false},
+        ]),
+        "query-migrate-parameters" => json!({
+            "downtime-limit": 300, "max-bandwidth": 134217728u64,
+            "cpu-throttle-initial": 20, "cpu-throttle-increment": 10, "max-cpu-throttle": 99,
+        }),
+        _ => json!({}),
     }
 }
 
@@ -221,4 +261,31 @@ pub fn qemu_like(qemu: Imitation) -> (Fake, Log) {
     let log = Log::default();
     let kept = Arc::clone(&log);
     (fake(move |peer| imitate(peer, qemu, kept)), log)
+}
+
+/// Two QEMU-like fakes and a driver for them, nothing connected yet.
+pub struct FakePair {
+    pub source: Fake,
+    pub source_log: Log,
+    pub destination: Fake,
+    pub destination_log: Log,
+    pub driver: QmpDriver,
+}
+
+/// A driver over two QEMU-like fakes that gives each step `timeout`.
+pub fn fake_pair(source: Imitation, destination: Imitation, timeout: Duration) -> FakePair {
+    let (source, source_log) = qemu_like(source);
+    let (destination, destination_log) = qemu_like(destination);
+    let driver = QmpDriver::new(
+        &QmpAddress::Unix(source.path()),
+        &QmpAddress::Unix(destination.path()),
+    )
+    .with_timeout(timeout);
+    FakePair {
+        source,
+        source_log,
+        destination,
+        destination_log,
+        driver,
+    }
 }
