@@ -13,6 +13,9 @@ use crate::driver::{
 };
 use crate::gate::Follow;
 
+mod versions;
+pub use versions::Release;
+
 /// A reason the hosts are not ready.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -21,6 +24,19 @@ pub enum Problem {
     Driver {
         /// What failed.
         error: DriverError,
+    },
+    /// A side's QEMU is older than the release that brought a feature this plan needs.
+    QemuTooOld {
+        /// The side.
+        side: Side,
+        /// Its version, as it reports it.
+        version: String,
+        /// The release the feature came with.
+        needs: Release,
+        /// The feature, as QEMU names it (`switchover-ack`).
+        feature: &'static str,
+        /// What in the plan needs it (`devices`, `destination.listen`).
+        key: &'static str,
     },
     /// The source does not run the VM: only a running VM is live-migrated.
     SourceNotRunning {
@@ -134,7 +150,8 @@ pub async fn check(plan: &Plan, driver: &mut dyn Driver) -> Result<Ready, NotRea
         facts: Some(facts.clone()),
     })?;
     let devices = devices(plan, &found);
-    let mut problems = pair_problems(plan, &facts);
+    let mut problems = versions::problems(plan, capabilities, &facts);
+    problems.extend(pair_problems(plan, &facts));
     problems.extend(capability_problems(plan, capabilities));
     problems.extend(devices.problems.iter().cloned());
     match problems.is_empty() {
@@ -271,6 +288,7 @@ impl Problem {
     pub fn side(&self) -> Option<Side> {
         match self {
             Problem::Driver { error } => Some(error.side),
+            Problem::QemuTooOld { side, .. } => Some(*side),
             Problem::DestinationNotWaiting { .. } | Problem::IncomingAlreadySetUp { .. } => {
                 Some(Side::Destination)
             }

@@ -116,6 +116,16 @@ impl Display for Problem {
     fn fmt(&self, f: &mut Formatter<'_>) -> Result {
         match self {
             Problem::Driver { error } => error.fmt(f),
+            Problem::QemuTooOld {
+                side,
+                version,
+                needs,
+                feature,
+                key,
+            } => write!(
+                f,
+                "QEMU {version} on the {side} is older than {needs}, which `{feature}` needs (for {key}); upgrade QEMU there"
+            ),
             Problem::SourceNotRunning { state } => write!(
                 f,
                 "source: the VM is not running (state {state}); only a running VM is live-migrated"
@@ -228,6 +238,21 @@ mod tests {
             status: MigrationStatus::PreSwitchover,
         };
         assert!(busy.to_string().ends_with("(status pre-switchover)"), "{busy}");
+    }
+
+    #[test]
+    fn a_qemu_too_old_names_version_side_release_and_feature() {
+        let old = Problem::QemuTooOld {
+            side: crate::Side::Source,
+            version: "8.0.0".into(),
+            needs: crate::preflight::Release { major: 8, minor: 1 },
+            feature: "switchover-ack",
+            key: "devices with precopy = true",
+        };
+        assert_eq!(
+            old.to_string(),
+            "QEMU 8.0.0 on the source is older than 8.1, which `switchover-ack` needs (for devices with precopy = true); upgrade QEMU there"
+        );
     }
 
     #[test]
