@@ -1,9 +1,14 @@
 //! The QMP backend: an [`engine::Driver`] over two QEMU monitors.
 //!
 //! It reports what QEMU says and does what the engine asks; it decides nothing. What it
-//! changes on the source (capabilities, parameters) it remembers, so an aborted run puts
-//! the source back as it found it and a later migration by another tool is not surprised
-//! by, say, `pause-before-switchover` left on.
+//! changes (capabilities and parameters on the source, capabilities on the destination)
+//! it remembers, so that [`Driver::restore`] puts both back as it found them, after an
+//! aborted run and after a completed one alike: the source QEMU may live on, and a later
+//! migration by another tool must not be surprised by, say, `pause-before-switchover`
+//! left on.
+//!
+//! Facts are validated, not guessed ([`stats`]); a side that does not answer in time is
+//! "not answering", and only a closed connection is "gone".
 
 mod events;
 pub mod stats;
@@ -40,11 +45,15 @@ pub fn endpoint(address: &QmpAddress) -> QmpEndpoint {
     }
 }
 
-/// What `configure` changed, to put back on abort.
+/// What `configure` changed, with the values it found, for `restore`.
 #[derive(Debug, Default)]
 struct Saved {
+    /// The source's capabilities.
     capabilities: Vec<(MigrationCapability, bool)>,
+    /// The source's parameters.
     parameters: Option<MigrateSetParameters>,
+    /// The destination's capabilities (`return-path`, `switchover-ack`).
+    destination_capabilities: Vec<(MigrationCapability, bool)>,
 }
 
 /// A source and a destination QEMU, reached over QMP.
@@ -78,6 +87,17 @@ fn unexpected(side: Side, peer: &QmpPeer, e: UnexpectedReply) -> DriverError {
         message: format!("{peer}: {e}"),
         disconnected: false,
     }
+}
+
+/// A capability's state in a `query-migrate-capabilities` reply (off when not listed).
+fn capability_state(list: &Value, name: &str) -> bool {
+    list.as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|c| c.get("capability").and_then(Value::as_str) == Some(name))
+        })
+        .and_then(|c| c.get("state").and_then(Value::as_bool))
+        .unwrap_or(false)
 }
 
 impl QmpDriver {
@@ -193,7 +213,11 @@ impl QmpDriver {
         Ok(Some(1))
     }
 
-    async fn set_capabilities(&self, caps: &[(MigrationCapability, bool)]) -> Result<(), DriverError> {
+    async fn set_capabilities(
+        &self,
+        side: Side,
+        caps: &[(MigrationCapability, bool)],
+    ) -> Result<(), DriverError> {
         let capabilities = caps
             .iter()
             .map(|(capability, state)| MigrationCapabilityStatus {
@@ -201,9 +225,40 @@ impl QmpDriver {
                 state: *state,
             })
             .collect();
-        self.typed(Side::Source, qapi_qmp::migrate_set_capabilities { capabilities })
+        self.typed(side, qapi_qmp::migrate_set_capabilities { capabilities })
             .await?;
         Ok(())
+    }
+
+    /// Puts capabilities back on one side: all in one command, or, when QEMU refuses
+    /// the set, one at a time until nothing more is accepted (QEMU checks each change
+    /// against the others: `return-path` cannot go off while `switchover-ack` is on).
+    /// Returns what was refused.
+    async fn put_back(&self, side: Side, caps: Vec<(MigrationCapability, bool)>) -> Vec<DriverError> {
+        match self.set_capabilities(side, &caps).await {
+            Ok(()) => return Vec::new(),
+            Err(e) if e.disconnected => return vec![e],
+            Err(_) => {}
+        }
+        let mut left = caps;
+        loop {
+            let mut refused = Vec::new();
+            let mut still = Vec::new();
+            for cap in &left {
+                match self.set_capabilities(side, std::slice::from_ref(cap)).await {
+                    Ok(()) => {}
+                    Err(e) if e.disconnected => return vec![e],
+                    Err(e) => {
+                        refused.push(e);
+                        still.push(*cap);
+                    }
+                }
+            }
+            if still.is_empty() || still.len() == left.len() {
+                return refused;
+            }
+            left = still;
+        }
     }
 
     async fn set_parameters(&self, params: MigrateSetParameters) -> Result<(), DriverError> {
@@ -244,16 +299,7 @@ impl Driver for QmpDriver {
 
     async fn configure(&mut self, setup: &Setup) -> Result<(), DriverError> {
         let current = self.raw(Side::Source, "query-migrate-capabilities", None).await?;
-        let was = |name: &str| {
-            current
-                .as_array()
-                .and_then(|a| {
-                    a.iter()
-                        .find(|c| c.get("capability").and_then(Value::as_str) == Some(name))
-                })
-                .and_then(|c| c.get("state").and_then(Value::as_bool))
-                .unwrap_or(false)
-        };
+        let was = |name: &str| capability_state(&current, name);
         let mut wanted = vec![
             (MigrationCapability::events, "events", true),
             (
@@ -272,27 +318,33 @@ impl Driver for QmpDriver {
             // initial data; both need the return path for it.
             wanted.push((MigrationCapability::return_path, "return-path", true));
             wanted.push((MigrationCapability::switchover_ack, "switchover-ack", true));
-            let caps = vec![
-                MigrationCapabilityStatus {
-                    capability: MigrationCapability::return_path,
-                    state: true,
-                },
-                MigrationCapabilityStatus {
-                    capability: MigrationCapability::switchover_ack,
-                    state: true,
-                },
-            ];
-            self.typed(
-                Side::Destination,
-                qapi_qmp::migrate_set_capabilities { capabilities: caps },
-            )
-            .await?;
+            let there = self
+                .raw(Side::Destination, "query-migrate-capabilities", None)
+                .await?;
+            let changed: Vec<_> = [
+                (MigrationCapability::return_path, "return-path"),
+                (MigrationCapability::switchover_ack, "switchover-ack"),
+            ]
+            .into_iter()
+            .filter(|(_, name)| !capability_state(&there, name))
+            .map(|(cap, _)| (cap, false))
+            .collect();
+            self.saved.destination_capabilities = changed;
+            let on: Vec<_> = self
+                .saved
+                .destination_capabilities
+                .iter()
+                .map(|(cap, _)| (*cap, true))
+                .collect();
+            if !on.is_empty() {
+                self.set_capabilities(Side::Destination, &on).await?;
+            }
         }
         wanted.retain(|(_, name, state)| was(name) != *state);
         self.saved.capabilities = wanted.iter().map(|(c, name, _)| (*c, was(name))).collect();
         let set: Vec<_> = wanted.iter().map(|(c, _, s)| (*c, *s)).collect();
         if !set.is_empty() {
-            self.set_capabilities(&set).await?;
+            self.set_capabilities(Side::Source, &set).await?;
         }
 
         let params = self.raw(Side::Source, "query-migrate-parameters", None).await?;
@@ -424,15 +476,37 @@ impl Driver for QmpDriver {
         Ok(())
     }
 
+    /// Puts back what `configure` changed, on both sides, whether the migration
+    /// completed or not (QEMU 10 accepts every one of these in `postmigrate`). Sets what
+    /// QEMU accepts; the error lists what it refused. Once called, nothing is left to
+    /// restore.
     async fn restore(&mut self) -> Result<(), DriverError> {
+        let mut refused = Vec::new();
         if let Some(params) = self.saved.parameters.take() {
-            self.set_parameters(params).await?;
+            if let Err(e) = self.set_parameters(params).await {
+                refused.push(e);
+            }
         }
-        let caps = std::mem::take(&mut self.saved.capabilities);
-        if !caps.is_empty() {
-            self.set_capabilities(&caps).await?;
+        let source = std::mem::take(&mut self.saved.capabilities);
+        let destination = std::mem::take(&mut self.saved.destination_capabilities);
+        for (side, caps) in [(Side::Source, source), (Side::Destination, destination)] {
+            if !caps.is_empty() {
+                refused.extend(self.put_back(side, caps).await);
+            }
         }
-        Ok(())
+        let Some(first) = refused.first() else {
+            return Ok(());
+        };
+        Err(DriverError {
+            side: first.side,
+            request: "restore".to_string(),
+            message: refused
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            disconnected: refused.iter().any(|e| e.disconnected),
+        })
     }
 
     engine::capabilities!(switchover_hold, device_events, kernel_dirty_rate, listener);
