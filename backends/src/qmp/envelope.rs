@@ -58,7 +58,7 @@ pub(crate) fn classify(line: &str) -> Result<Envelope, String> {
     }
     if let Some(error) = object.remove("error") {
         let id = object.remove("id").unwrap_or(Value::Null);
-        let field = |name: &str| error.get(name).and_then(Value::as_str).map(str::to_owned);
+        let field = |name: &str| error.get(name).and_then(Value::as_str).map(printable);
         let outcome = match (field("class"), field("desc")) {
             (Some(class), Some(desc)) => NoReturn::Refused(RemoteError { class, desc }),
             _ => {
@@ -103,15 +103,30 @@ pub(crate) fn classify(line: &str) -> Result<Envelope, String> {
     ))
 }
 
-/// The start of a line, for error messages.
+/// The start of a line, for error messages, printable.
 fn excerpt(line: &str) -> String {
     const MAX: usize = 120;
     if line.chars().count() <= MAX {
-        format!("`{line}`")
+        format!("`{}`", printable(line))
     } else {
         let head: String = line.chars().take(MAX).collect();
-        format!("`{head}...` ({} bytes)", line.len())
+        format!("`{}...` ({} bytes)", printable(&head), line.len())
     }
+}
+
+/// Text from the monitor as it can be shown on a terminal: control characters (an
+/// escape sequence, a NUL, a carriage return that hides what came before) are written
+/// out as escapes; everything else is kept verbatim, as operators search for QEMU's words.
+pub(crate) fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 fn members(object: &Map<String, Value>) -> String {
@@ -183,6 +198,21 @@ mod tests {
         for line in ["", "{", "42", "[]", r#"{"hello": 1}"#, r#"{"error": 1}"#] {
             assert!(classify(line).is_err(), "{line:?} classified");
         }
+    }
+
+    #[test]
+    fn control_characters_from_the_monitor_never_reach_a_terminal() {
+        let message = classify("\u{1b}[2J\rnot json\u{0}").err().unwrap_or_default();
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        assert!(message.contains(r"\u{1b}[2J\rnot json\u{0}"), "{message}");
+        let line = r#"{"id": 1, "error": {"class": "GenericError", "desc": "bad\u001b[31m red"}}"#;
+        let Ok(Envelope::Reply { outcome, .. }) = classify(line) else {
+            panic!("not a reply");
+        };
+        let Err(NoReturn::Refused(remote)) = outcome else {
+            panic!("not refused");
+        };
+        assert_eq!(remote.desc, r"bad\u{1b}[31m red");
     }
 
     #[test]
