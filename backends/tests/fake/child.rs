@@ -2,6 +2,8 @@
 //! test) and measures it from outside: its exit, its wall time, and its peak resident
 //! memory as the kernel counts it (`wait4`'s `ru_maxrss`). Tests in one binary share a
 //! process, so a peak measured in-process would count other tests' buffers too.
+//! `ru_maxrss` also counts the image the child was spawned from (this test process,
+//! a few MiB), so the figure is an upper bound on the case's own peak.
 
 #![allow(unsafe_code)]
 
