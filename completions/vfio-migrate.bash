@@ -22,11 +22,17 @@ _vfio__migrate() {
             vfio__migrate,demo)
                 cmd="vfio__migrate__subcmd__demo"
                 ;;
+            vfio__migrate,guard)
+                cmd="vfio__migrate__subcmd__guard"
+                ;;
             vfio__migrate,help)
                 cmd="vfio__migrate__subcmd__help"
                 ;;
             vfio__migrate,migrate)
                 cmd="vfio__migrate__subcmd__migrate"
+                ;;
+            vfio__migrate,recover)
+                cmd="vfio__migrate__subcmd__recover"
                 ;;
             vfio__migrate,schema)
                 cmd="vfio__migrate__subcmd__schema"
@@ -40,11 +46,17 @@ _vfio__migrate() {
             vfio__migrate__subcmd__help,demo)
                 cmd="vfio__migrate__subcmd__help__subcmd__demo"
                 ;;
+            vfio__migrate__subcmd__help,guard)
+                cmd="vfio__migrate__subcmd__help__subcmd__guard"
+                ;;
             vfio__migrate__subcmd__help,help)
                 cmd="vfio__migrate__subcmd__help__subcmd__help"
                 ;;
             vfio__migrate__subcmd__help,migrate)
                 cmd="vfio__migrate__subcmd__help__subcmd__migrate"
+                ;;
+            vfio__migrate__subcmd__help,recover)
+                cmd="vfio__migrate__subcmd__help__subcmd__recover"
                 ;;
             vfio__migrate__subcmd__help,schema)
                 cmd="vfio__migrate__subcmd__help__subcmd__schema"
@@ -59,7 +71,7 @@ _vfio__migrate() {
 
     case "${cmd}" in
         vfio__migrate)
-            opts="-o -q -h -V --output --quiet --help --version migrate validate schema demo completions help"
+            opts="-o -q -h -V --output --quiet --state-dir --help --version migrate recover validate schema demo guard completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -73,6 +85,10 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -81,7 +97,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__completions)
-            opts="-o -q -h --output --quiet --help bash elvish fish powershell zsh"
+            opts="-o -q -h --output --quiet --state-dir --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -95,6 +111,10 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -103,7 +123,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__demo)
-            opts="-o -q -h --scenario --keep --no-devices --sim --output --quiet --help"
+            opts="-o -q -h --scenario --keep --no-devices --sim --output --quiet --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -125,6 +145,36 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfio__subcmd__migrate__subcmd__guard)
+            opts="-o -q -h --output --quiet --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -133,7 +183,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__help)
-            opts="migrate validate schema demo completions help"
+            opts="migrate recover validate schema demo guard completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -174,6 +224,20 @@ _vfio__migrate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        vfio__subcmd__migrate__subcmd__help__subcmd__guard)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         vfio__subcmd__migrate__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -189,6 +253,20 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfio__subcmd__migrate__subcmd__help__subcmd__recover)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -231,7 +309,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__migrate)
-            opts="-o -q -h --output --quiet --help"
+            opts="-o -q -h --output --quiet --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -243,6 +321,36 @@ _vfio__migrate() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfio__subcmd__migrate__subcmd__recover)
+            opts="-o -q -h --output --quiet --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -253,7 +361,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__schema)
-            opts="-o -q -h --output --quiet --help"
+            opts="-o -q -h --output --quiet --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -265,6 +373,10 @@ _vfio__migrate() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -275,7 +387,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__validate)
-            opts="-o -q -h --output --quiet --help"
+            opts="-o -q -h --output --quiet --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -287,6 +399,10 @@ _vfio__migrate() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

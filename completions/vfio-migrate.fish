@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vfio_migrate_global_optspecs
-    string join \n o/output= q/quiet h/help V/version
+    string join \n o/output= q/quiet state-dir= h/help V/version
 end
 
 function __fish_vfio_migrate_needs_command
@@ -27,28 +27,40 @@ end
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s V -l version -d 'Print version'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "migrate" -d 'Migrate the VM as the plan says'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "recover" -d 'Look at both sides of a plan and repair what a run that died left behind: cancel a migration nobody drives, put back changed settings, resume a paused source unless the destination runs the VM (exit 0 settled, 4 a person must decide)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "validate" -d 'Check a plan without contacting any host (exit 0 valid, 2 invalid)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "schema" -d 'Print the plan\'s JSON Schema'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "demo" -d 'Start two local QEMUs with a bundled dirtying guest and migrate it between them'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "guard" -d 'Watch a run and repair if it dies (started by each run; not for people)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "completions" -d 'Print shell completions'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
+json\t'One JSON report object on stdout; nothing else on stdout'
+ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -s q -l quiet -d 'No progress display, only the result'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l scenario -d 'What the guest does and how the bundled plan reacts' -r -f -a "converge\t'256 MiB working set dirtied at 50 MiB/s over a 128 MiB/s link: converges'
@@ -59,18 +71,28 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l keep 
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l no-devices -d 'Migrate without the two modelled VFIO devices'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l sim -d 'Use the built-in simulated hypervisor pair instead of starting QEMU (chosen automatically when qemu-system-x86_64 is not installed)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
+json\t'One JSON report object on stdout; nothing else on stdout'
+ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -s q -l quiet -d 'No progress display, only the result'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "migrate" -d 'Migrate the VM as the plan says'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "validate" -d 'Check a plan without contacting any host (exit 0 valid, 2 invalid)'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "schema" -d 'Print the plan\'s JSON Schema'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "demo" -d 'Start two local QEMUs with a bundled dirtying guest and migrate it between them'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "completions" -d 'Print shell completions'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate validate schema demo completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover validate schema demo guard completions help" -f -a "migrate" -d 'Migrate the VM as the plan says'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover validate schema demo guard completions help" -f -a "recover" -d 'Look at both sides of a plan and repair what a run that died left behind: cancel a migration nobody drives, put back changed settings, resume a paused source unless the destination runs the VM (exit 0 settled, 4 a person must decide)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover validate schema demo guard completions help" -f -a "validate" -d 'Check a plan without contacting any host (exit 0 valid, 2 invalid)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover validate schema demo guard completions help" -f -a "schema" -d 'Print the plan\'s JSON Schema'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover validate schema demo guard completions help" -f -a "demo" -d 'Start two local QEMUs with a bundled dirtying guest and migrate it between them'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover validate schema demo guard completions help" -f -a "guard" -d 'Watch a run and repair if it dies (started by each run; not for people)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover validate schema demo guard completions help" -f -a "completions" -d 'Print shell completions'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover validate schema demo guard completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

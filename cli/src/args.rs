@@ -28,6 +28,11 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else
+    /// /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -50,6 +55,14 @@ pub enum Command {
     /// Migrate the VM as the plan says.
     #[command(after_help = ExitStatus::help_table())]
     Migrate {
+        /// The plan file.
+        plan: PathBuf,
+    },
+    /// Look at both sides of a plan and repair what a run that died left behind: cancel
+    /// a migration nobody drives, put back changed settings, resume a paused source
+    /// unless the destination runs the VM (exit 0 settled, 4 a person must decide).
+    #[command(after_help = ExitStatus::help_table())]
+    Recover {
         /// The plan file.
         plan: PathBuf,
     },
@@ -76,6 +89,12 @@ pub enum Command {
         /// automatically when qemu-system-x86_64 is not installed).
         #[arg(long)]
         sim: bool,
+    },
+    /// Watch a run and repair if it dies (started by each run; not for people).
+    #[command(hide = true)]
+    Guard {
+        /// The plan file of the run.
+        plan: PathBuf,
     },
     /// Print shell completions.
     Completions {

@@ -143,7 +143,9 @@ pub fn run(
         Ok(stage) => stage,
         Err(code) => return code,
     };
-    let code = crate::migrate_plan(&stage.plan, output, quiet);
+    // The demo keeps its locks and journal beside its plan, not in the machine's state.
+    let state = stage.plan_path.with_file_name("state");
+    let code = crate::migrate_guarded(&stage.plan, &stage.plan_path, output, quiet, Some(&state));
     if !quiet {
         stage.show_guest(code);
     }
@@ -157,6 +159,7 @@ struct Stage {
     _proxies: Option<Proxies>,
     pair: QemuPair,
     plan: Plan,
+    plan_path: PathBuf,
 }
 
 impl Stage {
@@ -222,6 +225,7 @@ impl Stage {
             _proxies: proxies,
             pair,
             plan,
+            plan_path,
         })
     }
 
@@ -329,7 +333,7 @@ fn run_simulated(scenario: Scenario, keep: Option<&Path>, devices: bool, output:
         }
     }
     match plans::load("<demo plan>", &text) {
-        Ok(plan) => crate::migrate_with(&plan, &mut SimDriver::new(vm), output, quiet),
+        Ok(plan) => crate::migrate_with(&plan, &mut SimDriver::new(vm), output, quiet, None),
         Err(e) => {
             eprintln!("{e}");
             engine::ExitStatus::InvalidPlan.code()

@@ -40,3 +40,39 @@ pub fn usage(msg: &str) -> i32 {
     eprintln!("vfio-migrate: {msg}");
     ExitStatus::InvalidPlan as i32
 }
+
+/// Hosts not ready before anything was contacted (e.g. another run holds the VM);
+/// returns exit code 3.
+pub fn not_ready(output: Output, msg: &str) -> i32 {
+    match output {
+        Output::Human => eprintln!("vfio-migrate: not ready: {msg}"),
+        _ => print_json(&serde_json::json!({
+            "failed": true,
+            "changed": false,
+            "rc": ExitStatus::NotReady.code(),
+            "result": "failed",
+            "running_on": "unknown",
+            "msg": msg,
+            "error": msg,
+        })),
+    }
+    ExitStatus::NotReady.code()
+}
+
+/// Something only a person can decide, found before anything was changed; returns
+/// exit code 4.
+pub fn needs_attention(output: Output, msg: &str) -> i32 {
+    match output {
+        Output::Human => eprintln!("vfio-migrate: ATTENTION: {msg}"),
+        _ => print_json(&serde_json::json!({
+            "failed": true,
+            "changed": false,
+            "rc": ExitStatus::NeedsAttention.code(),
+            "result": "failed",
+            "running_on": "unknown",
+            "msg": msg,
+            "error": msg,
+        })),
+    }
+    ExitStatus::NeedsAttention.code()
+}

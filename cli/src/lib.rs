@@ -9,8 +9,11 @@ pub mod args;
 pub mod demo;
 pub mod exit;
 pub mod generate;
+mod guardian;
+mod recover;
 pub mod render;
 mod signals;
+pub mod state;
 
 use std::path::Path;
 
@@ -23,8 +26,13 @@ use render::Renderer;
 /// Runs the command line and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let output = cli.output;
+    let state_dir = cli.state_dir.as_deref();
     match (cli.command, cli.plan) {
-        (Some(Command::Migrate { plan }), _) | (None, Some(plan)) => migrate_file(&plan, output, cli.quiet),
+        (Some(Command::Migrate { plan }), _) | (None, Some(plan)) => {
+            migrate_file(&plan, output, cli.quiet, state_dir)
+        }
+        (Some(Command::Recover { plan }), _) => recover::recover_file(&plan, output, state_dir),
+        (Some(Command::Guard { plan }), _) => guardian::watch(&plan, &state::state_dir(state_dir)),
         (Some(Command::Validate { plan }), _) => validate_file(&plan, output),
         (Some(Command::Schema), _) => {
             println!("{}", plans::schema::plan_schema_json());
@@ -87,21 +95,83 @@ fn validate_file(path: &Path, output: Output) -> i32 {
     }
 }
 
-fn migrate_file(path: &Path, output: Output, quiet: bool) -> i32 {
+fn migrate_file(path: &Path, output: Output, quiet: bool, state_dir: Option<&Path>) -> i32 {
     match load_plan(path, output) {
-        Ok(plan) => migrate_plan(&plan, output, quiet),
+        Ok(plan) => migrate_guarded(&plan, path, output, quiet, state_dir),
         Err(code) => code,
     }
 }
 
-/// Migrates a loaded plan with the backend it names and renders the run; returns the
-/// exit code.
-pub fn migrate_plan(plan: &Plan, output: Output, quiet: bool) -> i32 {
-    migrate_with(plan, backends::open(plan).as_mut(), output, quiet)
+/// Migrates the plan read from `path` with the backend it names, safely against this
+/// tool dying: the VM's lock is held, a journal is kept, a guardian watches, and what a
+/// previous run that died left behind is repaired first. Returns the exit code.
+pub fn migrate_guarded(
+    plan: &Plan,
+    path: &Path,
+    output: Output,
+    quiet: bool,
+    state_dir: Option<&Path>,
+) -> i32 {
+    let dir = state::state_dir(state_dir);
+    let lock = match state::VmLock::acquire(&dir, &state::vm_keys(plan)) {
+        Ok(lock) => lock,
+        Err(held) => return exit::not_ready(output, &held.to_string()),
+    };
+    let key = state::journal_key(plan);
+    if state::Journal::read(&dir, &key).is_some_and(|(_, record)| !record.finished) {
+        let repair = recover::repair_now(plan, &dir, &lock);
+        if repair.rc != 0 {
+            return exit::needs_attention(
+                output,
+                &format!("a previous run of this plan died; {}", repair.msg),
+            );
+        }
+        if repair.changed && !quiet {
+            eprintln!(
+                "vfio-migrate: a previous run of this plan died; repaired: {}",
+                repair.done.join("; ")
+            );
+        }
+    }
+    let mut journal = match state::Journal::new(&dir, &key, &plan.vm.name, path) {
+        Ok(journal) => journal,
+        Err(e) => {
+            let msg = format!(
+                "cannot keep a journal under {}: {e} (choose another with --state-dir)",
+                dir.display()
+            );
+            return exit::not_ready(output, &msg);
+        }
+    };
+    let guardian = match guardian::Guardian::spawn(path, &dir) {
+        Ok(guardian) => Some(guardian),
+        Err(e) => {
+            eprintln!("vfio-migrate: warning: no guardian for this run ({e}); if it dies, run `vfio-migrate recover`");
+            None
+        }
+    };
+    let mut driver = backends::open(plan);
+    let rc = migrate_with(plan, driver.as_mut(), output, quiet, Some(&mut journal));
+    if let Err(e) = journal.finish(rc) {
+        eprintln!(
+            "vfio-migrate: warning: cannot mark the journal {} finished: {e}",
+            journal.path().display()
+        );
+    }
+    if let Some(guardian) = guardian {
+        guardian.stand_down();
+    }
+    rc
 }
 
 /// Migrates a loaded plan with any driver (a backend, or the simulator for the demo).
-pub fn migrate_with(plan: &Plan, driver: &mut dyn engine::Driver, output: Output, quiet: bool) -> i32 {
+pub fn migrate_with(
+    plan: &Plan,
+    driver: &mut dyn engine::Driver,
+    output: Output,
+    quiet: bool,
+    journal: Option<&mut state::Journal>,
+) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -112,7 +182,13 @@ pub fn migrate_with(plan: &Plan, driver: &mut dyn engine::Driver, output: Output
     runtime.block_on(async {
         let interrupt = signals::watch_interrupts();
         let mut renderer = Renderer::new(output, quiet);
-        let report = engine::migrate(plan, driver, &mut renderer, interrupt).await;
+        let report = match journal {
+            Some(journal) => {
+                let mut sink = state::JournalSink::new(&mut renderer, journal);
+                engine::migrate(plan, driver, &mut sink, interrupt).await
+            }
+            None => engine::migrate(plan, driver, &mut renderer, interrupt).await,
+        };
         renderer.finish(output, &report);
         report.rc
     })

@@ -16,14 +16,33 @@ use serde_json::Value;
 fn a_an_idle_guest_migrates_and_the_destination_runs() {
     let _one = ONE_AT_A_TIME.lock();
     let pair = pair(64, 0);
-    let (code, report) = run(pair.dir(), &plan_for(&pair, "", "escalation = [\"abort\"]"));
+    let plan = plan_for(&pair, "", "escalation = [\"abort\"]");
+    let (code, report) = run(pair.dir(), &plan);
     assert_eq!(code, 0);
     assert_eq!(report["result"], "migrated");
     assert_eq!(report["running_on"], "destination");
     assert_eq!(report["changed"], true);
+    assert_eq!(report["failed"], false);
     assert_eq!(status(&pair.destination.qmp_socket), "running");
     assert_eq!(status(&pair.source.qmp_socket), "postmigrate");
     assert!(report["paused_ms"].as_u64().is_some(), "the pause was measured");
+    assert_guest_alive(&pair.destination);
+
+    // Running the plan again tells the truth and changes nothing.
+    let (again, second) = run(pair.dir(), &plan);
+    assert_eq!(again, 0, "{second:#}");
+    assert_eq!(second["result"], "migrated");
+    assert_eq!(second["changed"], false);
+    assert_eq!(second["running_on"], "destination");
+    assert_eq!(second["source_state"], "postmigrate");
+    assert!(
+        second["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("already migrated"),
+        "{second:#}"
+    );
+    assert_eq!(status(&pair.destination.qmp_socket), "running");
     assert_guest_alive(&pair.destination);
 }
 

@@ -71,6 +71,12 @@ pub enum EngineEvent {
         /// Time since `migrate`, ms.
         at_ms: u64,
     },
+    /// What configuring changed on the source, as the backend can put it back: a
+    /// journal keeps it so that a successor of a run that died can restore it.
+    SettingsSaved {
+        /// The backend's saved settings (opaque to the engine).
+        settings: serde_json::Value,
+    },
     /// Something the operator should know that changes nothing by itself.
     Note {
         /// The message.

@@ -12,6 +12,7 @@ use crate::driver::{
     Capabilities, DeviceInfo, Driver, DriverError, MigrationStatus, PairFacts, RunState, Side,
 };
 use crate::gate::Follow;
+use crate::placement::{Placement, Sides};
 
 mod versions;
 pub use versions::Release;
@@ -38,15 +39,13 @@ pub enum Problem {
         /// What in the plan needs it (`devices`, `destination.listen`).
         key: &'static str,
     },
-    /// The source does not run the VM: only a running VM is live-migrated.
-    SourceNotRunning {
-        /// The source's run state.
-        state: RunState,
-    },
-    /// The source is already migrating.
-    MigrationInProgress {
-        /// Its migration status.
-        status: MigrationStatus,
+    /// The VM is not simply running on the source, ready to go: where both sides stand
+    /// (a migration under way, a paused source, the VM already moved, ...).
+    Placement {
+        /// What both sides add up to.
+        placement: Placement,
+        /// What they said.
+        sides: Sides,
     },
     /// The destination is not waiting for an incoming migration.
     DestinationNotWaiting {
@@ -172,25 +171,21 @@ pub fn pair_problems(plan: &Plan, facts: &PairFacts) -> Vec<Problem> {
     let mut out = Vec::new();
     let src = &facts.source;
     let dst = &facts.destination;
-    if src.run_state != RunState::Running {
-        out.push(Problem::SourceNotRunning {
-            state: src.run_state.clone(),
-        });
-    }
-    if src.migration.in_progress() {
-        out.push(Problem::MigrationInProgress {
-            status: src.migration.clone(),
-        });
-    }
-    if dst.run_state != RunState::InMigrate {
-        out.push(Problem::DestinationNotWaiting {
-            state: dst.run_state.clone(),
-        });
-    }
-    if plan.destination.listen.is_some() && dst.migration != MigrationStatus::None {
-        out.push(Problem::IncomingAlreadySetUp {
-            status: dst.migration.clone(),
-        });
+    let sides = Sides::from(facts);
+    match sides.placement() {
+        Placement::OnSource => {
+            if dst.run_state != RunState::InMigrate {
+                out.push(Problem::DestinationNotWaiting {
+                    state: dst.run_state.clone(),
+                });
+            }
+            if plan.destination.listen.is_some() && dst.migration != MigrationStatus::None {
+                out.push(Problem::IncomingAlreadySetUp {
+                    status: dst.migration.clone(),
+                });
+            }
+        }
+        placement => out.push(Problem::Placement { placement, sides }),
     }
     out.extend(src.blocked_reasons.iter().map(|reason| Problem::Blocked {
         reason: reason.clone(),
@@ -284,6 +279,11 @@ pub fn devices(plan: &Plan, found: &[DeviceInfo]) -> DeviceCheck {
 }
 
 impl Problem {
+    /// Whether only a person can decide what to do about it (exit 4, not 3).
+    pub fn needs_a_person(&self) -> bool {
+        matches!(self, Problem::Placement { placement, .. } if placement.needs_a_person())
+    }
+
     /// The side the problem is on, when it is on one.
     pub fn side(&self) -> Option<Side> {
         match self {
@@ -292,6 +292,7 @@ impl Problem {
             Problem::DestinationNotWaiting { .. } | Problem::IncomingAlreadySetUp { .. } => {
                 Some(Side::Destination)
             }
+            Problem::Placement { .. } => None,
             Problem::RamDiffers { .. } => Some(Side::Destination),
             Problem::Unsupported { .. } => None,
             _ => Some(Side::Source),

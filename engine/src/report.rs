@@ -15,6 +15,7 @@ use crate::events::{EngineEvent, EventSink};
 use crate::phase::Phase;
 use crate::phase::PhaseClock;
 use crate::phase::PhaseTiming;
+use crate::placement::Sides;
 use crate::policy::{Action, PassRecord, Skipped, Trigger};
 use crate::preflight::Problem;
 use crate::state::{Observed, Run};
@@ -84,6 +85,10 @@ pub struct Report {
     pub running_on: RunningOn,
     /// True only if the VM moved.
     pub changed: bool,
+    /// True unless the exit code is 0 (Ansible's `failed`).
+    pub failed: bool,
+    /// One line saying what happened (Ansible's `msg`).
+    pub msg: String,
     /// The exit code this report maps to.
     pub rc: i32,
     /// Phase in which the run ended.
@@ -142,6 +147,8 @@ impl Report {
             result: Outcome::Failed,
             running_on: RunningOn::Unknown,
             changed: false,
+            failed: true,
+            msg: String::new(),
             rc: ExitStatus::NeedsAttention.code(),
             phase,
             downtime_ms: None,
@@ -167,25 +174,67 @@ impl Report {
         }
     }
 
-    /// The report for hosts that are not ready: nothing was changed, the VM stays where
-    /// it runs.
+    /// The report for hosts that are not ready: nothing was changed. Where the VM runs
+    /// is what both sides said (`unknown` when they could not be asked); a state only a
+    /// person can judge is exit 4, anything else exit 3.
     pub(crate) fn not_ready(
         plan: &Plan,
         clock: PhaseClock,
         problems: Vec<Problem>,
+        sides: Option<Sides>,
         sink: &mut dyn EventSink,
     ) -> Self {
         sink.emit(EngineEvent::NotReady {
             problems: problems.iter().map(ToString::to_string).collect(),
         });
+        let for_a_person = problems.iter().any(Problem::needs_a_person);
         let reason = Reason::NotReady { problems };
         let mut report = Report::empty(plan, clock);
         report.result = Outcome::Failed;
-        report.running_on = RunningOn::Source;
-        report.error = Some(reason.to_string());
-        report.reason = Some(reason);
-        report.rc = ExitStatus::NotReady.code();
+        report.running_on = sides.as_ref().map_or(RunningOn::Unknown, Sides::running_on);
+        report.rc = match for_a_person {
+            true => ExitStatus::NeedsAttention,
+            false => ExitStatus::NotReady,
+        }
+        .code();
+        report.finish_words(Some(reason), sides);
         report
+    }
+
+    /// The report for a VM that already runs (or is held) on the destination: nothing to
+    /// do, nothing changed, exit 0.
+    pub(crate) fn already_migrated(
+        plan: &Plan,
+        clock: PhaseClock,
+        sides: Sides,
+        sink: &mut dyn EventSink,
+    ) -> Self {
+        sink.emit(EngineEvent::Note {
+            message: "already migrated: the destination runs the VM; nothing to do".into(),
+        });
+        let mut report = Report::empty(plan, clock);
+        report.result = Outcome::Migrated;
+        report.running_on = RunningOn::Destination;
+        report.changed = false;
+        report.rc = ExitStatus::Migrated.code();
+        report.finish_words(None, Some(sides));
+        report.msg = "already migrated: the destination runs the VM; nothing was changed".into();
+        report
+    }
+
+    /// Sets the reason, its words, `failed`, `msg` and both sides' states.
+    fn finish_words(&mut self, reason: Option<Reason>, sides: Option<Sides>) {
+        self.error = reason.as_ref().map(ToString::to_string);
+        self.failed = self.rc != ExitStatus::Migrated.code();
+        self.msg = match &self.error {
+            Some(error) => error.clone(),
+            None => format!("migrated: {} runs on the destination", self.vm),
+        };
+        self.reason = reason;
+        if let Some(sides) = sides {
+            self.source_state = Some(sides.source);
+            self.destination_state = Some(sides.destination);
+        }
     }
 
     /// The report of a run that reached the hosts: what was observed, why it ended
@@ -202,17 +251,16 @@ impl Report {
         report.result = outcome;
         report.running_on = place.running_on;
         report.changed = outcome == Outcome::Migrated;
-        report.error = reason.as_ref().map(ToString::to_string);
         report.capabilities = run.capabilities;
-        report.source_state = Some(place.source);
-        report.destination_state = Some(place.destination);
         report.take_observations(&mut run.seen);
         report.rc = match (report.exit_status(), &reason) {
             (ExitStatus::NotMigrated, Some(Reason::Interrupted)) => ExitStatus::Interrupted,
             (code, _) => code,
         }
         .code();
-        report.reason = reason;
+        report.finish_words(reason, None);
+        report.source_state = Some(place.source);
+        report.destination_state = Some(place.destination);
         report
     }
 

@@ -21,6 +21,7 @@ use crate::events::{EngineEvent, EventSink};
 use crate::gate::DeviceGate;
 use crate::outcome::{Ending, Reason};
 use crate::phase::{Phase, PhaseClock};
+use crate::placement::{Placement, Sides};
 use crate::policy;
 use crate::preflight::{self, NotReady, Problem, Ready};
 use crate::report::Report;
@@ -41,7 +42,7 @@ pub async fn migrate(
     // Connect, preflight and prepare change nothing that matters: a failure here leaves
     // the VM as it was.
     if let Err(error) = driver.connect().await {
-        return Report::not_ready(plan, clock, vec![error.into()], sink);
+        return Report::not_ready(plan, clock, vec![error.into()], None, sink);
     }
     let mut run = Run::new(plan, driver, sink, clock);
     run.enter(Phase::Preflight);
@@ -103,7 +104,12 @@ async fn prepare_devices(run: &mut Run<'_>, ready: &Ready) -> Result<(), Vec<Pro
 async fn change(run: &mut Run<'_>, ready: &Ready, interrupt: &mut watch::Receiver<bool>) -> Ending {
     let plan = run.plan;
     run.enter(Phase::Configure);
-    if let Err(error) = run.driver.configure(&setup_of(plan)).await {
+    let configured = run.driver.configure(&setup_of(plan)).await;
+    // Saved even after a partial failure: whatever was changed must be put back.
+    if let Some(settings) = run.driver.saved_settings() {
+        run.sink.emit(EngineEvent::SettingsSaved { settings });
+    }
+    if let Err(error) = configured {
         return Ending::Stopped(Reason::Driver { error });
     }
     if let Some(uri) = &plan.destination.listen {
@@ -182,10 +188,20 @@ async fn switchover(run: &mut Run<'_>, at: Instant) -> Ending {
     }
 }
 
-/// The report for hosts that are not ready; nothing was changed.
+/// The report for hosts that are not ready (nothing was changed), or for a VM that is
+/// already where the plan wants it.
 fn not_ready_report(run: Run<'_>, not_ready: NotReady) -> Report {
     let capabilities = run.capabilities;
-    let mut report = Report::not_ready(run.plan, run.clock, not_ready.problems, run.sink);
+    let sides = not_ready.facts.as_ref().map(Sides::from);
+    let already = sides.as_ref().is_some_and(|s| match s.placement() {
+        Placement::Migrated => true,
+        Placement::CompletedPaused => !run.plan.destination.resume,
+        _ => false,
+    });
+    let mut report = match (already, sides) {
+        (true, Some(sides)) => Report::already_migrated(run.plan, run.clock, sides, run.sink),
+        (_, sides) => Report::not_ready(run.plan, run.clock, not_ready.problems, sides, run.sink),
+    };
     report.capabilities = capabilities;
     report
 }

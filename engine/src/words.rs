@@ -8,6 +8,7 @@ use plans::units::format_bytes as b;
 
 use crate::gate::GateViolation;
 use crate::outcome::Reason;
+use crate::placement::{Placement, Sides};
 use crate::policy::{AbortReason, Skipped, StallReason, Trigger};
 use crate::preflight::Problem;
 
@@ -126,20 +127,16 @@ impl Display for Problem {
                 f,
                 "QEMU {version} on the {side} is older than {needs}, which `{feature}` needs (for {key}); upgrade QEMU there"
             ),
-            Problem::SourceNotRunning { state } => write!(
-                f,
-                "source: the VM is not running (state {state}); only a running VM is live-migrated"
-            ),
-            Problem::MigrationInProgress { status } => {
-                write!(f, "source: a migration is already in progress (status {status})")
-            }
+            Problem::Placement { placement, sides } => placement_words(f, placement, sides),
+            // The source runs the VM here (placement `on_source`): restarting the
+            // destination cannot lose it.
             Problem::DestinationNotWaiting { state } => write!(
                 f,
                 "destination: not waiting for an incoming migration (state {state}); start it with `-incoming defer`"
             ),
             Problem::IncomingAlreadySetUp { status } => write!(
                 f,
-                "destination: already has an incoming migration set up (status {status}); drop `listen` from the plan or restart it with `-incoming defer`"
+                "destination: already has an incoming migration set up (status {status}); drop `listen` from the plan, or start a new destination QEMU with `-incoming defer`"
             ),
             Problem::Blocked { reason } => write!(f, "source: QEMU blocks migration: {reason}"),
             Problem::RamDiffers {
@@ -176,6 +173,44 @@ impl Display for Problem {
                 "source: VFIO device {id} ({type_name}) is not listed in the plan; add a [[devices]] entry for it, or set vm.allow_unlisted_devices = true"
             ),
         }
+    }
+}
+
+/// Where both sides stand, and what to do about it. No hint ever suggests restarting a
+/// QEMU that runs (or holds) the VM.
+fn placement_words(f: &mut Formatter<'_>, placement: &Placement, sides: &Sides) -> Result {
+    let (src, dst) = (&sides.source, &sides.destination);
+    match placement {
+        Placement::OnSource => write!(f, "the source runs the VM (source {src}, destination {dst})"),
+        Placement::Migrated => write!(
+            f,
+            "already migrated: the destination runs the VM (source {src}, destination {dst})"
+        ),
+        Placement::CompletedPaused => write!(
+            f,
+            "the migration already completed and the destination holds the VM paused (source {src}): `vfio-migrate recover` starts it there"
+        ),
+        Placement::InProgress { status } => write!(
+            f,
+            "source: a migration is already in progress (status {status}); if no vfio-migrate run drives it, `vfio-migrate recover` cancels it and makes sure the source runs"
+        ),
+        Placement::SourcePaused { state } => write!(
+            f,
+            "source: the VM is paused (state {state}) and the destination does not run it (state {dst}); `vfio-migrate recover` resumes it"
+        ),
+        Placement::DestinationSpent { status } => write!(
+            f,
+            "destination: its incoming migration already ran (status {status}) and QEMU accepts `migrate-incoming` only once; the source runs the VM, so start a new destination QEMU with `-incoming defer`"
+        ),
+        Placement::BothRunning => write!(
+            f,
+            "BOTH sides run a guest (source {src}, destination {dst}): a person must decide which one is the VM and stop the other"
+        ),
+        Placement::Unclear => write!(
+            f,
+            "cannot tell where the VM runs (source {src}, migration {}; destination {dst}, migration {}): a person must decide",
+            sides.source_migration, sides.destination_migration
+        ),
     }
 }
 
@@ -223,21 +258,56 @@ mod tests {
     use super::*;
     use crate::driver::{MigrationStatus, RunState};
 
+    fn sides(source: RunState, destination: RunState) -> Sides {
+        Sides {
+            source,
+            source_migration: MigrationStatus::PreSwitchover,
+            destination,
+            destination_migration: MigrationStatus::Active,
+        }
+    }
+
     #[test]
     fn run_states_and_statuses_read_as_qemu_spells_them() {
-        let paused = Problem::SourceNotRunning {
+        let waiting = Problem::DestinationNotWaiting {
             state: RunState::Paused {
                 reason: "prelaunch".into(),
             },
         };
-        assert_eq!(
-            paused.to_string(),
-            "source: the VM is not running (state prelaunch); only a running VM is live-migrated"
-        );
-        let busy = Problem::MigrationInProgress {
-            status: MigrationStatus::PreSwitchover,
+        assert!(waiting.to_string().contains("(state prelaunch)"), "{waiting}");
+        let frozen = RunState::Paused {
+            reason: "finish-migrate".into(),
         };
-        assert!(busy.to_string().ends_with("(status pre-switchover)"), "{busy}");
+        let busy = Problem::Placement {
+            placement: Placement::InProgress {
+                status: MigrationStatus::PreSwitchover,
+            },
+            sides: sides(frozen, RunState::InMigrate),
+        };
+        assert!(busy.to_string().contains("(status pre-switchover)"), "{busy}");
+    }
+
+    #[test]
+    fn no_hint_restarts_a_qemu_that_runs_or_holds_the_vm() {
+        let held = RunState::Paused {
+            reason: "paused".into(),
+        };
+        for (placement, dst) in [
+            (Placement::Migrated, RunState::Running),
+            (Placement::CompletedPaused, held),
+            (Placement::BothRunning, RunState::Running),
+            (Placement::Unclear, RunState::Running),
+        ] {
+            let problem = Problem::Placement {
+                placement,
+                sides: sides(RunState::PostMigrate, dst),
+            };
+            let words = problem.to_string();
+            assert!(
+                !words.contains("-incoming defer") && !words.contains("restart"),
+                "{words}"
+            );
+        }
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub(crate) struct Launch<'a> {
 pub struct QemuProcess {
     /// The QMP socket (`-qmp unix:<path>,server=on,wait=off`).
     pub qmp_socket: PathBuf,
+    /// A second QMP socket for tests to watch through while the tool holds the first
+    /// (QEMU serves one client per monitor).
+    pub observer_socket: PathBuf,
     /// The guest's serial output (`-serial file:<path>`).
     pub serial_log: PathBuf,
     stderr_log: PathBuf,
@@ -61,10 +64,12 @@ impl QemuProcess {
             std::fs::write(&kernel, GUEST_ELF).map_err(io_error(format!("write {}", kernel.display())))?;
         }
         let qmp_socket = dir.join(format!("{side}.qmp"));
+        let observer_socket = dir.join(format!("{side}-observer.qmp"));
         let serial_log = dir.join(format!("{side}.serial"));
         let stderr_log = dir.join(format!("{side}.stderr"));
         // A probe reuses its side name: never mistake the previous run's files for this one's.
         let _ = std::fs::remove_file(&qmp_socket);
+        let _ = std::fs::remove_file(&observer_socket);
         let _ = std::fs::remove_file(&serial_log);
         // QEMU's stderr goes to a file, not a pipe: nobody drains a pipe while tests run,
         // and a full pipe would block QEMU.
@@ -82,6 +87,8 @@ impl QemuProcess {
             .arg(launch.guest.cmdline())
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", observer_socket.display()))
             .arg("-serial")
             .arg(format!("file:{}", serial_log.display()));
         if launch.incoming {
@@ -98,6 +105,7 @@ impl QemuProcess {
         })?;
         let process = QemuProcess {
             qmp_socket,
+            observer_socket,
             serial_log,
             stderr_log,
             side: side.to_string(),

@@ -45,14 +45,17 @@ pub fn endpoint(address: &QmpAddress) -> QmpEndpoint {
     }
 }
 
-/// What `configure` changed, with the values it found, for `restore`.
-#[derive(Debug, Default)]
+/// What `configure` changed, with the values it found, for `restore` (and, through a
+/// journal, for another process after this one died).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Saved {
     /// The source's capabilities.
     capabilities: Vec<(MigrationCapability, bool)>,
     /// The source's parameters.
     parameters: Option<MigrateSetParameters>,
-    /// The destination's capabilities (`return-path`, `switchover-ack`).
+    /// The destination's capabilities (`return-path`, `switchover-ack`); absent from
+    /// journals written before they were kept.
+    #[serde(default)]
     destination_capabilities: Vec<(MigrationCapability, bool)>,
 }
 
@@ -473,6 +476,26 @@ impl Driver for QmpDriver {
 
     async fn resume(&mut self, side: Side) -> Result<(), DriverError> {
         self.typed(side, qapi_qmp::cont {}).await?;
+        Ok(())
+    }
+
+    fn saved_settings(&self) -> Option<Value> {
+        let nothing = self.saved.capabilities.is_empty()
+            && self.saved.parameters.is_none()
+            && self.saved.destination_capabilities.is_empty();
+        match nothing {
+            true => None,
+            false => serde_json::to_value(&self.saved).ok(),
+        }
+    }
+
+    fn adopt_saved_settings(&mut self, saved: Value) -> Result<(), DriverError> {
+        self.saved = serde_json::from_value(saved).map_err(|e| DriverError {
+            side: Side::Source,
+            request: "restore".into(),
+            message: format!("source: the journal's saved settings cannot be read: {e}"),
+            disconnected: false,
+        })?;
         Ok(())
     }
 

@@ -84,7 +84,7 @@ pub fn event_line(event: &EngineEvent) -> Option<String> {
             "vfio-migrate: device {id}: {state} (+{})",
             ms_text(*at_ms)
         )),
-        EngineEvent::Progress(_) => None,
+        EngineEvent::Progress(_) | EngineEvent::SettingsSaved { .. } => None,
     }
 }
 
@@ -116,7 +116,14 @@ pub fn headline(result: Outcome, running_on: RunningOn, vm: &str) -> String {
 /// The final report as text.
 pub fn report_text(r: &Report) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "{} (exit {})", headline(r.result, r.running_on, &r.vm), r.rc);
+    let head = match (r.result, r.changed) {
+        (Outcome::Migrated, false) => format!(
+            "already migrated: {} runs on the destination; nothing was changed",
+            r.vm
+        ),
+        _ => headline(r.result, r.running_on, &r.vm),
+    };
+    let _ = writeln!(t, "{head} (exit {})", r.rc);
     if let Some(e) = &r.error {
         let _ = writeln!(t, "  why:        {e}");
     }

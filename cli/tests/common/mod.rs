@@ -66,6 +66,37 @@ pub fn run(dir: &Path, plan: &str) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), report)
 }
 
+/// Sends one QMP command to a QEMU and returns its `return` value.
+pub fn qmp(socket: &Path, command: &str) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = QmpClient::connect(
+            &QmpEndpoint::Unix(socket.to_path_buf()),
+            "test",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect to QEMU");
+        client.execute_raw(command, None).await.expect("QMP command")
+    })
+}
+
+/// Polls `what` on a QEMU's monitor every 20 ms until `want` holds or `within` passed;
+/// returns the last value seen.
+pub fn wait_for(socket: &Path, command: &str, within: Duration, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let seen = qmp(socket, command);
+        if want(&seen) || std::time::Instant::now() >= deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Asks a QEMU for its run state, as `query-status` spells it.
 pub fn status(socket: &Path) -> String {
     let rt = tokio::runtime::Builder::new_current_thread()

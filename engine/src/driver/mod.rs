@@ -76,6 +76,18 @@ pub trait Driver: Send {
     /// Puts back the capabilities and parameters [`Driver::configure`] changed.
     async fn restore(&mut self) -> Result<(), DriverError>;
 
+    /// What [`Driver::configure`] changed, in a form a journal can keep, so that another
+    /// process can put it back after this one died. `None` when nothing was changed.
+    fn saved_settings(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Takes over settings another process saved (see [`Driver::saved_settings`]), so
+    /// that [`Driver::restore`] puts them back.
+    fn adopt_saved_settings(&mut self, saved: serde_json::Value) -> Result<(), DriverError> {
+        let _ = saved;
+        Ok(())
+    }
+
     /// Holding the guest at `pre-switchover`, when this backend can.
     fn switchover_hold(&mut self) -> Option<&mut dyn SwitchoverHold> {
         None
