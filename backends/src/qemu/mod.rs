@@ -652,3 +652,35 @@ impl Listen for QmpDriver {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn driver() -> QmpDriver {
+        let unix = |p: &str| QmpAddress::Unix(p.into());
+        QmpDriver::new(&unix("/run/s.qmp"), &unix("/run/d.qmp"))
+    }
+
+    #[test]
+    fn the_destinations_saved_capabilities_go_through_the_journal() {
+        let mut first = driver();
+        first.saved.destination_capabilities = vec![(MigrationCapability::switchover_ack, false)];
+        let kept = first.saved_settings().expect("something to restore");
+        let mut second = driver();
+        second.adopt_saved_settings(kept).expect("adopted");
+        assert_eq!(
+            second.saved.destination_capabilities,
+            [(MigrationCapability::switchover_ack, false)]
+        );
+    }
+
+    #[test]
+    fn a_journal_from_before_the_destination_was_restored_is_still_adopted() {
+        let mut driver = driver();
+        let old = json!({"capabilities": [["events", false]], "parameters": null});
+        driver.adopt_saved_settings(old).expect("adopted");
+        assert_eq!(driver.saved.capabilities, [(MigrationCapability::events, false)]);
+        assert!(driver.saved.destination_capabilities.is_empty());
+    }
+}
