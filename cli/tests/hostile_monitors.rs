@@ -107,6 +107,8 @@ fn own_peak_rss_kib() -> u64 {
 }
 
 /// Runs `vfio-migrate --output json` on a plan for these two monitors.
+// The child is reaped by `wait`, with wait4 for its resource usage, not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run(dir: &Path, source: &Path, destination: &Path) -> Run {
     let plan = dir.join("plan.toml");
     let text = format!(

@@ -30,6 +30,8 @@ pub struct Measured {
 
 /// Runs `entry` (an `#[ignore]`d test of this binary) in a child with [`CASE`] set to
 /// `case`, and waits for it.
+// The child is reaped by `wait`, with wait4 for its resource usage, not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 pub fn run(entry: &str, case: &str) -> Measured {
     let exe = std::env::current_exe().expect("this test binary");
     let log = tempfile::NamedTempFile::new().expect("a log file");
