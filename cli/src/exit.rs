@@ -44,35 +44,30 @@ pub fn usage(msg: &str) -> i32 {
 /// Hosts not ready before anything was contacted (e.g. another run holds the VM);
 /// returns exit code 3.
 pub fn not_ready(output: Output, msg: &str) -> i32 {
-    match output {
-        Output::Human => eprintln!("vfio-migrate: not ready: {msg}"),
-        _ => print_json(&serde_json::json!({
-            "failed": true,
-            "changed": false,
-            "rc": ExitStatus::NotReady.code(),
-            "result": "failed",
-            "running_on": "unknown",
-            "msg": msg,
-            "error": msg,
-        })),
-    }
-    ExitStatus::NotReady.code()
+    before_contact(output, ExitStatus::NotReady, msg)
 }
 
 /// Something only a person can decide, found before anything was changed; returns
 /// exit code 4.
 pub fn needs_attention(output: Output, msg: &str) -> i32 {
+    before_contact(output, ExitStatus::NeedsAttention, msg)
+}
+
+/// A run that ends before the engine reported on it: says why, for people on stderr or
+/// as one JSON object with the keys Ansible reads.
+fn before_contact(output: Output, status: ExitStatus, msg: &str) -> i32 {
     match output {
-        Output::Human => eprintln!("vfio-migrate: ATTENTION: {msg}"),
+        Output::Human if status == ExitStatus::NeedsAttention => eprintln!("vfio-migrate: ATTENTION: {msg}"),
+        Output::Human => eprintln!("vfio-migrate: not ready: {msg}"),
         _ => print_json(&serde_json::json!({
             "failed": true,
             "changed": false,
-            "rc": ExitStatus::NeedsAttention.code(),
+            "rc": status.code(),
             "result": "failed",
             "running_on": "unknown",
             "msg": msg,
             "error": msg,
         })),
     }
-    ExitStatus::NeedsAttention.code()
+    status.code()
 }

@@ -81,6 +81,21 @@ fn assert_back_on_the_source(pair: &rig::QemuPair, within: Duration) {
     assert_guest_alive(&pair.source);
 }
 
+/// Runs `vfio-migrate recover` on the plan in `dir`; its exit code and JSON report.
+fn recover(dir: &Path) -> (i32, Value) {
+    let out = assert_cmd::Command::cargo_bin("vfio-migrate")
+        .expect("binary")
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--output", "json", "recover"])
+        .arg(dir.join("plan.toml"))
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("recover");
+    let report = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    (out.status.code().unwrap_or(-1), report)
+}
+
 fn guardian_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("state/guardian.log")).unwrap_or_default()
 }
@@ -211,33 +226,15 @@ fn recover_repairs_what_a_dead_run_and_its_dead_guardian_left_behind() {
         "left frozen"
     );
 
-    let out = assert_cmd::Command::cargo_bin("vfio-migrate")
-        .expect("binary")
-        .arg("--state-dir")
-        .arg(pair.dir().join("state"))
-        .args(["--output", "json", "recover"])
-        .arg(pair.dir().join("plan.toml"))
-        .timeout(Duration::from_secs(60))
-        .output()
-        .expect("recover");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
-    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let (code, report) = recover(pair.dir());
+    assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["found_placement"]["kind"], "in_progress");
     assert_eq!(report["running_on"], "source");
     assert_eq!(report["changed"], true);
     assert_back_on_the_source(&pair, Duration::from_secs(5));
 
     // The journal now says nothing is left to undo: recover again changes nothing.
-    let again = assert_cmd::Command::cargo_bin("vfio-migrate")
-        .expect("binary")
-        .arg("--state-dir")
-        .arg(pair.dir().join("state"))
-        .args(["--output", "json", "recover"])
-        .arg(pair.dir().join("plan.toml"))
-        .timeout(Duration::from_secs(60))
-        .output()
-        .expect("recover again");
-    let second: Value = serde_json::from_slice(&again.stdout).expect("one JSON report");
-    assert_eq!(again.status.code(), Some(0), "{second:#}");
+    let (code, second) = recover(pair.dir());
+    assert_eq!(code, 0, "{second:#}");
     assert_eq!(second["changed"], false);
 }

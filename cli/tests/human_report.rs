@@ -21,11 +21,13 @@ fn the_human_report_keeps_the_vm_names_case_and_says_the_outcome_in_words() {
     std::fs::write(&plan, PLAN).expect("write plan");
     Command::cargo_bin("vfio-migrate")
         .expect("binary")
+        .env("VFIO_MIGRATE_STATE_DIR", dir.path().join("state"))
         .args(["--output", "human", "--quiet"])
         .arg(&plan)
         .assert()
         .code(3)
         .stdout(predicate::str::starts_with(
-            "not migrated (failed): DB-Primary runs on the source (exit 3)",
+            // Neither side answered: where the VM runs is not claimed.
+            "not ready, nothing was changed: where DB-Primary runs is not known (a side did not answer) (exit 3)",
         ));
 }

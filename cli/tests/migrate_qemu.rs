@@ -157,6 +157,7 @@ fn f_sigint_cancels_and_leaves_the_vm_running_on_the_source() {
     std::fs::write(&path, plan).expect("write plan");
     let bin = assert_cmd::cargo::cargo_bin("vfio-migrate");
     let child = std::process::Command::new(bin)
+        .env("VFIO_MIGRATE_STATE_DIR", pair.dir().join("state"))
         .args(["--output", "json"])
         .arg(&path)
         .stdout(std::process::Stdio::piped())
@@ -187,6 +188,7 @@ fn g_ndjson_streams_events_then_the_report() {
     std::fs::write(&path, plan_for(&pair, "", "escalation = [\"abort\"]")).expect("write plan");
     let out = assert_cmd::Command::cargo_bin("vfio-migrate")
         .expect("binary")
+        .env("VFIO_MIGRATE_STATE_DIR", pair.dir().join("state"))
         .args(["--output", "ndjson"])
         .arg(&path)
         .timeout(Duration::from_secs(60))

@@ -116,12 +116,21 @@ pub fn headline(result: Outcome, running_on: RunningOn, vm: &str) -> String {
 /// The final report as text.
 pub fn report_text(r: &Report) -> String {
     let mut t = String::new();
-    let head = match (r.result, r.changed) {
-        (Outcome::Migrated, false) => format!(
-            "already migrated: {} runs on the destination; nothing was changed",
-            r.vm
-        ),
-        _ => headline(r.result, r.running_on, &r.vm),
+    let vm = &r.vm;
+    let head = match (r.result, r.changed, r.rc) {
+        (Outcome::Migrated, false, 0) => {
+            format!("already migrated: {vm} runs on the destination; nothing was changed")
+        }
+        (_, _, 3) => match r.running_on {
+            RunningOn::Source => format!("not ready, nothing was changed: {vm} runs on the source"),
+            RunningOn::Destination => format!("not ready, nothing was changed: {vm} runs on the destination"),
+            RunningOn::Unknown => {
+                format!(
+                    "not ready, nothing was changed: where {vm} runs is not known (a side did not answer)"
+                )
+            }
+        },
+        _ => headline(r.result, r.running_on, vm),
     };
     let _ = writeln!(t, "{head} (exit {})", r.rc);
     if let Some(e) = &r.error {

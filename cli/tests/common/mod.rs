@@ -54,6 +54,7 @@ pub fn run(dir: &Path, plan: &str) -> (i32, Value) {
     std::fs::write(&path, plan).expect("write plan");
     let out = assert_cmd::Command::cargo_bin("vfio-migrate")
         .expect("binary")
+        .env("VFIO_MIGRATE_STATE_DIR", dir.join("state"))
         .args(["--output", "json"])
         .arg(&path)
         .timeout(Duration::from_secs(180))
@@ -99,24 +100,10 @@ pub fn wait_for(socket: &Path, command: &str, within: Duration, want: impl Fn(&V
 
 /// Asks a QEMU for its run state, as `query-status` spells it.
 pub fn status(socket: &Path) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let client = QmpClient::connect(
-            &QmpEndpoint::Unix(socket.to_path_buf()),
-            "test",
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("connect to QEMU");
-        let reply = client
-            .execute_raw("query-status", None)
-            .await
-            .expect("query-status");
-        reply["status"].as_str().unwrap_or("?").to_string()
-    })
+    qmp(socket, "query-status")["status"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
 }
 
 pub fn actions(report: &Value) -> Vec<String> {
