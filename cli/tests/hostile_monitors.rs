@@ -122,6 +122,7 @@ fn run(dir: &Path, source: &Path, destination: &Path) -> Run {
     let started = Instant::now();
     let spawned_from_kib = own_peak_rss_kib();
     let child = Command::new(env!("CARGO_BIN_EXE_vfio-migrate"))
+        .env("VFIO_MIGRATE_STATE_DIR", dir.join("state"))
         .args(["--output", "json"])
         .arg(&plan)
         .stdin(Stdio::null())
