@@ -1,5 +1,6 @@
 //! After QEMU reports the migration completed: wait for it, start the destination if it
-//! waits paused (never before completion), and confirm the source handed over.
+//! waits paused (never before completion), put back the settings the run changed (and
+//! remove the TLS credentials it added), and confirm the source handed over.
 
 use std::time::Duration;
 
@@ -134,7 +135,7 @@ async fn read_final_stats(run: &mut Run<'_>) -> Ending {
 }
 
 /// After completion: start the destination if it waits paused (never before completion),
-/// and confirm the source handed over.
+/// put back what the run changed, and confirm the source handed over.
 pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
     let mut notes = Vec::new();
     let mut dst = state_of(run.driver, Side::Destination).await;
@@ -146,6 +147,11 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
     }
     if matches!(dst, RunState::Paused { .. }) && run.plan.destination.resume {
         dst = start_destination(run, &mut notes).await;
+    }
+    // The stream is over: the settings the run changed and the TLS credentials it added
+    // go, on both sides, once the destination runs (its guest never waits for this).
+    if let Err(e) = run.driver.restore().await {
+        notes.push(format!("restoring migration settings failed: {e}"));
     }
     let src = state_of(run.driver, Side::Source).await;
     let after = After::Completion {
