@@ -3,10 +3,12 @@
 //! It reports what QEMU says and does what the engine asks; it decides nothing. What it
 //! changes on the source (capabilities, parameters) it remembers, so an aborted run puts
 //! the source back as it found it and a later migration by another tool is not surprised
-//! by, say, `pause-before-switchover` left on.
+//! by, say, `pause-before-switchover` left on. TLS credentials for the stream are added
+//! to both sides and removed again ([`tls`]).
 
 mod events;
 pub mod stats;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -45,6 +47,10 @@ pub fn endpoint(address: &QmpAddress) -> QmpEndpoint {
 struct Saved {
     capabilities: Vec<(MigrationCapability, bool)>,
     parameters: Option<MigrateSetParameters>,
+    /// TLS credentials added and parameters changed, on both sides; absent from
+    /// journals written before the stream could be encrypted.
+    #[serde(default, skip_serializing_if = "tls::SavedTls::is_empty")]
+    tls: tls::SavedTls,
 }
 
 /// A source and a destination QEMU, reached over QMP.
@@ -285,7 +291,11 @@ impl Driver for QmpDriver {
             new.cpu_throttle_increment = Some(1);
             new.max_cpu_throttle = Some(1);
         }
-        self.set_parameters(new).await
+        self.set_parameters(new).await?;
+        if let Some(setup) = &setup.tls {
+            tls::configure(self, setup).await?;
+        }
+        Ok(())
     }
 
     async fn start(&mut self, uri: &str) -> Result<(), DriverError> {
@@ -381,7 +391,9 @@ impl Driver for QmpDriver {
     }
 
     fn saved_settings(&self) -> Option<Value> {
-        let nothing = self.saved.capabilities.is_empty() && self.saved.parameters.is_none();
+        let nothing = self.saved.capabilities.is_empty()
+            && self.saved.parameters.is_none()
+            && self.saved.tls.is_empty();
         match nothing {
             true => None,
             false => serde_json::to_value(&self.saved).ok(),
@@ -399,6 +411,8 @@ impl Driver for QmpDriver {
     }
 
     async fn restore(&mut self) -> Result<(), DriverError> {
+        // TLS first: its steps are independent of the rest and each is tried.
+        let tls = tls::restore(self).await;
         if let Some(params) = self.saved.parameters.take() {
             self.set_parameters(params).await?;
         }
@@ -406,7 +420,7 @@ impl Driver for QmpDriver {
         if !caps.is_empty() {
             self.set_capabilities(&caps).await?;
         }
-        Ok(())
+        tls
     }
 
     engine::capabilities!(switchover_hold, device_events, kernel_dirty_rate, listener);
