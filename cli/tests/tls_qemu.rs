@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -178,9 +179,18 @@ struct Seen {
     destination: Vec<Tls>,
 }
 
+/// A run of the binary, and what the observers saw while it ran.
+struct Ran {
+    code: i32,
+    report: Value,
+    seen: Seen,
+    /// The progress lines and notes (`--output json` writes them to stderr).
+    stderr: String,
+}
+
 /// Runs the binary on `plan`, reading both sides' TLS through the observers every
-/// 20 ms while it runs; returns the exit code, the JSON report and what was seen.
-fn run_watching(pair: &rig::QemuPair, plan: &str) -> (i32, Value, Seen) {
+/// 20 ms while it runs.
+fn run_watching(pair: &rig::QemuPair, plan: &str) -> Ran {
     let dir = pair.dir();
     let path = dir.join("plan.toml");
     std::fs::write(&path, plan).expect("write plan");
@@ -208,11 +218,16 @@ fn run_watching(pair: &rig::QemuPair, plan: &str) -> (i32, Value, Seen) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = tool.wait_with_output().expect("the tool's output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is one JSON report ({e}); stderr:\n{stderr}"));
-    eprintln!("report: {report:#}\nseen: {seen:#?}");
-    (out.status.code().unwrap_or(-1), report, seen)
+    eprintln!("report: {report:#}\nseen: {seen:#?}\nstderr:\n{stderr}");
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        report,
+        seen,
+        stderr,
+    }
 }
 
 /// A plan for the pair with a `[migration]` table; a 64 MiB working set at 32 MiB/s
@@ -226,6 +241,26 @@ fn tls_plan(pair: &rig::QemuPair, migration: &str) -> String {
 fn assert_nothing_left(pair: &rig::QemuPair) {
     assert_eq!(tls_of(&pair.source), untouched(), "source");
     assert_eq!(tls_of(&pair.destination), untouched(), "destination");
+}
+
+/// After a failed handshake the destination still listens (QEMU has no command that
+/// stops it): the source is as the tool found it, the destination keeps its
+/// credentials, and a stranger's connection in the clear is not loaded as a stream.
+fn assert_the_destination_listens_over_tls_only(pair: &rig::QemuPair) {
+    assert_eq!(tls_of(&pair.source), untouched(), "source");
+    assert_eq!(tls_of(&pair.destination), set("server", ""), "destination");
+    let incoming = |pair: &rig::QemuPair| {
+        let migrate = qmp(&pair.destination.observer_socket, "query-migrate", None);
+        migrate["status"].as_str().unwrap_or("none").to_string()
+    };
+    assert_eq!(incoming(pair), "setup", "still listening");
+    let mut stranger =
+        std::net::TcpStream::connect(("127.0.0.1", pair.migration_port)).expect("the port is open");
+    // The start of a migration stream in the clear: QEMU's magic and version.
+    stranger.write_all(b"QEVM\0\0\0\x03").expect("send");
+    drop(stranger);
+    let loaded = wait_until(Duration::from_secs(1), || incoming(pair) != "setup");
+    assert!(!loaded, "the destination took a plain stream: {}", incoming(pair));
 }
 
 fn toml_path(p: &Path) -> String {
@@ -252,7 +287,9 @@ fn a_guest_migrates_over_tls_and_the_tool_takes_its_credentials_back() {
     );
 
     let plan = tls_plan(&pair, &format!("tls = true\ntls_dir = \"{}\"", toml_path(&both)));
-    let (code, report, seen) = run_watching(&pair, &plan);
+    let Ran {
+        code, report, seen, ..
+    } = run_watching(&pair, &plan);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["result"], "migrated");
     assert_eq!(report["running_on"], "destination");
@@ -301,7 +338,9 @@ fn tls_hostname_is_the_name_the_destinations_certificate_is_checked_against() {
             toml_path(&destination)
         ),
     );
-    let (code, report, seen) = run_watching(&pair, &plan);
+    let Ran {
+        code, report, seen, ..
+    } = run_watching(&pair, &plan);
     assert_eq!(code, 0, "{report:#}");
     assert!(
         seen.source.contains(&set("client", "destination.migration.test")),
@@ -332,7 +371,9 @@ fn a_destination_certificate_from_another_ca_fails_the_handshake_and_the_vm_stay
         ),
     );
     // The handshake fails at once: too soon to watch the credentials come and go.
-    let (code, report, _) = run_watching(&pair, &plan);
+    let Ran {
+        code, report, stderr, ..
+    } = run_watching(&pair, &plan);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(report["result"], "failed");
     assert_eq!(report["running_on"], "source");
@@ -340,7 +381,57 @@ fn a_destination_certificate_from_another_ca_fails_the_handshake_and_the_vm_stay
     assert_eq!(report["reason"]["kind"], "migration_failed", "{report:#}");
     let error = report["error"].as_str().unwrap_or_default();
     assert!(error.contains("certificate"), "the report says why: {error}");
-    assert_nothing_left(&pair);
+    assert_the_destination_listens_over_tls_only(&pair);
+    assert!(
+        stderr.contains("still listening for a migration, so its TLS credentials"),
+        "the run says why they stay: {stderr}"
+    );
+    assert_eq!(status(&pair.source.observer_socket), "running");
+    assert_ne!(status(&pair.destination.observer_socket), "running");
+    assert_guest_alive(&pair.source);
+}
+
+#[test]
+fn a_source_certificate_from_another_ca_is_refused_by_the_destination() {
+    let _one = ONE_AT_A_TIME.lock();
+    let pair = pair(64, 0);
+    let pki = pair.dir().join("pki");
+    let ours = Ca::new(pki.join("ca"), "vfio-migrate-test-ca");
+    let theirs = Ca::new(pki.join("other-ca"), "another-ca");
+    let (source, destination) = (pki.join("source"), pki.join("destination"));
+    // The source trusts the destination (its ca-cert.pem holds ours as well as the CA
+    // of its own certificate, which QEMU checks when loading it), but presents a
+    // certificate the destination's CA did not sign.
+    theirs.issue(&source, Role::Client, "DNS:source.test");
+    let bundle = [theirs.dir.join("ca-cert.pem"), ours.dir.join("ca-cert.pem")]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("a CA certificate"))
+        .collect::<String>();
+    std::fs::write(source.join("ca-cert.pem"), bundle).expect("trust both");
+    ours.issue(&destination, Role::Server, "IP:127.0.0.1");
+    let plan = tls_plan(
+        &pair,
+        &format!(
+            "tls = true\ntls_dir_source = \"{}\"\ntls_dir_destination = \"{}\"",
+            toml_path(&source),
+            toml_path(&destination)
+        ),
+    );
+    let Ran {
+        code, report, stderr, ..
+    } = run_watching(&pair, &plan);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["result"], "failed");
+    assert_eq!(report["running_on"], "source");
+    assert_eq!(report["reason"]["kind"], "migration_failed", "{report:#}");
+    // QEMU's source only sees the connection drop; the destination's log has the why.
+    let log = std::fs::read_to_string(pair.dir().join("destination.stderr")).unwrap_or_default();
+    assert!(log.contains("Verify failed"), "destination: {log}");
+    assert_the_destination_listens_over_tls_only(&pair);
+    assert!(
+        stderr.contains("still listening for a migration, so its TLS credentials"),
+        "the run says why they stay: {stderr}"
+    );
     assert_eq!(status(&pair.source.observer_socket), "running");
     assert_ne!(status(&pair.destination.observer_socket), "running");
     assert_guest_alive(&pair.source);
@@ -351,29 +442,54 @@ fn certificates_qemu_cannot_load_stop_the_run_before_anything_migrates() {
     let _one = ONE_AT_A_TIME.lock();
     let pair = pair(64, 0);
     let pki = pair.dir().join("pki");
-    let ca = Ca::new(pki.join("ca"), "vfio-migrate-test-ca");
-    let source = pki.join("source");
-    ca.issue(&source, Role::Client, "DNS:source.test");
+    let ours = Ca::new(pki.join("ca"), "vfio-migrate-test-ca");
+    let theirs = Ca::new(pki.join("other-ca"), "another-ca");
+    let (source, destination) = (pki.join("source"), pki.join("destination"));
+    ours.issue(&source, Role::Client, "DNS:source.test");
+    ours.issue(&destination, Role::Server, "IP:127.0.0.1");
     let empty = pki.join("empty");
     std::fs::create_dir_all(&empty).expect("an empty directory");
-    let plan = tls_plan(
-        &pair,
-        &format!(
+    // A client certificate its own ca-cert.pem did not sign: QEMU checks that too.
+    let mismatched = pki.join("mismatched");
+    theirs.issue(&mismatched, Role::Client, "DNS:source.test");
+    std::fs::copy(ours.dir.join("ca-cert.pem"), mismatched.join("ca-cert.pem")).expect("copy");
+    let plan = |source: &Path, destination: &Path| {
+        let dirs = format!(
             "tls = true\ntls_dir_source = \"{}\"\ntls_dir_destination = \"{}\"",
-            toml_path(&source),
-            toml_path(&empty)
-        ),
-    );
-    let (code, report, _) = run_watching(&pair, &plan);
+            toml_path(source),
+            toml_path(destination)
+        );
+        tls_plan(&pair, &dirs)
+    };
+
+    // The destination's credentials are added first: they fail before the source is
+    // touched.
+    let Ran { code, report, .. } = run_watching(&pair, &plan(&source, &empty));
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(report["running_on"], "source");
     assert_eq!(report["reason"]["kind"], "driver", "{report:#}");
     let error = report["error"].as_str().unwrap_or_default();
     assert!(
-        error.starts_with("destination") && error.contains("object-add") && error.contains("ca-cert.pem"),
+        error.starts_with("destination")
+            && error.contains("object-add: GenericError: Unable to access credentials")
+            && error.contains("ca-cert.pem"),
         "QEMU's words, with the side and the command: {error}"
     );
     assert_eq!(report["transferred_bytes"], 0);
+    assert_nothing_left(&pair);
+
+    // The source's fail once the destination's were added: those are removed again.
+    let Ran {
+        code, report, seen, ..
+    } = run_watching(&pair, &plan(&mismatched, &destination));
+    assert_eq!(code, 1, "{report:#}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("source") && error.contains("object-add") && error.contains("failed validation"),
+        "{error}"
+    );
+    assert_eq!(report["transferred_bytes"], 0);
+    eprintln!("destination while it ran: {:?}", seen.destination);
     assert_nothing_left(&pair);
     assert_eq!(status(&pair.source.observer_socket), "running");
     assert_guest_alive(&pair.source);

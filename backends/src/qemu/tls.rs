@@ -15,7 +15,9 @@
 //! back as they were and delete the objects even after a configure that failed half-way,
 //! or from another process after this one died. Deleting a credentials object is safe
 //! once the stream is over, and even during one: QEMU's TLS session holds its own
-//! reference to the credentials, and `object-del` only unlinks the object.
+//! reference to the credentials, and `object-del` only unlinks the object. But not while
+//! the destination still listens: QEMU keeps listening after a failed handshake, and
+//! without credentials it would take the next connection in the clear.
 
 use engine::driver::{DriverError, Side, TlsSetup};
 use serde::{Deserialize, Serialize};
@@ -117,10 +119,26 @@ pub(super) async fn configure(driver: &mut QmpDriver, tls: &TlsSetup) -> Result<
     Ok(())
 }
 
+/// Whether the destination still listens for a migration: its incoming migration is in
+/// `setup`, no stream having been accepted; then the peer, for messages. QEMU keeps
+/// listening after a failed TLS handshake, and offers no command that stops it.
+async fn still_listening(driver: &QmpDriver) -> Option<String> {
+    let reply = driver.raw(Side::Destination, "query-migrate", None).await.ok()?;
+    if reply.get("status").and_then(Value::as_str) != Some("setup") {
+        return None;
+    }
+    let client = driver.client(Side::Destination, "query-migrate").ok()?;
+    Some(client.peer().to_string())
+}
+
 /// Puts `tls-creds` and `tls-hostname` back as they were and deletes the objects the
 /// tool added, on both sides: the parameters first, so that QEMU never names a deleted
 /// object. Carries on past a refusal; the error lists every one. An object that is
 /// already gone counts as deleted. Once called, nothing is left to restore.
+///
+/// One exception: a destination that still listens keeps its credentials. Without them
+/// it would accept the next connection in the clear, from anyone who reaches the port;
+/// the error says so, and that only quitting that QEMU closes the port.
 pub(super) async fn restore(driver: &mut QmpDriver) -> Result<(), DriverError> {
     let saved = std::mem::take(&mut driver.saved.tls);
     let mut refused = Vec::new();
@@ -128,6 +146,19 @@ pub(super) async fn restore(driver: &mut QmpDriver) -> Result<(), DriverError> {
         (Side::Source, saved.source),
         (Side::Destination, saved.destination),
     ] {
+        if side == Side::Destination && was.object.is_some() {
+            if let Some(peer) = still_listening(driver).await {
+                refused.push(DriverError {
+                    side,
+                    request: "restore".to_string(),
+                    message: format!(
+                        "{peer}: still listening for a migration, so its TLS credentials ({OBJECT_ID}) stay: without them it would accept a stream in the clear; quit that QEMU to close the port"
+                    ),
+                    disconnected: false,
+                });
+                continue;
+            }
+        }
         let mut set = Map::new();
         if let Some(creds) = was.creds {
             set.insert("tls-creds".into(), creds.into());
