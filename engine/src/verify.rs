@@ -148,12 +148,12 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
     if matches!(dst, RunState::Paused { .. }) && run.plan.destination.resume {
         dst = start_destination(run, &mut notes).await;
     }
-    // The stream is over: the settings the run changed and the TLS credentials it added
-    // go, on both sides, once the destination runs (its guest never waits for this).
+    let src = state_of(run.driver, Side::Source).await;
+    // The source QEMU may live on (or be used again): leave it as the run found it. The
+    // TLS credentials the run added go too, on both sides, once the destination runs.
     if let Err(e) = run.driver.restore().await {
         notes.push(format!("restoring migration settings failed: {e}"));
     }
-    let src = state_of(run.driver, Side::Source).await;
     let after = After::Completion {
         resume: run.plan.destination.resume,
     };

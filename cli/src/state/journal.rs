@@ -178,6 +178,11 @@ impl Journal {
     fn note(&mut self, event: &EngineEvent) -> bool {
         let r = &mut self.record;
         match event {
+            // The guest is paused while the engine is in this phase: nothing may wake
+            // the writer then, and there is nothing new to undo.
+            EngineEvent::Phase {
+                phase: engine::phase::Phase::Switchover,
+            } => return false,
             EngineEvent::Phase { phase } => {
                 r.phase = phase.name().to_string();
                 r.changes.push(format!("phase {}", phase.name()));
