@@ -25,12 +25,15 @@ pub mod diagnostic;
 pub mod model;
 mod parse;
 mod reader;
+pub mod redact;
 pub mod schema;
+pub mod text;
 pub mod units;
 mod validate;
 
 pub use diagnostic::{Diagnostic, PlanErrors, PlanSource};
 pub use model::*;
+pub use redact::redact;
 pub use validate::QEMU_MAX_DOWNTIME_MS;
 
 use toml::de::DeTable;
