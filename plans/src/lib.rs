@@ -22,6 +22,7 @@
 
 pub mod defaults;
 pub mod diagnostic;
+mod excerpt;
 pub mod model;
 mod parse;
 mod reader;
@@ -65,7 +66,7 @@ pub fn load(name: &str, text: &str) -> Result<Plan, PlanErrors> {
         }
     }
     let mut diagnostics = mistakes.list;
-    diagnostics.sort_by_key(|d| (d.span.start, d.key.clone()));
+    diagnostics.sort_by_key(|d| (d.start(), d.key.clone()));
     if diagnostics.is_empty() {
         // read_plan returns no plan only with a mistake recorded; keep the invariant visible.
         diagnostics.push(Diagnostic::new("", 0..0, "the plan could not be read"));
