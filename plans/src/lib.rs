@@ -23,6 +23,7 @@
 pub mod defaults;
 pub mod diagnostic;
 mod excerpt;
+mod input;
 pub mod model;
 mod parse;
 mod reader;
@@ -33,6 +34,7 @@ pub mod units;
 mod validate;
 
 pub use diagnostic::{Diagnostic, PlanErrors, PlanSource};
+pub use input::{load_bytes, load_file, MAX_PLAN_BYTES};
 pub use model::*;
 pub use redact::redact;
 pub use validate::QEMU_MAX_DOWNTIME_MS;
@@ -42,7 +44,16 @@ use toml::de::DeTable;
 use reader::Mistakes;
 
 /// Reads and checks a plan. `name` is how the plan is named in messages (its path).
+/// A file is read with [`load_file`], bytes of unknown encoding with [`load_bytes`].
 pub fn load(name: &str, text: &str) -> Result<Plan, PlanErrors> {
+    if let Some(refusal) = input::check_size(name, text) {
+        // Too large a text is not kept: an error never shows more than it must.
+        let kept = if refusal.span.is_some() { text } else { "" };
+        return Err(PlanErrors {
+            source: PlanSource::new(name, kept),
+            diagnostics: vec![refusal],
+        });
+    }
     let source = PlanSource::new(name, text);
     let mut mistakes = Mistakes::default();
     let (root, syntax) = DeTable::parse_recoverable(text);
