@@ -7,6 +7,7 @@ use crate::diagnostic::Diagnostic;
 use crate::model::{ForceMethod, Limits, Plan, Step};
 use crate::parse::Spans;
 use crate::reader::Mistakes;
+use crate::text::quoted;
 
 /// QEMU's largest `downtime-limit`, in milliseconds.
 pub const QEMU_MAX_DOWNTIME_MS: u64 = 2_000_000;
@@ -155,7 +156,7 @@ fn check_devices(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
                 Diagnostic::new(
                     key.clone(),
                     spans.of(&key),
-                    format!("device \"{}\" is listed twice", d.id),
+                    format!("device {} is listed twice", quoted(&d.id)),
                 )
                 .hint("each [[devices]] entry names one device by its QOM id"),
             );

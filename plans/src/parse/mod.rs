@@ -14,7 +14,6 @@ use std::ops::Range;
 use toml::de::DeTable;
 
 use crate::defaults;
-use crate::diagnostic::Diagnostic;
 use crate::model::*;
 use crate::reader::{Mistakes, TableReader};
 
@@ -123,17 +122,9 @@ fn optional_table<'a, 'i, T: Default>(
 
 fn read_vm(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes) -> Option<Vm> {
     let r = TableReader::new("vm", t, s, &["name", "allow_unlisted_devices"]);
-    let name = r.string(m, "name");
+    let name = r.name(m, "name", "db-01");
     if name.is_none() && !r.has("name") {
         r.missing(m, "name", "name the VM, e.g. `name = \"db-01\"`");
-    }
-    if let Some(n) = &name {
-        if n.value.trim().is_empty() {
-            m.push(
-                Diagnostic::new("vm.name", n.span.clone(), "must not be empty")
-                    .hint("name the VM, e.g. `name = \"db-01\"`"),
-            );
-        }
     }
     let allow = r.boolean(m, "allow_unlisted_devices");
     r.finish(m);
