@@ -7,6 +7,7 @@ mod devices;
 mod endpoints;
 mod limits;
 mod policy;
+mod security;
 mod spans;
 
 use std::ops::Range;
@@ -29,6 +30,7 @@ struct Parts {
     limits: Option<Limits>,
     convergence: Option<Convergence>,
     policy: Option<Policy>,
+    security: Option<Security>,
 }
 
 impl Parts {
@@ -43,6 +45,7 @@ impl Parts {
             limits: self.limits?,
             convergence: self.convergence?,
             policy: self.policy?,
+            security: self.security?,
         })
     }
 }
@@ -59,6 +62,7 @@ pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes
         "limits",
         "convergence",
         "policy",
+        "security",
     ];
     let spans = Spans::of_document(root, span.clone());
     let top = TableReader::new("", root, span, KEYS);
@@ -84,6 +88,7 @@ pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes
         limits: optional_table(&top, m, "limits", limits::read_limits),
         convergence: optional_table(&top, m, "convergence", limits::read_convergence),
         policy: optional_table(&top, m, "policy", policy::read_policy),
+        security: optional_table(&top, m, "security", security::read_security),
     };
     top.finish(m);
     let mut plan = parts.plan();
