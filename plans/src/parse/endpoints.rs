@@ -101,6 +101,10 @@ enum HostPortError {
     PortNotANumber,
     /// The port is 0 or above 65535; the digits as written.
     PortOutOfRange(String),
+    /// `user:password@` before the host, which neither QEMU nor QMP takes here.
+    Credentials,
+    /// The host has characters no address or host name has.
+    BadHost,
 }
 
 impl HostPortError {
@@ -116,6 +120,14 @@ impl HostPortError {
             HostPortError::PortOutOfRange(port) => {
                 format!("port {} is out of range: the port must be 1–65535", bounded(port))
             }
+            HostPortError::Credentials => format!(
+                "{} is not {form}: it carries a user or password, which a tcp: address cannot",
+                quoted(text)
+            ),
+            HostPortError::BadHost => format!(
+                "{} is not {form}: the host is not an IP address or a host name",
+                quoted(text)
+            ),
         }
     }
 }
@@ -136,6 +148,15 @@ fn split_host_port(text: &str) -> Result<(&str, u16), HostPortError> {
     };
     if host.is_empty() {
         return Err(HostPortError::NoHost);
+    }
+    if host.contains('@') {
+        return Err(HostPortError::Credentials);
+    }
+    // Letters, digits, dots and hyphens name a host; colons an IPv6 address; QEMU takes
+    // nothing else before the port.
+    let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if !host.chars().all(host_char) {
+        return Err(HostPortError::BadHost);
     }
     Ok((host, port))
 }
@@ -196,6 +217,21 @@ mod tests {
         assert_eq!(split_host_port("h"), Err(HostPortError::NoPort));
         assert_eq!(split_host_port("h:"), Err(HostPortError::NoPort));
         assert_eq!(split_host_port(":80"), Err(HostPortError::NoHost));
+    }
+
+    #[test]
+    fn a_host_is_an_address_or_a_name_without_credentials() {
+        assert_eq!(
+            split_host_port("dst-01.example:49152"),
+            Ok(("dst-01.example", 49152))
+        );
+        assert_eq!(split_host_port("::1:49152"), Ok(("::1", 49152)));
+        assert_eq!(
+            split_host_port("admin:hunter2@10.0.0.2:49152"),
+            Err(HostPortError::Credentials)
+        );
+        assert_eq!(split_host_port("10.0.0.2 ; rm:1"), Err(HostPortError::BadHost));
+        assert_eq!(split_host_port("h\u{1b}[2J:1"), Err(HostPortError::BadHost));
     }
 
     #[test]
