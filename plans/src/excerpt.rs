@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use crate::redact::{secret_ranges, MASK};
+use crate::redact::{assignment_range, secret_ranges, MASK};
 use crate::text::{escape_char, is_unprintable};
 
 /// The most columns of one source line an error shows.
@@ -24,13 +24,27 @@ pub(crate) struct Excerpt {
     pub(crate) width: usize,
 }
 
-/// One character of the line, or one masked secret, as it is shown.
-enum Piece<'a> {
+/// Lines up to this long are masked and measured whole. Beyond it only the tokens around
+/// the mistake are, so fifty mistakes on one megabyte line cost no more than on a short
+/// one.
+const WHOLE_LINE_BYTES: usize = 16 * 1024;
+
+/// How far from the mistake a long line is read, in bytes, before the window is cut:
+/// enough for [`WINDOW_COLUMNS`] of four-byte characters on either side.
+const CONTEXT_BYTES: usize = 4 * WINDOW_COLUMNS;
+
+/// How far past the context a cut looks for the end of the token it falls in. A token
+/// cut further away than this is not shown at all, only `…`: the part of a secret it
+/// holds might not look like one.
+const TOKEN_BYTES: usize = 4 * 1024;
+
+/// What is shown of one character, or of a masked or hidden run of them.
+enum Piece {
     Char(char),
-    Mask(&'a str),
+    Hidden(&'static str),
 }
 
-impl Piece<'_> {
+impl Piece {
     fn columns(&self) -> usize {
         match self {
             Piece::Char('\t') => 4,
@@ -40,7 +54,7 @@ impl Piece<'_> {
                 s.chars().count()
             }
             Piece::Char(_) => 1,
-            Piece::Mask(m) => m.chars().count(),
+            Piece::Hidden(m) => m.chars().count(),
         }
     }
 
@@ -49,34 +63,131 @@ impl Piece<'_> {
             Piece::Char('\t') => out.push_str("    "),
             Piece::Char(c) if is_unprintable(*c) => escape_char(*c, out),
             Piece::Char(c) => out.push(*c),
-            Piece::Mask(m) => out.push_str(m),
+            Piece::Hidden(m) => out.push_str(m),
         }
     }
 }
 
-/// The pieces of `line` with the byte offset each starts at.
-fn pieces(line: &str) -> impl Iterator<Item = (usize, Piece<'static>)> + '_ {
-    let secrets = secret_ranges(line);
-    let mut next_secret = 0;
-    line.char_indices().filter_map(move |(i, c)| {
-        while next_secret < secrets.len() && secrets[next_secret].end <= i {
-            next_secret += 1;
+/// The pieces of `text` with the byte offset each starts at; `hidden` (sorted,
+/// disjoint) are shown as their replacement.
+fn pieces<'a>(
+    text: &'a str,
+    hidden: &'a [(Range<usize>, &'static str)],
+) -> impl Iterator<Item = (usize, Piece)> + 'a {
+    let mut next = 0;
+    text.char_indices().filter_map(move |(i, c)| {
+        while next < hidden.len() && hidden[next].0.end <= i {
+            next += 1;
         }
-        match secrets.get(next_secret) {
-            Some(r) if r.start == i => Some((i, Piece::Mask(MASK))),
-            Some(r) if r.contains(&i) => None,
+        match hidden.get(next) {
+            Some((r, shown)) if r.start == i => Some((i, Piece::Hidden(shown))),
+            Some((r, _)) if r.contains(&i) => None,
             _ => Some((i, Piece::Char(c))),
         }
     })
 }
 
+/// Whether a byte ends a token for masking: white space and quotes, as in
+/// [`crate::redact`].
+fn is_break(b: u8) -> bool {
+    b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`')
+}
+
+fn floor_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_boundary(text: &str, mut i: usize) -> usize {
+    while i < text.len() && !text.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The part of a long `line` shown around `span`, cut where tokens end, and what in it is
+/// masked or hidden (offsets into the part).
+fn long_line_part(line: &str, span: &Range<usize>) -> (usize, usize, Vec<(Range<usize>, &'static str)>) {
+    let bytes = line.as_bytes();
+    let a = floor_boundary(line, span.start.saturating_sub(CONTEXT_BYTES));
+    let b = ceil_boundary(line, span.end.min(span.start + CONTEXT_BYTES) + CONTEXT_BYTES).min(line.len());
+    // Widen to whole tokens when one ends near; else the cut token is hidden.
+    let reach_left = a.saturating_sub(TOKEN_BYTES);
+    let left = if a == 0 {
+        Some(0)
+    } else {
+        bytes[reach_left..a]
+            .iter()
+            .rposition(|b| is_break(*b))
+            .map(|i| reach_left + i + 1)
+    };
+    let reach_right = (b + TOKEN_BYTES).min(line.len());
+    let right = if b == line.len() {
+        Some(b)
+    } else {
+        bytes[b..reach_right]
+            .iter()
+            .position(|b| is_break(*b))
+            .map(|i| b + i)
+    };
+    let start = left.unwrap_or(a);
+    let end = right.unwrap_or(b);
+    let part = &line[start..end];
+    let mut hidden: Vec<(Range<usize>, &'static str)> = Vec::new();
+    if left.is_none() {
+        let cut = part.bytes().position(is_break).unwrap_or(part.len());
+        hidden.push((0..cut, "…"));
+    }
+    for r in secret_ranges(part) {
+        hidden.push((r, MASK));
+    }
+    if let Some(r) = assignment_range(line) {
+        // A secret `name = value` line: its value, wherever the part starts.
+        let (s, e) = (r.start.max(start), r.end.min(end));
+        if s < e {
+            hidden.push((s - start..e - start, MASK));
+        }
+    }
+    if right.is_none() {
+        let cut = part.bytes().rposition(is_break).map_or(0, |i| i + 1);
+        hidden.push((cut..part.len(), "…"));
+    }
+    (start, end, merge(hidden))
+}
+
+/// Sorts hidden runs and joins overlapping ones (the first one's replacement is kept).
+fn merge(mut hidden: Vec<(Range<usize>, &'static str)>) -> Vec<(Range<usize>, &'static str)> {
+    hidden.sort_by_key(|(r, _)| r.start);
+    let mut merged: Vec<(Range<usize>, &'static str)> = Vec::with_capacity(hidden.len());
+    for (r, shown) in hidden {
+        if r.is_empty() {
+            continue;
+        }
+        match merged.last_mut() {
+            Some((last, _)) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push((r, shown)),
+        }
+    }
+    merged
+}
+
 /// The line `line` shown with a caret under the bytes `span` of it (clamped to the line).
 pub(crate) fn excerpt(line: &str, span: Range<usize>) -> Excerpt {
-    let start = span.start.min(line.len());
+    let start = floor_boundary(line, span.start.min(line.len()));
     let end = span.end.clamp(start, line.len());
+    let (offset, part_end, hidden) = if line.len() <= WHOLE_LINE_BYTES {
+        let hidden = secret_ranges(line).into_iter().map(|r| (r, MASK)).collect();
+        (0, line.len(), hidden)
+    } else {
+        long_line_part(line, &(start..end))
+    };
+    let part = &line[offset..part_end];
+    let (start, end) = (start - offset, end.min(part_end) - offset);
     // First pass: columns, counted without building the whole line.
     let (mut caret, mut caret_end, mut total) = (None, None, 0);
-    for (i, piece) in pieces(line) {
+    for (i, piece) in pieces(part, &hidden) {
         if caret.is_none() && i >= start {
             caret = Some(total);
         }
@@ -95,13 +206,15 @@ pub(crate) fn excerpt(line: &str, span: Range<usize>) -> Excerpt {
             .min(total - WINDOW_COLUMNS);
         (lo, lo + WINDOW_COLUMNS)
     };
+    let cut_left = lo > 0 || offset > 0;
+    let cut_right = hi < total || part_end < line.len();
     // Second pass: the pieces that start inside the window.
     let mut text = String::new();
-    if lo > 0 {
+    if cut_left {
         text.push('…');
     }
     let mut column = 0;
-    for (_, piece) in pieces(line) {
+    for (_, piece) in pieces(part, &hidden) {
         if column >= hi {
             break;
         }
@@ -110,13 +223,12 @@ pub(crate) fn excerpt(line: &str, span: Range<usize>) -> Excerpt {
         }
         column += piece.columns();
     }
-    if hi < total {
+    if cut_right {
         text.push('…');
     }
-    let shift = usize::from(lo > 0);
     Excerpt {
         text,
-        caret: caret - lo.min(caret) + shift,
+        caret: caret - lo.min(caret) + usize::from(cut_left),
         width: caret_end
             .saturating_sub(caret)
             .clamp(1, (hi.saturating_sub(caret)).max(1)),
@@ -165,6 +277,34 @@ mod tests {
         let e = excerpt(line, at..at + 5);
         assert_eq!(e.text, "uri = \"tcp:u:***@h:1\" extra");
         assert_eq!(&e.text[e.caret..e.caret + e.width], "extra");
+    }
+
+    #[test]
+    fn on_a_megabyte_line_only_the_tokens_near_the_mistake_are_read() {
+        let line = format!("{} bad {}", "word ".repeat(200_000), "word ".repeat(200_000));
+        let at = line.find("bad").unwrap_or_default();
+        let e = excerpt(&line, at..at + 3);
+        assert!(e.text.starts_with('…') && e.text.ends_with('…'), "{}", e.text);
+        assert!(e.text.chars().count() <= WINDOW_COLUMNS + 2, "{}", e.text);
+        assert_eq!(e.text.chars().skip(e.caret).take(3).collect::<String>(), "bad");
+    }
+
+    #[test]
+    fn a_token_cut_far_from_its_end_is_hidden_not_shown_in_part() {
+        // Cut in the middle, a password's user part and `@` might be out of sight.
+        let line = format!("uri = \"tcp:user:{}@host:1\" x = 1", "p".repeat(100_000));
+        let at = line.find(" x").unwrap_or_default();
+        let e = excerpt(&line, at + 1..at + 2);
+        assert!(!e.text.contains('p'), "{}", e.text);
+        assert_eq!(e.text.chars().nth(e.caret), Some('x'));
+    }
+
+    #[test]
+    fn a_secret_assignment_is_masked_on_a_long_line_too() {
+        let line = format!("password = \"{}\"", "s".repeat(50_000));
+        let e = excerpt(&line, 0..8);
+        assert!(e.text.starts_with("password = ***"), "{}", e.text);
+        assert!(!e.text.contains("sss"), "{}", e.text);
     }
 
     #[test]

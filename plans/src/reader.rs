@@ -59,8 +59,12 @@ fn type_name(v: &DeValue<'_>) -> &'static str {
 /// The hint for an unknown key: the nearest known key when it is within three edits
 /// (Levenshtein, so a letter left out, added or changed counts one), else the whole list.
 fn unknown_key_hint(name: &str, known: &[&str]) -> String {
+    // The distance is at least the difference in length: a key of a megabyte, or one of
+    // a hundred thousand unknown keys, costs no distance computation.
+    let length = name.chars().count();
     let nearest = known
         .iter()
+        .filter(|known| length.abs_diff(known.len()) <= 3)
         .map(|known| (strsim::levenshtein(name, known), *known))
         .min();
     match nearest {

@@ -70,7 +70,9 @@ pub fn secret_ranges(text: &str) -> Vec<Range<usize>> {
     let mut ranges = Vec::new();
     let mut line_start = 0;
     for line in text.split_inclusive('\n') {
-        assignment(line, line_start, &mut ranges);
+        if let Some(r) = assignment_range(line) {
+            ranges.push(line_start + r.start..line_start + r.end);
+        }
         line_start += line.len();
     }
     for token in tokens(text) {
@@ -80,20 +82,18 @@ pub fn secret_ranges(text: &str) -> Vec<Range<usize>> {
     merge(ranges)
 }
 
-/// A line `name = value` whose name looks secret: the whole value.
-fn assignment(line: &str, offset: usize, out: &mut Vec<Range<usize>>) {
-    let Some(eq) = line.find('=') else { return };
+/// In a line `name = value` whose name looks secret, the value: the rest of the line.
+pub(crate) fn assignment_range(line: &str) -> Option<Range<usize>> {
+    let eq = line.find('=')?;
     let name = line[..eq].trim().trim_matches(|c| c == '"' || c == '\'');
     let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     if name.is_empty() || !name.chars().all(is_key) || !is_secret_name(name) {
-        return;
+        return None;
     }
     let value = &line[eq + 1..];
     let start = eq + 1 + (value.len() - value.trim_start().len());
     let end = eq + 1 + value.trim_end().len();
-    if start < end {
-        out.push(offset + start..offset + end);
-    }
+    (start < end).then_some(start..end)
 }
 
 /// The byte ranges of the words of `text`: split at white space and quotes, which never
