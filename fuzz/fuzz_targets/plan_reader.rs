@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
     }
     for located in errors.located() {
         if let (Some(line), Some(column)) = (located.line, located.column) {
-            assert!(line >= 1 && line <= lines && column >= 1, "{line}:{column} of {lines} lines");
+            assert!(
+                line >= 1 && line <= lines && column >= 1,
+                "{line}:{column} of {lines} lines"
+            );
         }
     }
     let shown = errors.to_string();

@@ -32,7 +32,10 @@ fn mistake(text: &str, key: &str) -> Diagnostic {
 fn a_control_character_in_the_vm_name_is_refused_with_where_it_is() {
     let text = BASE.replace("db-01", "db\\u0000-01");
     let d = mistake(&text, "vm.name");
-    assert_eq!(d.message, "contains the control character \"\\u0000\" at character 3");
+    assert_eq!(
+        d.message,
+        "contains the control character \"\\u0000\" at character 3"
+    );
 }
 
 #[test]
@@ -40,7 +43,10 @@ fn terminal_escapes_and_bidi_overrides_in_a_device_id_are_refused() {
     for id in ["gpu\\u001B[2J", "gpu\\u202Eevil", "gpu\\t0", "gpu\\u0085"] {
         let text = format!("{BASE}[[devices]]\nid = \"{id}\"\n");
         let d = mistake(&text, "devices[0].id");
-        assert!(d.message.starts_with("contains the control character"), "{id}: {d:?}");
+        assert!(
+            d.message.starts_with("contains the control character"),
+            "{id}: {d:?}"
+        );
     }
 }
 
@@ -85,7 +91,10 @@ fn loopback_monitors_need_no_opt_in() {
 #[test]
 fn a_monitor_named_by_host_name_is_refused_even_with_the_opt_in() {
     let text = BASE.replace("unix:/run/dst.qmp", "tcp:qemu-b.example:4444");
-    let d = mistake(&format!("{text}[security]\nremote_qmp = true\n"), "destination.qmp");
+    let d = mistake(
+        &format!("{text}[security]\nremote_qmp = true\n"),
+        "destination.qmp",
+    );
     assert!(d.message.contains("takes an IP address"), "{d:?}");
 }
 
@@ -154,7 +163,11 @@ fn thousands_of_mistakes_list_the_first_fifty_and_count_the_rest() {
     assert_eq!(errors.diagnostics.len(), 5_000);
     assert_eq!(errors.located().len(), plans::diagnostic::MAX_LISTED);
     let shown = errors.to_string();
-    assert!(shown.contains("... and 4950 more"), "{}", &shown[shown.len() - 200..]);
+    assert!(
+        shown.contains("... and 4950 more"),
+        "{}",
+        &shown[shown.len() - 200..]
+    );
     assert!(shown.len() < 30_000, "{} bytes shown", shown.len());
     assert!(errors.summary().contains("5000 mistake(s) (the first 50 listed)"));
 }
@@ -164,5 +177,9 @@ fn an_integer_of_a_million_digits_is_out_of_range_in_a_short_message() {
     let digits = "9".repeat(1_000_000);
     let text = format!("{BASE}[convergence]\nstall_passes = {digits}\n");
     let d = mistake(&text, "convergence.stall_passes");
-    assert!(d.message.ends_with("is out of range") && d.message.len() < 200, "{}", d.message.len());
+    assert!(
+        d.message.ends_with("is out of range") && d.message.len() < 200,
+        "{}",
+        d.message.len()
+    );
 }
