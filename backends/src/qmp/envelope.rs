@@ -80,7 +80,7 @@ pub(crate) fn classify(line: &str) -> Result<Envelope, String> {
 }
 
 /// The start of a line, for error messages.
-fn excerpt(line: &str) -> String {
+pub(crate) fn excerpt(line: &str) -> String {
     const MAX: usize = 120;
     if line.chars().count() <= MAX {
         format!("`{line}`")
@@ -90,8 +90,22 @@ fn excerpt(line: &str) -> String {
     }
 }
 
+/// The first member names of an object, each cut short: a name may be as long as the
+/// line, and notes are kept.
 fn members(object: &Map<String, Value>) -> String {
-    let names: Vec<&str> = object.keys().map(String::as_str).take(8).collect();
+    const MAX_NAME: usize = 40;
+    let names: Vec<String> = object
+        .keys()
+        .take(8)
+        .map(|name| {
+            if name.chars().count() <= MAX_NAME {
+                name.clone()
+            } else {
+                let head: String = name.chars().take(MAX_NAME).collect();
+                format!("{head}...")
+            }
+        })
+        .collect();
     if names.is_empty() {
         "none".to_owned()
     } else {
@@ -141,6 +155,18 @@ mod tests {
         for line in ["", "{", "42", "[]", r#"{"hello": 1}"#, r#"{"error": 1}"#] {
             assert!(classify(line).is_err(), "{line:?} classified");
         }
+    }
+
+    #[test]
+    fn a_stranger_with_long_member_names_is_noted_briefly() {
+        let name = "m".repeat(5_000);
+        let line = format!(r#"{{"{name}": 1, "{name}x": 2}}"#);
+        let message = classify(&line).err().unwrap_or_default();
+        assert!(
+            message.starts_with("neither reply, event nor greeting"),
+            "{message}"
+        );
+        assert!(message.len() < 200, "{} bytes", message.len());
     }
 
     #[test]
