@@ -206,8 +206,14 @@ pub(crate) fn excerpt(line: &str, span: Range<usize>) -> Excerpt {
             .min(total - WINDOW_COLUMNS);
         (lo, lo + WINDOW_COLUMNS)
     };
-    let cut_left = lo > 0 || offset > 0;
-    let cut_right = hi < total || part_end < line.len();
+    // A cut is marked with `…`, unless a hidden token already shows one there.
+    let hidden_at_start = lo == 0 && hidden.first().is_some_and(|(r, m)| r.start == 0 && *m == "…");
+    let hidden_at_end = hi == total
+        && hidden
+            .last()
+            .is_some_and(|(r, m)| r.end == part.len() && *m == "…");
+    let cut_left = (lo > 0 || offset > 0) && !hidden_at_start;
+    let cut_right = (hi < total || part_end < line.len()) && !hidden_at_end;
     // Second pass: the pieces that start inside the window.
     let mut text = String::new();
     if cut_left {
@@ -297,6 +303,14 @@ mod tests {
         let e = excerpt(&line, at + 1..at + 2);
         assert!(!e.text.contains('p'), "{}", e.text);
         assert_eq!(e.text.chars().nth(e.caret), Some('x'));
+    }
+
+    #[test]
+    fn a_hidden_token_at_a_cut_shows_one_ellipsis_not_two() {
+        let line = format!("name = \"{}\"", "a".repeat(50_000));
+        let e = excerpt(&line, 7..line.len());
+        assert_eq!(e.text, "name = \"…");
+        assert_eq!((e.caret, e.width), (7, 2));
     }
 
     #[test]

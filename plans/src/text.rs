@@ -74,8 +74,8 @@ pub fn bounded(text: &str) -> String {
 /// A plan value as a message quotes it: in double quotes, secrets masked (see
 /// [`redact`]), unprintable characters escaped, cut to [`MAX_QUOTED_CHARS`].
 pub fn quoted(value: &str) -> String {
-    let total = value.chars().count();
     let redacted = redact(value);
+    let total = redacted.chars().count();
     if total <= MAX_QUOTED_CHARS {
         return format!("\"{}\"", escape(&redacted));
     }
@@ -122,6 +122,12 @@ mod tests {
             quoted("tcp:admin:hunter2@10.0.0.2:4444"),
             "\"tcp:admin:***@10.0.0.2:4444\""
         );
+    }
+
+    #[test]
+    fn a_long_secret_masked_leaves_a_short_value_shown_whole() {
+        let value = format!("tcp:user:{}@host:1", "p".repeat(10_000));
+        assert_eq!(quoted(&value), "\"tcp:user:***@host:1\"");
     }
 
     #[test]
