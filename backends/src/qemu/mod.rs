@@ -532,19 +532,7 @@ impl Driver for QmpDriver {
                 refused.extend(self.put_back(side, caps).await);
             }
         }
-        let Some(first) = refused.first() else {
-            return Ok(());
-        };
-        Err(DriverError {
-            side: first.side,
-            request: "restore".to_string(),
-            message: refused
-                .iter()
-                .map(|e| e.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-            disconnected: refused.iter().any(|e| e.disconnected),
-        })
+        DriverError::all("restore", refused)
     }
 
     engine::capabilities!(switchover_hold, device_events, kernel_dirty_rate, listener);

@@ -182,19 +182,7 @@ pub(super) async fn restore(driver: &mut QmpDriver) -> Result<(), DriverError> {
             }
         }
     }
-    let Some(first) = refused.first() else {
-        return Ok(());
-    };
-    Err(DriverError {
-        side: first.side,
-        request: "restore".to_string(),
-        message: refused
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; "),
-        disconnected: refused.iter().any(|e| e.disconnected),
-    })
+    DriverError::all("restore", refused)
 }
 
 #[cfg(test)]

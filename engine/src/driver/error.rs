@@ -26,4 +26,22 @@ impl DriverError {
             disconnected: true,
         }
     }
+
+    /// Several failures of one request as one error (e.g. each setting `restore` could
+    /// not put back): `Ok` when there were none.
+    pub fn all(request: &str, failures: Vec<DriverError>) -> Result<(), DriverError> {
+        let Some(first) = failures.first() else {
+            return Ok(());
+        };
+        Err(DriverError {
+            side: first.side,
+            request: request.to_string(),
+            message: failures
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            disconnected: failures.iter().any(|e| e.disconnected),
+        })
+    }
 }
