@@ -1,116 +1,68 @@
 //! The QMP client against a scripted fake monitor: what it does when the peer
 //! misbehaves, sends what the `qapi-qmp` schema does not know, or is slow.
 
-use std::future::Future;
-use std::path::PathBuf;
+mod fake;
+
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use backends::qmp::{QmpClient, QmpEndpoint, QmpError};
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::task::JoinHandle;
-
-const GREETING: &str = r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": "fake"}, "capabilities": ["oob"]}}"#;
-const SHORT: Duration = Duration::from_secs(2);
-
-/// The monitor side of one connection.
-struct Peer {
-    lines: Lines<BufReader<Box<dyn AsyncRead + Send + Unpin>>>,
-    out: Box<dyn AsyncWrite + Send + Unpin>,
-}
-
-impl Peer {
-    async fn send(&mut self, line: &str) {
-        self.out.write_all(line.as_bytes()).await.expect("peer write");
-        self.out.write_all(b"\n").await.expect("peer write");
-        self.out.flush().await.expect("peer flush");
-    }
-
-    /// The next command from the client, or `None` once it hung up.
-    async fn recv(&mut self) -> Option<Value> {
-        let line = self.lines.next_line().await.ok()??;
-        Some(serde_json::from_str(&line).expect("client sent JSON"))
-    }
-
-    /// Reads a command and checks its name; returns its id.
-    async fn expect(&mut self, name: &str) -> Value {
-        let command = self.recv().await.expect("a command");
-        assert_eq!(command["execute"], name, "{command}");
-        command["id"].clone()
-    }
-
-    async fn reply(&mut self, id: &Value, value: Value) {
-        self.send(&json!({"return": value, "id": id}).to_string()).await;
-    }
-
-    /// Greeting plus `qmp_capabilities`.
-    async fn handshake(&mut self) {
-        self.send(GREETING).await;
-        let id = self.expect("qmp_capabilities").await;
-        self.reply(&id, json!({})).await;
-    }
-}
-
-/// A fake monitor on a unix socket that runs `script` on the first connection.
-struct Fake {
-    endpoint: QmpEndpoint,
-    script: JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-fn fake<F, Fut>(script: F) -> Fake
-where
-    F: FnOnce(Peer) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path: PathBuf = dir.path().join("fake.qmp");
-    let listener = UnixListener::bind(&path).expect("bind");
-    let script = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.expect("accept");
-        let (read, write) = stream.into_split();
-        let read: Box<dyn AsyncRead + Send + Unpin> = Box::new(read);
-        script(Peer {
-            lines: BufReader::new(read).lines(),
-            out: Box::new(write),
-        })
-        .await;
-    });
-    Fake {
-        endpoint: QmpEndpoint::Unix(path),
-        script,
-        _dir: dir,
-    }
-}
-
-async fn connect(fake: &Fake) -> QmpClient {
-    QmpClient::connect(&fake.endpoint, "test", SHORT)
-        .await
-        .expect("connect to fake peer")
-}
-
-fn event(name: &str, data: Value) -> String {
-    json!({"event": name, "data": data, "timestamp": {"seconds": 1700000000, "microseconds": 250000}})
-        .to_string()
-}
+use backends::qmp::{Noise, QmpClient, QmpEndpoint, QmpError, QmpPeer};
+use fake::{connect, event, fake, write_long_line, Peer, GREETING, SHORT};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 
 #[tokio::test]
-async fn connect_to_a_missing_socket_is_a_connect_error_naming_the_endpoint() {
+async fn connect_to_a_missing_socket_says_there_is_no_such_socket() {
     let endpoint = QmpEndpoint::Unix("/nonexistent/dir/m.qmp".into());
     let error = QmpClient::connect(&endpoint, "source", SHORT)
         .await
         .expect_err("no socket");
     assert!(matches!(error, QmpError::Connect { .. }), "{error:?}");
+    assert!(error.connection_lost());
     assert_eq!(
         error.to_string(),
-        "source (unix:/nonexistent/dir/m.qmp): cannot connect"
+        "source (unix:/nonexistent/dir/m.qmp): cannot connect: no such socket"
     );
     assert!(std::error::Error::source(&error).is_some());
 }
 
 #[tokio::test]
-async fn peer_that_never_greets_times_out_within_the_connect_timeout() {
+async fn connect_to_a_socket_nobody_listens_on_says_connection_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stale.qmp");
+    // A QEMU that died leaves its socket file behind: bound once, listened on no more.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+    let endpoint = QmpEndpoint::Unix(path.clone());
+    let error = QmpClient::connect(&endpoint, "destination", SHORT)
+        .await
+        .expect_err("nobody listens");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "destination (unix:{}): cannot connect: connection refused (nothing listens there)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_socket_the_user_may_not_open_says_permission_denied() {
+    // Tests run as root here, which no file mode stops: the OS error is made by hand.
+    let error = QmpError::Connect {
+        endpoint: QmpPeer {
+            label: "source".into(),
+            endpoint: QmpEndpoint::Unix("/run/vm/src.qmp".into()),
+        },
+        source: std::io::Error::from_raw_os_error(libc::EACCES),
+    };
+    assert_eq!(
+        error.to_string(),
+        "source (unix:/run/vm/src.qmp): cannot connect: permission denied"
+    );
+}
+
+#[tokio::test]
+async fn peer_that_never_greets_may_be_serving_another_client() {
     let fake = fake(|peer| async move {
         let _silent = peer;
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -120,12 +72,43 @@ async fn peer_that_never_greets_times_out_within_the_connect_timeout() {
         .await
         .expect_err("no greeting");
     assert!(started.elapsed() < Duration::from_secs(2));
-    let QmpError::Timeout { command, after, .. } = &error else {
-        panic!("expected a timeout, got {error:?}");
+    let QmpError::NoGreeting { after, .. } = &error else {
+        panic!("expected no greeting, got {error:?}");
     };
-    assert_eq!(command, "greeting");
     assert_eq!(*after, Duration::from_millis(300));
-    assert!(error.to_string().starts_with("source (unix:"), "{error}");
+    assert!(!error.connection_lost(), "a silent monitor is not gone");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "source (unix:{}): no greeting within 300ms: another client may hold this monitor \
+             (QEMU serves one QMP client at a time), or QEMU is not answering",
+            fake.path().display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_first_line_far_longer_than_a_greeting_is_refused_early() {
+    let (written_tx, written_rx) = tokio::sync::oneshot::channel();
+    let fake = fake(|mut peer| async move {
+        let written = write_long_line(&mut peer, 100 * 1024 * 1024).await;
+        let _ = written_tx.send(written);
+    });
+    let error = QmpClient::connect(&fake.endpoint, "source", SHORT)
+        .await
+        .expect_err("no greeting");
+    let QmpError::Greeting { detail, .. } = &error else {
+        panic!("expected a greeting error, got {error:?}");
+    };
+    assert_eq!(
+        detail,
+        "first line longer than 65536 bytes (a greeting is a few hundred)"
+    );
+    let written = tokio::time::timeout(SHORT, written_rx)
+        .await
+        .expect("peer finishes")
+        .expect("peer reports");
+    assert!(written < 8 * 1024 * 1024, "client read {written} bytes");
 }
 
 #[tokio::test]
@@ -272,24 +255,6 @@ async fn all_waiting_commands_fail_with_closed_when_the_peer_hangs_up() {
         matches!(end, Ok(Err(tokio::sync::broadcast::error::RecvError::Closed))),
         "subscribers learn that the connection closed"
     );
-}
-
-/// Writes `total` bytes of `x` without a newline, then a newline; returns how many
-/// bytes the socket took before the client closed it.
-async fn write_long_line(peer: &mut Peer, total: usize) -> usize {
-    let chunk = vec![b'x'; 64 * 1024];
-    let mut written = 0;
-    while written < total {
-        if peer.out.write_all(&chunk).await.is_err() {
-            return written;
-        }
-        written += chunk.len();
-    }
-    if peer.out.write_all(b"\n").await.is_err() {
-        return written;
-    }
-    let _ = peer.out.flush().await;
-    written
 }
 
 #[tokio::test]
@@ -625,11 +590,7 @@ async fn tcp_endpoint_works_like_unix() {
     let script = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.expect("accept");
         let (read, write) = stream.into_split();
-        let read: Box<dyn AsyncRead + Send + Unpin> = Box::new(read);
-        let mut peer = Peer {
-            lines: BufReader::new(read).lines(),
-            out: Box::new(write),
-        };
+        let mut peer = Peer::new(Box::new(read), Box::new(write));
         peer.handshake().await;
         let id = peer.expect("query-status").await;
         peer.reply(&id, json!({"status": "running", "running": true}))
@@ -649,4 +610,80 @@ async fn tcp_endpoint_works_like_unix() {
     assert!(status.running);
     drop(client);
     script.await.expect("peer script");
+}
+
+#[tokio::test]
+async fn a_reply_without_return_is_a_protocol_error_at_once_not_a_timeout() {
+    let fake = fake(|mut peer| async move {
+        peer.handshake().await;
+        let id = peer.expect("query-status").await;
+        peer.send(&json!({"id": id}).to_string()).await;
+        let id = peer.expect("query-status").await;
+        peer.reply(&id, json!({"status": "running", "running": true}))
+            .await;
+        peer.idle().await;
+    });
+    let client = connect(&fake).await;
+    let started = Instant::now();
+    let error = client
+        .execute_raw("query-status", None)
+        .await
+        .expect_err("no return");
+    assert!(started.elapsed() < SHORT / 2, "answered at once");
+    let QmpError::Protocol {
+        command,
+        detail,
+        closed,
+        ..
+    } = &error
+    else {
+        panic!("expected a protocol error, got {error:?}");
+    };
+    assert_eq!(command.as_deref(), Some("query-status"));
+    assert!(!closed);
+    assert!(!error.connection_lost());
+    assert!(
+        detail.starts_with("reply without `return` or `error`: `{\"id\":"),
+        "{detail}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("): query-status: protocol error: reply without `return`"),
+        "{error}"
+    );
+    let status = client
+        .execute(qapi_qmp::query_status {})
+        .await
+        .expect("the connection stays usable");
+    assert!(status.running);
+}
+
+#[tokio::test]
+async fn a_timeout_says_what_came_instead_of_the_reply() {
+    let fake = fake(|mut peer| async move {
+        peer.handshake().await;
+        let _ = peer.expect("query-status").await;
+        peer.send("garbage").await;
+        peer.send(r#"{"return": {"status": "runn"#).await;
+        peer.idle().await;
+    });
+    let client = connect(&fake).await;
+    let error = client
+        .execute_with_timeout(qapi_qmp::query_status {}, Duration::from_millis(300))
+        .await
+        .expect_err("no reply");
+    let QmpError::Timeout { noise, .. } = &error else {
+        panic!("expected a timeout, got {error:?}");
+    };
+    let Some(Noise { lines, last }) = noise else {
+        panic!("expected noise, got {error:?}");
+    };
+    assert_eq!(*lines, 2);
+    assert!(last.starts_with("not JSON (EOF while parsing"), "{last}");
+    let message = error.to_string();
+    assert!(
+        message.contains(": query-status: not answering within 300ms; meanwhile it sent 2 lines that are not replies, the last: not JSON"),
+        "{message}"
+    );
 }

@@ -361,3 +361,78 @@ async fn typed_migrate_moves_a_paused_guest_to_a_deferred_destination() {
         .expect("destination query-status");
     assert!(!dst_status.running, "a -S destination waits for cont");
 }
+
+#[tokio::test]
+async fn a_second_client_hears_that_another_client_may_hold_the_monitor() {
+    let Some(qemu) = start_qemu(None, &[]) else {
+        return;
+    };
+    let first = connect(&qemu, "source").await;
+    let started = Instant::now();
+    let error = QmpClient::connect(&qemu.endpoint, "source", Duration::from_secs(1))
+        .await
+        .expect_err("QEMU greets one client at a time");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(matches!(error, QmpError::NoGreeting { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(
+            ": no greeting within 1s: another client may hold this monitor (QEMU serves one QMP client at a time)"
+        ),
+        "{message}"
+    );
+    drop(first);
+    let second = connect(&qemu, "source").await;
+    second
+        .execute(qapi_qmp::query_status {})
+        .await
+        .expect("once the first client left, the next is served");
+}
+
+/// Sends a signal to a process by name (`STOP`, `CONT`, `KILL`) with kill(1).
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name}");
+}
+
+#[tokio::test]
+async fn a_stopped_qemu_is_not_answering_and_only_a_dead_one_is_gone() {
+    use backends::qemu::QmpDriver;
+    use engine::driver::{Driver, RunState, Side};
+    use plans::QmpAddress;
+
+    let Some(source) = start_qemu(None, &[]) else {
+        return;
+    };
+    let Some(mut destination) = start_qemu(None, &["-incoming", "defer"]) else {
+        return;
+    };
+    let address = |qemu: &Qemu| match &qemu.endpoint {
+        QmpEndpoint::Unix(path) => QmpAddress::Unix(path.clone()),
+        QmpEndpoint::Tcp(addr) => panic!("not a unix socket: {addr}"),
+    };
+    // Both sockets accept once QEMU listens: a first client proves it, then leaves.
+    drop(connect(&source, "source").await);
+    drop(connect(&destination, "destination").await);
+    let mut driver =
+        QmpDriver::new(&address(&source), &address(&destination)).with_timeout(Duration::from_secs(1));
+    driver.connect().await.expect("connect");
+    assert_eq!(driver.run_state(Side::Destination).await, Ok(RunState::InMigrate));
+
+    signal(&destination.child, "STOP");
+    let stopped = driver.run_state(Side::Destination).await;
+    signal(&destination.child, "CONT");
+    assert_eq!(stopped, Ok(RunState::NotAnswering { after_ms: 1000 }));
+    assert_eq!(
+        driver.run_state(Side::Destination).await,
+        Ok(RunState::InMigrate),
+        "a stopped QEMU answers again once continued"
+    );
+
+    signal(&destination.child, "KILL");
+    let _ = destination.child.wait();
+    assert_eq!(driver.run_state(Side::Destination).await, Ok(RunState::Gone));
+}

@@ -25,6 +25,8 @@ pub fn run(bin: &Path, dir: &Path, plan: &str) -> Measured {
     }
     let started = Instant::now();
     let child = Command::new(bin)
+        // Locks and journals stay with the pair, not in the machine's state directory.
+        .env("VFIO_MIGRATE_STATE_DIR", dir.join("state"))
         .args(["--output", "json", "--quiet"])
         .arg(&path)
         .stdout(Stdio::piped())

@@ -133,7 +133,7 @@ pub fn migrate_guarded(
             );
         }
     }
-    let mut journal = match state::Journal::new(&dir, &key, &plan.vm.name, path) {
+    let mut journal = match state::Journal::start(&dir, &key, &plan.vm.name, path) {
         Ok(journal) => journal,
         Err(e) => {
             let msg = format!(

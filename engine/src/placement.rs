@@ -78,6 +78,17 @@ impl From<&PairFacts> for Sides {
 }
 
 impl Sides {
+    /// Whether the destination certainly neither runs the VM nor holds a completed
+    /// migration of it: still waiting, gone, or paused without a completed incoming
+    /// migration. A destination that does not answer may hold it.
+    fn destination_cannot_hold_the_vm(&self) -> bool {
+        match &self.destination {
+            RunState::InMigrate | RunState::Gone => true,
+            RunState::Paused { .. } => self.destination_migration != MigrationStatus::Completed,
+            _ => false,
+        }
+    }
+
     /// Where the VM runs, as far as both sides show it.
     pub fn running_on(&self) -> RunningOn {
         match (&self.source, &self.destination, self.placement()) {
@@ -91,11 +102,8 @@ impl Sides {
     /// Asks both sides. A side that cannot be asked counts as `gone`, its migration as
     /// `none`.
     pub async fn look(driver: &mut dyn Driver) -> Sides {
-        let source = driver.run_state(Side::Source).await.unwrap_or(RunState::Gone);
-        let destination = driver
-            .run_state(Side::Destination)
-            .await
-            .unwrap_or(RunState::Gone);
+        let source = crate::recover::state_of(driver, Side::Source).await;
+        let destination = crate::recover::state_of(driver, Side::Destination).await;
         let source_migration = driver.sample().await.map_or(MigrationStatus::None, |s| s.status);
         let destination_migration = driver
             .destination_migration()
@@ -127,9 +135,11 @@ impl Sides {
                 status: self.destination_migration.clone(),
             },
             (Running, _) => Placement::OnSource,
-            (Paused { .. } | PostMigrate, _) => Placement::SourcePaused {
-                state: self.source.clone(),
-            },
+            (Paused { .. } | PostMigrate, _) if self.destination_cannot_hold_the_vm() => {
+                Placement::SourcePaused {
+                    state: self.source.clone(),
+                }
+            }
             _ => Placement::Unclear,
         }
     }
@@ -204,6 +214,15 @@ mod tests {
                 state: paused("finish-migrate")
             }
         );
+    }
+
+    #[test]
+    fn a_paused_source_is_not_resumed_while_the_destination_may_hold_the_vm() {
+        let frozen_destination = RunState::NotAnswering { after_ms: 10_000 };
+        let s = sides(RunState::PostMigrate, "completed", frozen_destination, "none");
+        assert_eq!(s.placement(), Placement::Unclear);
+        let loaded = sides(paused("finish-migrate"), "failed", paused("paused"), "completed");
+        assert_eq!(loaded.placement(), Placement::Unclear);
     }
 
     #[test]

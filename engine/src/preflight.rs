@@ -14,6 +14,9 @@ use crate::driver::{
 use crate::gate::Follow;
 use crate::placement::{Placement, Sides};
 
+mod versions;
+pub use versions::Release;
+
 /// A reason the hosts are not ready.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -22,6 +25,19 @@ pub enum Problem {
     Driver {
         /// What failed.
         error: DriverError,
+    },
+    /// A side's QEMU is older than the release that brought a feature this plan needs.
+    QemuTooOld {
+        /// The side.
+        side: Side,
+        /// Its version, as it reports it.
+        version: String,
+        /// The release the feature came with.
+        needs: Release,
+        /// The feature, as QEMU names it (`switchover-ack`).
+        feature: &'static str,
+        /// What in the plan needs it (`devices`, `destination.listen`).
+        key: &'static str,
     },
     /// The VM is not simply running on the source, ready to go: where both sides stand
     /// (a migration under way, a paused source, the VM already moved, ...).
@@ -136,7 +152,8 @@ pub async fn check(plan: &Plan, driver: &mut dyn Driver) -> Result<Ready, NotRea
         facts: Some(facts.clone()),
     })?;
     let devices = devices(plan, &found);
-    let mut problems = pair_problems(plan, &facts);
+    let mut problems = versions::problems(plan, capabilities, &facts);
+    problems.extend(pair_problems(plan, &facts));
     problems.extend(capability_problems(plan, capabilities));
     problems.extend(devices.problems.iter().cloned());
     match problems.is_empty() {
@@ -281,6 +298,7 @@ impl Problem {
     pub fn side(&self) -> Option<Side> {
         match self {
             Problem::Driver { error } => Some(error.side),
+            Problem::QemuTooOld { side, .. } => Some(*side),
             Problem::DestinationNotWaiting { .. } | Problem::IncomingAlreadySetUp { .. } => {
                 Some(Side::Destination)
             }

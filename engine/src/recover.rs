@@ -142,7 +142,12 @@ async fn resume_source_if_safe(
         tokio::time::sleep(Duration::from_millis(20)).await;
         src = state_of(driver, Side::Source).await;
     }
-    if dst != RunState::Running && matches!(src, RunState::Paused { .. } | RunState::PostMigrate) {
+    // A destination that does not answer may hold the VM: then a person decides.
+    let dst_silent = matches!(dst, RunState::NotAnswering { .. });
+    if dst != RunState::Running
+        && !dst_silent
+        && matches!(src, RunState::Paused { .. } | RunState::PostMigrate)
+    {
         match driver.resume(Side::Source).await {
             Ok(()) => notes.push("the source was left paused; it was resumed".into()),
             Err(e) => notes.push(format!("resuming the source failed: {e}")),
@@ -152,9 +157,14 @@ async fn resume_source_if_safe(
     (src, dst)
 }
 
-/// A side's run state; a side that cannot be asked counts as gone.
+/// A side's run state. A closed connection is `gone`; a side that answered something
+/// unreadable is not guessed at: it counts as not answering (it may still hold the VM).
 pub(crate) async fn state_of(driver: &mut dyn Driver, side: Side) -> RunState {
-    driver.run_state(side).await.unwrap_or(RunState::Gone)
+    match driver.run_state(side).await {
+        Ok(state) => state,
+        Err(e) if e.disconnected => RunState::Gone,
+        Err(_) => RunState::NotAnswering { after_ms: 0 },
+    }
 }
 
 fn keep_stats(seen: &mut Observed, sample: Sample) {

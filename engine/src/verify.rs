@@ -148,6 +148,10 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
         dst = start_destination(run, &mut notes).await;
     }
     let src = state_of(run.driver, Side::Source).await;
+    // The source QEMU may live on (or be used again): leave it as the run found it.
+    if let Err(e) = run.driver.restore().await {
+        notes.push(format!("restoring migration settings failed: {e}"));
+    }
     let after = After::Completion {
         resume: run.plan.destination.resume,
     };

@@ -117,6 +117,16 @@ impl Display for Problem {
     fn fmt(&self, f: &mut Formatter<'_>) -> Result {
         match self {
             Problem::Driver { error } => error.fmt(f),
+            Problem::QemuTooOld {
+                side,
+                version,
+                needs,
+                feature,
+                key,
+            } => write!(
+                f,
+                "QEMU {version} on the {side} is older than {needs}, which `{feature}` needs (for {key}); upgrade QEMU there"
+            ),
             Problem::Placement { placement, sides } => placement_words(f, placement, sides),
             // The source runs the VM here (placement `on_source`): restarting the
             // destination cannot lose it.
@@ -301,6 +311,21 @@ mod tests {
                 "{words}"
             );
         }
+    }
+
+    #[test]
+    fn a_qemu_too_old_names_version_side_release_and_feature() {
+        let old = Problem::QemuTooOld {
+            side: crate::Side::Source,
+            version: "8.0.0".into(),
+            needs: crate::preflight::Release { major: 8, minor: 1 },
+            feature: "switchover-ack",
+            key: "devices with precopy = true",
+        };
+        assert_eq!(
+            old.to_string(),
+            "QEMU 8.0.0 on the source is older than 8.1, which `switchover-ack` needs (for devices with precopy = true); upgrade QEMU there"
+        );
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! The QMP backend: an [`engine::Driver`] over two QEMU monitors.
 //!
 //! It reports what QEMU says and does what the engine asks; it decides nothing. What it
-//! changes on the source (capabilities, parameters) it remembers, so an aborted run puts
-//! the source back as it found it and a later migration by another tool is not surprised
-//! by, say, `pause-before-switchover` left on.
+//! changes (capabilities and parameters on the source, capabilities on the destination)
+//! it remembers, so that [`Driver::restore`] puts both back as it found them, after an
+//! aborted run and after a completed one alike: the source QEMU may live on, and a later
+//! migration by another tool must not be surprised by, say, `pause-before-switchover`
+//! left on.
+//!
+//! Facts are validated, not guessed ([`stats`]); a side that does not answer in time is
+//! "not answering", and only a closed connection is "gone".
 
 mod events;
 pub mod stats;
@@ -23,7 +28,8 @@ use qapi_qmp::{MigrateSetParameters, MigrationCapability, MigrationCapabilitySta
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::qmp::{QmpClient, QmpEndpoint, QmpError};
+use crate::qmp::{QmpClient, QmpEndpoint, QmpError, QmpPeer, DEFAULT_COMMAND_TIMEOUT};
+use stats::UnexpectedReply;
 
 /// How long connecting to a monitor may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,12 +45,18 @@ pub fn endpoint(address: &QmpAddress) -> QmpEndpoint {
     }
 }
 
-/// What `configure` changed, to put back on abort (and, through a journal, by another
-/// process after this one died).
+/// What `configure` changed, with the values it found, for `restore` (and, through a
+/// journal, for another process after this one died).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Saved {
+    /// The source's capabilities.
     capabilities: Vec<(MigrationCapability, bool)>,
+    /// The source's parameters.
     parameters: Option<MigrateSetParameters>,
+    /// The destination's capabilities (`return-path`, `switchover-ack`); absent from
+    /// journals written before they were kept.
+    #[serde(default)]
+    destination_capabilities: Vec<(MigrationCapability, bool)>,
 }
 
 /// A source and a destination QEMU, reached over QMP.
@@ -56,19 +68,39 @@ pub struct QmpDriver {
     events: Option<mpsc::UnboundedReceiver<DriverEvent>>,
     saved: Saved,
     dirty_mode: DirtyRateMode,
+    connect_timeout: Duration,
+    command_timeout: Duration,
 }
 
 fn error(side: Side, request: &str, e: QmpError) -> DriverError {
-    let disconnected = matches!(
-        e,
-        QmpError::Closed { .. } | QmpError::Connect { .. } | QmpError::Protocol { .. }
-    );
     DriverError {
         side,
         request: request.to_string(),
         message: e.to_string(),
-        disconnected,
+        disconnected: e.connection_lost(),
     }
+}
+
+/// A reply that answered but did not say what the command promises: the side is there,
+/// so it is not disconnected.
+fn unexpected(side: Side, peer: &QmpPeer, e: UnexpectedReply) -> DriverError {
+    DriverError {
+        side,
+        request: e.command.to_string(),
+        message: format!("{peer}: {e}"),
+        disconnected: false,
+    }
+}
+
+/// A capability's state in a `query-migrate-capabilities` reply (off when not listed).
+fn capability_state(list: &Value, name: &str) -> bool {
+    list.as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|c| c.get("capability").and_then(Value::as_str) == Some(name))
+        })
+        .and_then(|c| c.get("state").and_then(Value::as_bool))
+        .unwrap_or(false)
 }
 
 impl QmpDriver {
@@ -82,7 +114,29 @@ impl QmpDriver {
             events: None,
             saved: Saved::default(),
             dirty_mode: DirtyRateMode::DirtyBitmap,
+            connect_timeout: CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
+    }
+
+    /// The same driver with another bound on connecting and on each command (10 s
+    /// each by default): a side that takes longer is reported not answering.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Runs a command whose reply is a fact the engine decides on, and validates it.
+    async fn fact<T>(
+        &self,
+        side: Side,
+        command: &str,
+        read: impl FnOnce(&Value) -> Result<T, UnexpectedReply>,
+    ) -> Result<T, DriverError> {
+        let client = self.client(side, command)?;
+        let reply = self.raw(side, command, None).await?;
+        read(&reply).map_err(|e| unexpected(side, client.peer(), e))
     }
 
     fn client(&self, side: Side, request: &str) -> Result<&QmpClient, DriverError> {
@@ -111,14 +165,13 @@ impl QmpDriver {
         let client = self.client(side, "query-version")?;
         let v = &client.greeting().version;
         let version = format!("{}.{}.{}", v.major, v.minor, v.micro);
-        let status = self.raw(side, "query-status", None).await?;
-        let migrate = self.raw(side, "query-migrate", None).await?;
-        let kvm = self
-            .raw(side, "query-kvm", None)
-            .await?
-            .get("enabled")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let run_state = self.fact(side, "query-status", stats::run_state).await?;
+        let (migration, blocked_reasons) = self
+            .fact(side, "query-migrate", |reply| {
+                Ok((stats::migration_status(reply)?, stats::blocked_reasons(reply)?))
+            })
+            .await?;
+        let kvm = self.fact(side, "query-kvm", stats::kvm_enabled).await?;
         // QMP does not show the ring size (the accelerator is not in the QOM tree), but
         // QEMU refuses a dirty-ring measurement at once when the ring is off. When it is
         // on, the 100 ms measurement is waited out so the convergence loop can start its
@@ -135,9 +188,9 @@ impl QmpDriver {
             .and_then(|v| v.get("base-memory").and_then(Value::as_u64));
         Ok(SideFacts {
             version,
-            run_state: stats::run_state(&status),
-            migration: stats::migration_status(&migrate),
-            blocked_reasons: stats::blocked_reasons(&migrate),
+            run_state,
+            migration,
+            blocked_reasons,
             dirty_ring_size,
             kvm,
             ram_bytes,
@@ -163,7 +216,11 @@ impl QmpDriver {
         Ok(Some(1))
     }
 
-    async fn set_capabilities(&self, caps: &[(MigrationCapability, bool)]) -> Result<(), DriverError> {
+    async fn set_capabilities(
+        &self,
+        side: Side,
+        caps: &[(MigrationCapability, bool)],
+    ) -> Result<(), DriverError> {
         let capabilities = caps
             .iter()
             .map(|(capability, state)| MigrationCapabilityStatus {
@@ -171,9 +228,40 @@ impl QmpDriver {
                 state: *state,
             })
             .collect();
-        self.typed(Side::Source, qapi_qmp::migrate_set_capabilities { capabilities })
+        self.typed(side, qapi_qmp::migrate_set_capabilities { capabilities })
             .await?;
         Ok(())
+    }
+
+    /// Puts capabilities back on one side: all in one command, or, when QEMU refuses
+    /// the set, one at a time until nothing more is accepted (QEMU checks each change
+    /// against the others: `return-path` cannot go off while `switchover-ack` is on).
+    /// Returns what was refused.
+    async fn put_back(&self, side: Side, caps: Vec<(MigrationCapability, bool)>) -> Vec<DriverError> {
+        match self.set_capabilities(side, &caps).await {
+            Ok(()) => return Vec::new(),
+            Err(e) if e.disconnected => return vec![e],
+            Err(_) => {}
+        }
+        let mut left = caps;
+        loop {
+            let mut refused = Vec::new();
+            let mut still = Vec::new();
+            for cap in &left {
+                match self.set_capabilities(side, std::slice::from_ref(cap)).await {
+                    Ok(()) => {}
+                    Err(e) if e.disconnected => return vec![e],
+                    Err(e) => {
+                        refused.push(e);
+                        still.push(*cap);
+                    }
+                }
+            }
+            if still.is_empty() || still.len() == left.len() {
+                return refused;
+            }
+            left = still;
+        }
     }
 
     async fn set_parameters(&self, params: MigrateSetParameters) -> Result<(), DriverError> {
@@ -186,12 +274,15 @@ impl QmpDriver {
 #[async_trait]
 impl Driver for QmpDriver {
     async fn connect(&mut self) -> Result<(), DriverError> {
-        let source = QmpClient::connect(&self.source_address, "source", CONNECT_TIMEOUT)
+        let mut source = QmpClient::connect(&self.source_address, "source", self.connect_timeout)
             .await
             .map_err(|e| error(Side::Source, "connect", e))?;
-        let destination = QmpClient::connect(&self.destination_address, "destination", CONNECT_TIMEOUT)
-            .await
-            .map_err(|e| error(Side::Destination, "connect", e))?;
+        let mut destination =
+            QmpClient::connect(&self.destination_address, "destination", self.connect_timeout)
+                .await
+                .map_err(|e| error(Side::Destination, "connect", e))?;
+        source.set_command_timeout(self.command_timeout);
+        destination.set_command_timeout(self.command_timeout);
         self.events = Some(events::forward(&source, &destination));
         self.source = Some(source);
         self.destination = Some(destination);
@@ -225,16 +316,7 @@ impl Driver for QmpDriver {
 
     async fn configure(&mut self, setup: &Setup) -> Result<(), DriverError> {
         let current = self.raw(Side::Source, "query-migrate-capabilities", None).await?;
-        let was = |name: &str| {
-            current
-                .as_array()
-                .and_then(|a| {
-                    a.iter()
-                        .find(|c| c.get("capability").and_then(Value::as_str) == Some(name))
-                })
-                .and_then(|c| c.get("state").and_then(Value::as_bool))
-                .unwrap_or(false)
-        };
+        let was = |name: &str| capability_state(&current, name);
         let mut wanted = vec![
             (MigrationCapability::events, "events", true),
             (
@@ -253,27 +335,33 @@ impl Driver for QmpDriver {
             // initial data; both need the return path for it.
             wanted.push((MigrationCapability::return_path, "return-path", true));
             wanted.push((MigrationCapability::switchover_ack, "switchover-ack", true));
-            let caps = vec![
-                MigrationCapabilityStatus {
-                    capability: MigrationCapability::return_path,
-                    state: true,
-                },
-                MigrationCapabilityStatus {
-                    capability: MigrationCapability::switchover_ack,
-                    state: true,
-                },
-            ];
-            self.typed(
-                Side::Destination,
-                qapi_qmp::migrate_set_capabilities { capabilities: caps },
-            )
-            .await?;
+            let there = self
+                .raw(Side::Destination, "query-migrate-capabilities", None)
+                .await?;
+            let changed: Vec<_> = [
+                (MigrationCapability::return_path, "return-path"),
+                (MigrationCapability::switchover_ack, "switchover-ack"),
+            ]
+            .into_iter()
+            .filter(|(_, name)| !capability_state(&there, name))
+            .map(|(cap, _)| (cap, false))
+            .collect();
+            self.saved.destination_capabilities = changed;
+            let on: Vec<_> = self
+                .saved
+                .destination_capabilities
+                .iter()
+                .map(|(cap, _)| (*cap, true))
+                .collect();
+            if !on.is_empty() {
+                self.set_capabilities(Side::Destination, &on).await?;
+            }
         }
         wanted.retain(|(_, name, state)| was(name) != *state);
         self.saved.capabilities = wanted.iter().map(|(c, name, _)| (*c, was(name))).collect();
         let set: Vec<_> = wanted.iter().map(|(c, _, s)| (*c, *s)).collect();
         if !set.is_empty() {
-            self.set_capabilities(&set).await?;
+            self.set_capabilities(Side::Source, &set).await?;
         }
 
         let params = self.raw(Side::Source, "query-migrate-parameters", None).await?;
@@ -309,8 +397,10 @@ impl Driver for QmpDriver {
     }
 
     async fn sample(&mut self) -> Result<Sample, DriverError> {
-        let reply = self.raw(Side::Source, "query-migrate", None).await?;
-        Ok(stats::sample(&reply, Instant::now()))
+        self.fact(Side::Source, "query-migrate", |reply| {
+            stats::sample(reply, Instant::now())
+        })
+        .await
     }
 
     async fn set_downtime_limit(&mut self, ms: u64) -> Result<(), DriverError> {
@@ -376,17 +466,26 @@ impl Driver for QmpDriver {
         Ok(())
     }
 
+    /// Gone only when the connection is closed; a side that does not answer in time
+    /// (stopped, hung) is [`RunState::NotAnswering`]; a reply without a run state is an
+    /// error.
     async fn run_state(&mut self, side: Side) -> Result<RunState, DriverError> {
-        match self.raw(side, "query-status", None).await {
-            Ok(reply) => Ok(stats::run_state(&reply)),
-            Err(e) if e.disconnected => Ok(RunState::Gone),
-            Err(e) => Err(e),
+        let Ok(client) = self.client(side, "query-status") else {
+            return Ok(RunState::Gone);
+        };
+        match client.execute_raw("query-status", None).await {
+            Ok(reply) => stats::run_state(&reply).map_err(|e| unexpected(side, client.peer(), e)),
+            Err(QmpError::Timeout { after, .. }) => Ok(RunState::NotAnswering {
+                after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            }),
+            Err(e) if e.connection_lost() => Ok(RunState::Gone),
+            Err(e) => Err(error(side, "query-status", e)),
         }
     }
 
     async fn destination_migration(&mut self) -> Result<MigrationStatus, DriverError> {
-        let reply = self.raw(Side::Destination, "query-migrate", None).await?;
-        Ok(stats::migration_status(&reply))
+        self.fact(Side::Destination, "query-migrate", stats::migration_status)
+            .await
     }
 
     async fn resume(&mut self, side: Side) -> Result<(), DriverError> {
@@ -395,7 +494,9 @@ impl Driver for QmpDriver {
     }
 
     fn saved_settings(&self) -> Option<Value> {
-        let nothing = self.saved.capabilities.is_empty() && self.saved.parameters.is_none();
+        let nothing = self.saved.capabilities.is_empty()
+            && self.saved.parameters.is_none()
+            && self.saved.destination_capabilities.is_empty();
         match nothing {
             true => None,
             false => serde_json::to_value(&self.saved).ok(),
@@ -412,15 +513,37 @@ impl Driver for QmpDriver {
         Ok(())
     }
 
+    /// Puts back what `configure` changed, on both sides, whether the migration
+    /// completed or not (QEMU 10 accepts every one of these in `postmigrate`). Sets what
+    /// QEMU accepts; the error lists what it refused. Once called, nothing is left to
+    /// restore.
     async fn restore(&mut self) -> Result<(), DriverError> {
+        let mut refused = Vec::new();
         if let Some(params) = self.saved.parameters.take() {
-            self.set_parameters(params).await?;
+            if let Err(e) = self.set_parameters(params).await {
+                refused.push(e);
+            }
         }
-        let caps = std::mem::take(&mut self.saved.capabilities);
-        if !caps.is_empty() {
-            self.set_capabilities(&caps).await?;
+        let source = std::mem::take(&mut self.saved.capabilities);
+        let destination = std::mem::take(&mut self.saved.destination_capabilities);
+        for (side, caps) in [(Side::Source, source), (Side::Destination, destination)] {
+            if !caps.is_empty() {
+                refused.extend(self.put_back(side, caps).await);
+            }
         }
-        Ok(())
+        let Some(first) = refused.first() else {
+            return Ok(());
+        };
+        Err(DriverError {
+            side: first.side,
+            request: "restore".to_string(),
+            message: refused
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            disconnected: refused.iter().any(|e| e.disconnected),
+        })
     }
 
     engine::capabilities!(switchover_hold, device_events, kernel_dirty_rate, listener);
@@ -541,5 +664,37 @@ impl Listen for QmpDriver {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn driver() -> QmpDriver {
+        let unix = |p: &str| QmpAddress::Unix(p.into());
+        QmpDriver::new(&unix("/run/s.qmp"), &unix("/run/d.qmp"))
+    }
+
+    #[test]
+    fn the_destinations_saved_capabilities_go_through_the_journal() {
+        let mut first = driver();
+        first.saved.destination_capabilities = vec![(MigrationCapability::switchover_ack, false)];
+        let kept = first.saved_settings().expect("something to restore");
+        let mut second = driver();
+        second.adopt_saved_settings(kept).expect("adopted");
+        assert_eq!(
+            second.saved.destination_capabilities,
+            [(MigrationCapability::switchover_ack, false)]
+        );
+    }
+
+    #[test]
+    fn a_journal_from_before_the_destination_was_restored_is_still_adopted() {
+        let mut driver = driver();
+        let old = json!({"capabilities": [["events", false]], "parameters": null});
+        driver.adopt_saved_settings(old).expect("adopted");
+        assert_eq!(driver.saved.capabilities, [(MigrationCapability::events, false)]);
+        assert!(driver.saved.destination_capabilities.is_empty());
     }
 }

@@ -1,13 +1,47 @@
-//! Reading QEMU's replies as JSON, tolerant of what newer QEMUs add.
+//! Reading QEMU's replies as JSON, tolerant of what newer QEMUs add, strict about
+//! what decisions rest on.
 //!
 //! `query-migrate` and `query-status` are read from plain JSON rather than the typed
 //! structs: one unknown status value would make the typed reply fail to decode, and a
-//! migration tool must keep reading statistics from a QEMU newer than its schema.
+//! migration tool must keep reading statistics from a QEMU newer than its schema. But a
+//! fact the engine decides on is validated, never guessed: a `query-status` reply
+//! without its `status` and `running`, or a `query-migrate` reply that is not an object,
+//! is an [`UnexpectedReply`], not "paused (unknown)" or "no migration".
 
 use tokio::time::Instant;
 
 use engine::driver::{DirtyRate, DirtyRateMode, MigrationStatus, RunState, Sample};
 use serde_json::Value;
+
+/// A reply that does not carry what the command promises.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected reply to {command}: {reply}")]
+pub struct UnexpectedReply {
+    /// The command.
+    pub command: &'static str,
+    /// The reply as JSON, truncated.
+    pub reply: String,
+}
+
+impl UnexpectedReply {
+    fn to(command: &'static str, reply: &Value) -> Self {
+        UnexpectedReply {
+            command,
+            reply: truncated(reply),
+        }
+    }
+}
+
+/// A reply as JSON, cut to a length that fits in an error message.
+fn truncated(reply: &Value) -> String {
+    const MAX: usize = 200;
+    let text = reply.to_string();
+    if text.chars().count() <= MAX {
+        return text;
+    }
+    let head: String = text.chars().take(MAX).collect();
+    format!("{head}... ({} bytes)", text.len())
+}
 
 fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
     let mut cur = v;
@@ -19,25 +53,45 @@ fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
 }
 
 /// The migration status in a `query-migrate` reply (`none` when absent, as QEMU omits it
-/// before any migration).
-pub fn migration_status(reply: &Value) -> MigrationStatus {
-    reply
-        .get("status")
-        .and_then(Value::as_str)
-        .map_or(MigrationStatus::None, MigrationStatus::parse)
+/// before any migration). A reply that is not an object, or a status that is not a
+/// string, is unexpected.
+pub fn migration_status(reply: &Value) -> Result<MigrationStatus, UnexpectedReply> {
+    let unexpected = || UnexpectedReply::to("query-migrate", reply);
+    let object = reply.as_object().ok_or_else(unexpected)?;
+    match object.get("status") {
+        None => Ok(MigrationStatus::None),
+        Some(Value::String(status)) if !status.is_empty() => Ok(MigrationStatus::parse(status)),
+        Some(_) => Err(unexpected()),
+    }
 }
 
-/// QEMU's current migration blockers from a `query-migrate` reply.
-pub fn blocked_reasons(reply: &Value) -> Vec<String> {
-    reply
-        .get("blocked-reasons")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
+/// QEMU's current migration blockers from a `query-migrate` reply (none when absent, as
+/// QEMU omits them when nothing blocks). A list that is not of strings is unexpected:
+/// a blocker must not be missed because it was spelled oddly.
+pub fn blocked_reasons(reply: &Value) -> Result<Vec<String>, UnexpectedReply> {
+    let unexpected = || UnexpectedReply::to("query-migrate", reply);
+    match reply.get("blocked-reasons") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(reasons)) => reasons
+            .iter()
+            .map(|r| r.as_str().map(str::to_string).ok_or_else(unexpected))
+            .collect(),
+        Some(_) => Err(unexpected()),
+    }
 }
 
-/// A [`Sample`] from a `query-migrate` reply.
-pub fn sample(reply: &Value, at: Instant) -> Sample {
+/// Whether KVM runs the guest, from a `query-kvm` reply.
+pub fn kvm_enabled(reply: &Value) -> Result<bool, UnexpectedReply> {
+    reply
+        .get("enabled")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| UnexpectedReply::to("query-kvm", reply))
+}
+
+/// A [`Sample`] from a `query-migrate` reply; only its status is required (statistics
+/// QEMU leaves out read as zero, as QEMU leaves them out before and after a migration).
+pub fn sample(reply: &Value, at: Instant) -> Result<Sample, UnexpectedReply> {
+    let status = migration_status(reply)?;
     let ram = |key: &str| u64_at(reply, &["ram", key]);
     let mbps = reply
         .get("ram")
@@ -45,9 +99,9 @@ pub fn sample(reply: &Value, at: Instant) -> Sample {
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
     let vfio = u64_at(reply, &["vfio", "transferred"]);
-    Sample {
+    Ok(Sample {
         at,
-        status: migration_status(reply),
+        status,
         total_bytes: ram("total").unwrap_or(0),
         remaining_bytes: ram("remaining").unwrap_or(0),
         transferred_bytes: ram("transferred").unwrap_or(0) + vfio.unwrap_or(0),
@@ -66,14 +120,21 @@ pub fn sample(reply: &Value, at: Instant) -> Sample {
             .get("error-desc")
             .and_then(Value::as_str)
             .map(str::to_string),
-    }
+    })
 }
 
-/// The run state in a `query-status` reply.
-pub fn run_state(reply: &Value) -> RunState {
-    let status = reply.get("status").and_then(Value::as_str).unwrap_or("unknown");
-    let running = reply.get("running").and_then(Value::as_bool).unwrap_or(false);
-    RunState::parse(status, running)
+/// The run state in a `query-status` reply, which must carry a non-empty `status`
+/// string and a `running` boolean: whether the source is resumed depends on it.
+pub fn run_state(reply: &Value) -> Result<RunState, UnexpectedReply> {
+    let status = reply
+        .get("status")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let running = reply.get("running").and_then(Value::as_bool);
+    match (status, running) {
+        (Some(status), Some(running)) => Ok(RunState::parse(status, running)),
+        _ => Err(UnexpectedReply::to("query-status", reply)),
+    }
 }
 
 /// A finished measurement from a `query-dirty-rate` reply, or `None` while measuring.
@@ -114,7 +175,7 @@ mod tests {
                     "dirty-pages-rate": 51200, "page-size": 4096, "dirty-sync-count": 3, "mbps": 1073.7},
             "vfio": {"transferred": 1000}
         });
-        let s = sample(&reply, Instant::now());
+        let s = sample(&reply, Instant::now()).expect("a sample");
         assert_eq!(s.status, MigrationStatus::Active);
         assert_eq!(s.remaining_bytes, 268435456);
         assert_eq!(s.transferred_bytes, 500001000);
@@ -126,9 +187,60 @@ mod tests {
 
     #[test]
     fn unknown_status_is_kept_not_rejected() {
-        let s = sample(&json!({"status": "colo-future"}), Instant::now());
+        let s = sample(&json!({"status": "colo-future"}), Instant::now()).expect("a sample");
         assert_eq!(s.status, MigrationStatus::Other("colo-future".into()));
-        assert_eq!(migration_status(&json!({})), MigrationStatus::None);
+        assert_eq!(migration_status(&json!({})), Ok(MigrationStatus::None));
+    }
+
+    #[test]
+    fn a_query_migrate_reply_of_the_wrong_shape_is_unexpected() {
+        for reply in [
+            json!([]),
+            json!("active"),
+            json!({"status": 3}),
+            json!({"status": ""}),
+        ] {
+            let error = migration_status(&reply).expect_err("not a status");
+            assert_eq!(
+                error.to_string(),
+                format!("unexpected reply to query-migrate: {reply}")
+            );
+        }
+        assert!(blocked_reasons(&json!({"blocked-reasons": "vfio"})).is_err());
+        assert!(blocked_reasons(&json!({"blocked-reasons": [1]})).is_err());
+        assert_eq!(blocked_reasons(&json!({})), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_query_status_reply_without_status_and_running_is_unexpected_not_paused() {
+        for reply in [
+            json!({}),
+            json!({"status": "running"}),
+            json!({"running": true}),
+            json!({"status": 5, "running": "yes"}),
+            json!({"status": "", "running": false}),
+            json!(null),
+        ] {
+            let error = run_state(&reply).expect_err("no run state");
+            assert_eq!(
+                error.to_string(),
+                format!("unexpected reply to query-status: {reply}")
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_unexpected_reply_is_truncated() {
+        let reply = json!({"junk": "x".repeat(10_000)});
+        let words = run_state(&reply).expect_err("no run state").to_string();
+        assert!(words.len() < 300, "{words}");
+        assert!(words.ends_with("(10011 bytes)"), "{words}");
+    }
+
+    #[test]
+    fn query_kvm_without_enabled_is_unexpected_not_tcg() {
+        assert_eq!(kvm_enabled(&json!({"enabled": true, "present": true})), Ok(true));
+        assert!(kvm_enabled(&json!({})).is_err());
     }
 
     #[test]
@@ -147,17 +259,17 @@ mod tests {
     fn run_states_map_from_query_status() {
         assert_eq!(
             run_state(&json!({"status": "running", "running": true})),
-            RunState::Running
+            Ok(RunState::Running)
         );
         assert_eq!(
             run_state(&json!({"status": "inmigrate", "running": false})),
-            RunState::InMigrate
+            Ok(RunState::InMigrate)
         );
         assert_eq!(
             run_state(&json!({"status": "prelaunch", "running": false})),
-            RunState::Paused {
+            Ok(RunState::Paused {
                 reason: "prelaunch".into()
-            }
+            })
         );
     }
 }

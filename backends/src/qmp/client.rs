@@ -7,11 +7,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
-use tokio_util::codec::{FramedRead, LinesCodec};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use super::connection::{CloseReason, Connection};
 use super::endpoint::{QmpEndpoint, QmpPeer, ReadHalf};
-use super::envelope::{classify, Envelope};
+use super::envelope::{classify, Envelope, NoReturn};
 use super::error::QmpError;
 use super::event::QmpEvent;
 use super::greeting::Greeting;
@@ -19,6 +19,10 @@ use super::MAX_LINE_BYTES;
 
 /// How long a command waits for its reply unless told otherwise.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest first line accepted: QEMU's greeting is a few hundred bytes, so a
+/// monitor that starts with a long line is not QEMU, and need not cost memory.
+const MAX_GREETING_BYTES: usize = 64 * 1024;
 
 /// A negotiated connection to one QEMU monitor.
 ///
@@ -54,13 +58,15 @@ impl QmpClient {
             label: label.to_owned(),
             endpoint: endpoint.clone(),
         };
-        let timed_out = |step: &str| QmpError::Timeout {
-            endpoint: peer.clone(),
-            command: step.to_owned(),
-            after: timeout,
-        };
         let (read, write) = match tokio::time::timeout(timeout, endpoint.open()).await {
-            Err(_) => return Err(timed_out("connect")),
+            Err(_) => {
+                return Err(QmpError::Timeout {
+                    endpoint: peer,
+                    command: "connect".to_owned(),
+                    after: timeout,
+                    noise: None,
+                })
+            }
             Ok(Err(source)) => {
                 return Err(QmpError::Connect {
                     endpoint: peer,
@@ -69,9 +75,14 @@ impl QmpClient {
             }
             Ok(Ok(halves)) => halves,
         };
-        let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
+        let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_GREETING_BYTES));
         let greeting = match tokio::time::timeout(timeout, read_greeting(&mut lines)).await {
-            Err(_) => return Err(timed_out("greeting")),
+            Err(_) => {
+                return Err(QmpError::NoGreeting {
+                    endpoint: peer,
+                    after: timeout,
+                })
+            }
             Ok(Err(detail)) => {
                 return Err(QmpError::Greeting {
                     endpoint: peer,
@@ -80,6 +91,8 @@ impl QmpClient {
             }
             Ok(Ok(greeting)) => greeting,
         };
+        // Past the greeting, replies may be long (the codec keeps what it has buffered).
+        *lines.decoder_mut() = LinesCodec::new_with_max_length(MAX_LINE_BYTES);
         let client = QmpClient {
             connection: Arc::new(Connection::start(peer, lines, write)),
             greeting: Arc::new(greeting),
@@ -175,6 +188,7 @@ impl QmpClient {
             id,
         };
         message.insert("id".to_owned(), Value::from(id));
+        let noted = self.connection.noted();
         if !self.connection.send(Value::Object(message).to_string()) {
             return Err(closed());
         }
@@ -184,23 +198,27 @@ impl QmpClient {
                     endpoint: self.peer().clone(),
                     command: name.to_owned(),
                     after: timeout,
+                    noise: self.connection.noise_since(noted),
                 })
             }
             Ok(outcome) => outcome,
         };
+        let protocol = |detail: String, closed: bool| QmpError::Protocol {
+            endpoint: self.peer().clone(),
+            command: Some(name.to_owned()),
+            detail,
+            closed,
+        };
         match outcome {
             Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(remote))) => Err(QmpError::Command {
+            Ok(Ok(Err(NoReturn::Refused(remote)))) => Err(QmpError::Command {
                 endpoint: self.peer().clone(),
                 command: name.to_owned(),
                 class: remote.class,
                 desc: remote.desc,
             }),
-            Ok(Err(CloseReason::Protocol(detail))) => Err(QmpError::Protocol {
-                endpoint: self.peer().clone(),
-                command: Some(name.to_owned()),
-                detail,
-            }),
+            Ok(Ok(Err(NoReturn::Malformed(detail)))) => Err(protocol(detail, false)),
+            Ok(Err(CloseReason::Protocol(detail))) => Err(protocol(detail, true)),
             Ok(Err(CloseReason::Gone)) | Err(_) => Err(closed()),
         }
     }
@@ -232,6 +250,11 @@ async fn read_greeting(lines: &mut FramedRead<ReadHalf, LinesCodec>) -> Result<G
     loop {
         let line = match lines.next().await {
             None => return Err("connection closed before the greeting".to_owned()),
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                return Err(format!(
+                    "first line longer than {MAX_GREETING_BYTES} bytes (a greeting is a few hundred)"
+                ))
+            }
             Some(Err(e)) => return Err(format!("unreadable first line: {e}")),
             Some(Ok(line)) => line,
         };

@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use super::endpoint::{QmpPeer, ReadHalf, WriteHalf};
-use super::envelope::{classify, Envelope, RemoteError};
+use super::envelope::{classify, Envelope, NoReturn};
+use super::error::Noise;
 use super::event::QmpEvent;
 use super::MAX_LINE_BYTES;
 
@@ -24,8 +25,8 @@ const NOTE_BACKLOG: usize = 32;
 /// How many abandoned (timed-out or cancelled) command ids are remembered.
 const ABANDONED_BACKLOG: usize = 4096;
 
-/// QEMU's answer to a command: its `return` value or its `error`.
-pub(crate) type Reply = Result<Value, RemoteError>;
+/// QEMU's answer to a command: its `return` value, or why there is none.
+pub(crate) type Reply = Result<Value, NoReturn>;
 
 /// Why the connection closed.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ struct Inner {
     close_reason: Option<CloseReason>,
     events: Option<broadcast::Sender<QmpEvent>>,
     notes: VecDeque<String>,
+    /// Every note ever taken, so a timed-out command can say what came meanwhile.
+    noted: u64,
 }
 
 impl State {
@@ -66,6 +69,7 @@ impl State {
             inner.notes.pop_front();
         }
         inner.notes.push_back(note);
+        inner.noted += 1;
     }
 
     /// Marks the connection closed and fails every waiting command.
@@ -162,6 +166,7 @@ impl Connection {
                 close_reason: None,
                 events: Some(events),
                 notes: VecDeque::new(),
+                noted: 0,
             }),
             closed,
         });
@@ -222,6 +227,20 @@ impl Connection {
     /// Whether the connection has closed.
     pub(crate) fn is_closed(&self) -> bool {
         self.state.lock().close_reason.is_some()
+    }
+
+    /// How many non-fatal protocol problems were noted so far.
+    pub(crate) fn noted(&self) -> u64 {
+        self.state.lock().noted
+    }
+
+    /// The problems noted after [`Connection::noted`] returned `before`: how many, and
+    /// the last one.
+    pub(crate) fn noise_since(&self, before: u64) -> Option<Noise> {
+        let inner = self.state.lock();
+        let lines = inner.noted.checked_sub(before).filter(|n| *n > 0)?;
+        let last = inner.notes.back()?.clone();
+        Some(Noise { lines, last })
     }
 
     /// Recent non-fatal protocol problems, oldest first.

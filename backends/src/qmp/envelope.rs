@@ -16,16 +16,27 @@ pub(crate) struct RemoteError {
     pub(crate) desc: String,
 }
 
+/// Why a reply to a command carries no `return` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NoReturn {
+    /// QEMU refused the command (`{"error": {"class": ..., "desc": ...}}`).
+    Refused(RemoteError),
+    /// The reply names the command's id but has neither a `return` nor a well-formed
+    /// `error`: delivered to the waiting command so that it fails at once with the
+    /// reason, instead of waiting out its timeout.
+    Malformed(String),
+}
+
 /// One message from the monitor.
 #[derive(Debug)]
 pub(crate) enum Envelope {
     /// `{"QMP": {...}}`: the value of the `QMP` member.
     Greeting(Value),
-    /// `{"return": ..., "id": ...}` or `{"error": {...}, "id": ...}`; `id` is `Null`
-    /// when the reply carried none.
+    /// `{"return": ..., "id": ...}` or `{"error": {...}, "id": ...}`, or a message with
+    /// an `id` and neither; `id` is `Null` when the reply carried none.
     Reply {
         id: Value,
-        outcome: Result<Value, RemoteError>,
+        outcome: Result<Value, NoReturn>,
     },
     /// `{"event": ..., "data": ..., "timestamp": ...}`.
     Event(QmpEvent),
@@ -47,16 +58,20 @@ pub(crate) fn classify(line: &str) -> Result<Envelope, String> {
     }
     if let Some(error) = object.remove("error") {
         let id = object.remove("id").unwrap_or(Value::Null);
-        let field = |name: &str| error.get(name).and_then(Value::as_str).map(str::to_owned);
-        let (Some(class), Some(desc)) = (field("class"), field("desc")) else {
-            return Err(format!(
-                "error reply without string `class` and `desc`: {}",
-                excerpt(line)
-            ));
+        let field = |name: &str| error.get(name).and_then(Value::as_str).map(printable);
+        let outcome = match (field("class"), field("desc")) {
+            (Some(class), Some(desc)) => NoReturn::Refused(RemoteError { class, desc }),
+            _ => {
+                let detail = format!("error reply without string `class` and `desc`: {}", excerpt(line));
+                if id.is_null() {
+                    return Err(detail);
+                }
+                NoReturn::Malformed(detail)
+            }
         };
         return Ok(Envelope::Reply {
             id,
-            outcome: Err(RemoteError { class, desc }),
+            outcome: Err(outcome),
         });
     }
     if let Some(name) = object.remove("event") {
@@ -73,21 +88,45 @@ pub(crate) fn classify(line: &str) -> Result<Envelope, String> {
     if let Some(greeting) = object.remove("QMP") {
         return Ok(Envelope::Greeting(greeting));
     }
+    if let Some(id) = object.remove("id") {
+        return Ok(Envelope::Reply {
+            id,
+            outcome: Err(NoReturn::Malformed(format!(
+                "reply without `return` or `error`: {}",
+                excerpt(line)
+            ))),
+        });
+    }
     Err(format!(
         "neither reply, event nor greeting (members: {})",
         members(&object)
     ))
 }
 
-/// The start of a line, for error messages.
+/// The start of a line, for error messages, printable.
 fn excerpt(line: &str) -> String {
     const MAX: usize = 120;
     if line.chars().count() <= MAX {
-        format!("`{line}`")
+        format!("`{}`", printable(line))
     } else {
         let head: String = line.chars().take(MAX).collect();
-        format!("`{head}...` ({} bytes)", line.len())
+        format!("`{}...` ({} bytes)", printable(&head), line.len())
     }
+}
+
+/// Text from the monitor as it can be shown on a terminal: control characters (an
+/// escape sequence, a NUL, a carriage return that hides what came before) are written
+/// out as escapes; everything else is kept verbatim, as operators search for QEMU's words.
+pub(crate) fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 fn members(object: &Map<String, Value>) -> String {
@@ -122,7 +161,25 @@ mod tests {
             class: "GenericError".into(),
             desc: "nope".into(),
         };
-        assert_eq!(outcome, Err(expected));
+        assert_eq!(outcome, Err(NoReturn::Refused(expected)));
+    }
+
+    #[test]
+    fn a_reply_with_an_id_but_no_return_is_malformed_not_ignored() {
+        for line in [
+            r#"{"id": 7}"#,
+            r#"{"id": 7, "error": {"class": 1}}"#,
+            r#"{"id": 7, "retrun": {}}"#,
+        ] {
+            let Ok(Envelope::Reply { id, outcome }) = classify(line) else {
+                panic!("{line}: not a reply");
+            };
+            assert_eq!(id, Value::from(7));
+            let Err(NoReturn::Malformed(detail)) = outcome else {
+                panic!("{line}: not malformed");
+            };
+            assert!(detail.contains(line), "{detail}");
+        }
     }
 
     #[test]
@@ -141,6 +198,21 @@ mod tests {
         for line in ["", "{", "42", "[]", r#"{"hello": 1}"#, r#"{"error": 1}"#] {
             assert!(classify(line).is_err(), "{line:?} classified");
         }
+    }
+
+    #[test]
+    fn control_characters_from_the_monitor_never_reach_a_terminal() {
+        let message = classify("\u{1b}[2J\rnot json\u{0}").err().unwrap_or_default();
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        assert!(message.contains(r"\u{1b}[2J\rnot json\u{0}"), "{message}");
+        let line = r#"{"id": 1, "error": {"class": "GenericError", "desc": "bad\u001b[31m red"}}"#;
+        let Ok(Envelope::Reply { outcome, .. }) = classify(line) else {
+            panic!("not a reply");
+        };
+        let Err(NoReturn::Refused(remote)) = outcome else {
+            panic!("not refused");
+        };
+        assert_eq!(remote.desc, r"bad\u{1b}[31m red");
     }
 
     #[test]

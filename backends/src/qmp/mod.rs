@@ -28,10 +28,14 @@ mod greeting;
 
 pub use client::{QmpClient, DEFAULT_COMMAND_TIMEOUT};
 pub use endpoint::{QmpEndpoint, QmpPeer};
-pub use error::QmpError;
+pub use error::{Noise, QmpError};
 pub use event::QmpEvent;
 pub use greeting::{Greeting, QemuVersion};
 
-/// The longest line accepted from a monitor (16 MiB). A longer one is a protocol
+/// The longest line accepted from a monitor (4 MiB). A longer one is a protocol
 /// error that closes the connection; the client never buffers more than this.
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+///
+/// The largest reply QEMU 10 gives is `query-qmp-schema` (about 230 KiB); what this
+/// tool reads is a few KiB. A line is held up to four times while it is read, split and
+/// decoded, so this bound keeps a hostile monitor's cost to the process near 16 MiB.
+pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;

@@ -4,11 +4,19 @@
 //! One JSON file per VM, replaced atomically (write a temporary file, fsync, rename,
 //! fsync the directory), mode 0600. A finished run marks it finished; an unfinished one
 //! found later means that run died.
+//!
+//! The first record is written before the run contacts anything (a journal that cannot
+//! be written stops the run there); later ones go to a writer thread, because an fsync
+//! takes milliseconds and the engine must never wait for one, least of all while QEMU
+//! holds the guest paused at `pre-switchover`. The writer keeps only the newest record
+//! when several are waiting. `finish` writes the last one and waits for it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use engine::events::{EngineEvent, EventSink};
@@ -58,14 +66,62 @@ impl JournalRecord {
 pub struct Journal {
     path: PathBuf,
     record: JournalRecord,
+    writer: Option<Writer>,
+}
+
+/// The thread that writes records in the background, and the first error it met.
+#[derive(Debug)]
+struct Writer {
+    records: mpsc::Sender<JournalRecord>,
+    thread: JoinHandle<std::io::Result<()>>,
+}
+
+impl Writer {
+    fn start(path: PathBuf) -> Writer {
+        let (records, inbox) = mpsc::channel::<JournalRecord>();
+        let thread = std::thread::spawn(move || {
+            let mut first_error = Ok(());
+            while let Ok(mut record) = inbox.recv() {
+                // Only the newest record matters.
+                while let Ok(newer) = inbox.try_recv() {
+                    record = newer;
+                }
+                if let Err(e) = write_atomically(&path, &record) {
+                    first_error = first_error.and(Err(e));
+                }
+            }
+            first_error
+        });
+        Writer { records, thread }
+    }
+
+    /// Sends the last record and waits until everything sent is written.
+    fn close(self, last: JournalRecord) -> std::io::Result<()> {
+        let _ = self.records.send(last);
+        drop(self.records);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the journal writer panicked")))
+    }
 }
 
 impl Journal {
-    /// The journal for the VM keyed `key` under `dir` (not yet written).
-    pub fn new(dir: &Path, key: &str, vm: &str, plan: &Path) -> std::io::Result<Journal> {
+    /// Starts the journal for the VM keyed `key` under `dir`: writes its first record
+    /// (so a directory that cannot hold it is found before anything is contacted) and
+    /// starts the writer for the rest.
+    pub fn start(dir: &Path, key: &str, vm: &str, plan: &Path) -> std::io::Result<Journal> {
+        let path = super::subdir(dir, "journal")?.join(format!("{key}.json"));
+        let mut journal = Journal::new(path, vm, plan);
+        write_atomically(&journal.path, &journal.record)?;
+        journal.writer = Some(Writer::start(journal.path.clone()));
+        Ok(journal)
+    }
+
+    fn new(path: PathBuf, vm: &str, plan: &Path) -> Journal {
         let now = unix_ms();
-        Ok(Journal {
-            path: super::subdir(dir, "journal")?.join(format!("{key}.json")),
+        Journal {
+            path,
+            writer: None,
             record: JournalRecord {
                 vm: vm.to_string(),
                 plan: plan.to_path_buf(),
@@ -75,7 +131,7 @@ impl Journal {
                 phase: "connect".into(),
                 ..JournalRecord::default()
             },
-        })
+        }
     }
 
     /// The record a journal file holds, when there is one.
@@ -97,24 +153,36 @@ impl Journal {
         &self.path
     }
 
-    /// Writes the record as it stands now.
-    pub fn write(&mut self) -> std::io::Result<()> {
+    /// Hands the record as it stands now to the writer; never waits for the disk.
+    fn write_behind(&mut self) {
         self.record.updated_unix_ms = unix_ms();
-        write_atomically(&self.path, &self.record)
+        if let Some(writer) = &self.writer {
+            let _ = writer.records.send(self.record.clone());
+        }
     }
 
-    /// Marks the run finished with exit code `rc`.
+    /// Marks the run finished with exit code `rc`, and waits until that is written;
+    /// reports the first write that failed on the way.
     pub fn finish(&mut self, rc: i32) -> std::io::Result<()> {
         self.record.finished = true;
         self.record.rc = Some(rc);
         self.record.phase = "done".into();
-        self.write()
+        self.record.updated_unix_ms = unix_ms();
+        match self.writer.take() {
+            Some(writer) => writer.close(self.record.clone()),
+            None => write_atomically(&self.path, &self.record),
+        }
     }
 
     /// Notes what an engine event changed; returns whether the record changed.
     fn note(&mut self, event: &EngineEvent) -> bool {
         let r = &mut self.record;
         match event {
+            // The guest is paused while the engine is in this phase: nothing may wake
+            // the writer then, and there is nothing new to undo.
+            EngineEvent::Phase {
+                phase: engine::phase::Phase::Switchover,
+            } => return false,
             EngineEvent::Phase { phase } => {
                 r.phase = phase.name().to_string();
                 r.changes.push(format!("phase {}", phase.name()));
@@ -162,39 +230,21 @@ fn unix_ms() -> u64 {
 
 /// Passes the engine's events on to `inner` and keeps the journal in step with them.
 pub struct JournalSink<'a> {
-    /// Where events are shown.
-    pub inner: &'a mut dyn EventSink,
-    /// The journal kept.
-    pub journal: &'a mut Journal,
-    /// The first write error, reported once.
-    failed: bool,
+    inner: &'a mut dyn EventSink,
+    journal: &'a mut Journal,
 }
 
 impl<'a> JournalSink<'a> {
     /// A sink that journals as it passes events on.
     pub fn new(inner: &'a mut dyn EventSink, journal: &'a mut Journal) -> Self {
-        JournalSink {
-            inner,
-            journal,
-            failed: false,
-        }
+        JournalSink { inner, journal }
     }
 }
 
 impl EventSink for JournalSink<'_> {
     fn emit(&mut self, event: EngineEvent) {
         if self.journal.note(&event) {
-            if let Err(e) = self.journal.write() {
-                if !self.failed {
-                    self.failed = true;
-                    self.inner.emit(EngineEvent::Note {
-                        message: format!(
-                            "cannot write the journal {}: {e}; a crash of this run could not be repaired from it",
-                            self.journal.path().display()
-                        ),
-                    });
-                }
-            }
+            self.journal.write_behind();
         }
         self.inner.emit(event);
     }
@@ -209,7 +259,7 @@ mod tests {
     #[test]
     fn a_journal_is_private_and_says_what_a_run_changed_until_it_finished() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut journal = Journal::new(dir.path(), "vm", "db", Path::new("plan.toml")).expect("journal");
+        let mut journal = Journal::start(dir.path(), "vm", "db", Path::new("plan.toml")).expect("journal");
         let mut shown = engine::events::VecSink::default();
         {
             let mut sink = JournalSink::new(&mut shown, &mut journal);
@@ -220,7 +270,17 @@ mod tests {
                 settings: serde_json::json!({"capabilities": []}),
             });
         }
-        let (path, record) = Journal::read(dir.path(), "vm").expect("written");
+        // What the writer has by now reaches the disk soon after; wait for it.
+        let written = |want: &dyn Fn(&JournalRecord) -> bool| {
+            for _ in 0..200 {
+                if let Some((path, record)) = Journal::read(dir.path(), "vm").filter(|(_, r)| want(r)) {
+                    return (path, record);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            panic!("the journal was not written in time");
+        };
+        let (path, record) = written(&|r| r.saved_settings.is_some());
         assert_eq!(record.phase, "configure");
         assert!(record.saved_settings.is_some());
         assert!(!record.finished);
@@ -229,7 +289,7 @@ mod tests {
         assert_eq!(shown.0.len(), 2, "events still reach the display");
 
         journal.finish(0).expect("finish");
-        let (_, record) = Journal::read(dir.path(), "vm").expect("written");
+        let (_, record) = Journal::read(dir.path(), "vm").expect("written at once by finish");
         assert!(record.finished);
         assert_eq!(record.rc, Some(0));
     }

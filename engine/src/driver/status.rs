@@ -112,12 +112,21 @@ pub enum RunState {
         /// QEMU's run state name (prelaunch, paused, finish-migrate, ...).
         reason: String,
     },
-    /// The process is gone or its monitor unreachable.
+    /// The connection to the side closed (or never opened): the process exited or
+    /// closed its monitor. Only a closed connection is gone.
     Gone,
+    /// The side is connected but did not answer within the timeout: the process may
+    /// be stopped (SIGSTOP) or hung, and may answer later, still holding the guest.
+    /// Never read as gone.
+    NotAnswering {
+        /// How long it was given, in ms.
+        after_ms: u64,
+    },
 }
 
 impl RunState {
-    /// QEMU's word for the state (`gone` when the process is unreachable).
+    /// QEMU's word for the state (`gone` when the connection closed, `not answering
+    /// within 10s` when it did not answer in time).
     pub fn name(&self) -> String {
         match self {
             RunState::Running => "running".into(),
@@ -125,6 +134,12 @@ impl RunState {
             RunState::PostMigrate => "postmigrate".into(),
             RunState::Paused { reason } => reason.clone(),
             RunState::Gone => "gone".into(),
+            RunState::NotAnswering { after_ms } => {
+                format!(
+                    "not answering within {:?}",
+                    std::time::Duration::from_millis(*after_ms)
+                )
+            }
         }
     }
 

@@ -353,7 +353,7 @@ impl Model {
     pub(super) fn resume(&mut self, side: Side) -> Reply<()> {
         let state = self.run_state(side);
         match state {
-            RunState::Running | RunState::Gone => Ok(()),
+            RunState::Running | RunState::Gone | RunState::NotAnswering { .. } => Ok(()),
             RunState::InMigrate => {
                 self.dst_autostart = true;
                 Ok(())
