@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::driver::{Driver, DriverError, RunState, Sample, Side};
+use crate::driver::{Driver, RunState, Sample, Side};
 use crate::state::{Observed, Run, SETTLE};
 use crate::verify::{After, Where};
 
 /// What an operator must be told when the source cannot be reached and the destination
-/// does not run the VM.
-pub(crate) const SOURCE_UNREACHABLE: &str = "the source's monitor cannot be reached and the destination does not run the VM. \
+/// still waits for an incoming migration.
+pub(crate) const SOURCE_UNREACHABLE: &str = "the source's monitor cannot be reached and the destination still waits for an incoming migration. \
 If the source's QEMU is gone, so is the VM: start it again from its configuration, and never start the destination, which holds an incomplete migration. \
 If the source's QEMU lives on, its migration may still run and would hold the guest at pre-switchover: run `vfio-migrate recover` once its monitor answers";
 
@@ -34,7 +34,8 @@ pub(crate) async fn recover(run: &mut Run<'_>) -> Where {
         notes.push(format!("restoring migration settings failed: {e}"));
     }
     let (src, dst) = resume_source_if_safe(run.driver, run.seen.stopped_by_us, &mut reach, &mut notes).await;
-    if src == RunState::Gone && dst != RunState::Running {
+    // Still waiting for an incoming migration: the destination never got the whole VM.
+    if src == RunState::Gone && dst == RunState::InMigrate {
         notes.push(SOURCE_UNREACHABLE.into());
     }
     Where::judge(src, dst, After::Recovery, notes)
@@ -67,20 +68,14 @@ impl Reach {
         }
     }
 
-    /// A side's run state; a side whose connection was lost is connected to again and
-    /// asked once more. A side that cannot be asked counts as gone.
+    /// A side's run state ([`state_of`]); a side whose connection was lost (`gone`) is
+    /// connected to again and asked once more. One that does not answer is left alone.
     async fn ask(&mut self, driver: &mut dyn Driver, side: Side, notes: &mut Vec<String>) -> RunState {
-        match driver.run_state(side).await {
-            Ok(RunState::Gone)
-            | Err(DriverError {
-                disconnected: true, ..
-            }) => match self.again(driver, side, notes).await {
-                true => state_of(driver, side).await,
-                false => RunState::Gone,
-            },
-            Ok(state) => state,
-            Err(_) => RunState::Gone,
+        let state = state_of(driver, side).await;
+        if state == RunState::Gone && self.again(driver, side, notes).await {
+            return state_of(driver, side).await;
         }
+        state
     }
 }
 

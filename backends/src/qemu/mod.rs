@@ -300,9 +300,10 @@ impl Driver for QmpDriver {
         };
         // QEMU serves one client per monitor: the old connection goes first.
         *slot = None;
-        let client = QmpClient::connect(address, &side.to_string(), CONNECT_TIMEOUT)
+        let mut client = QmpClient::connect(address, &side.to_string(), self.connect_timeout)
             .await
             .map_err(|e| error(side, "connect", e))?;
+        client.set_command_timeout(self.command_timeout);
         *slot = Some(client);
         Ok(())
     }
