@@ -415,29 +415,28 @@ fn a_destination_frozen_past_the_command_timeout_then_continued_is_migrated_to()
     assert_guest_alive(&pair.destination);
 }
 
-// 5b. The destination frozen until the deadline: the policy aborts, the source runs.
+// 5b. The destination frozen through the deadline and to the end of the run.
 #[test]
-fn a_destination_frozen_until_the_deadline_is_aborted_by_the_policy_not_called_gone() {
+fn a_destination_frozen_through_the_deadline_is_aborted_by_the_policy_not_called_gone() {
     let _one = ONE_AT_A_TIME.lock();
     let pair = pair(256, 50);
     let tool = Tool::start(pair.dir(), &converging_plan(&pair, "15s"));
     source_reaches(&pair, "active", Duration::from_secs(20));
     signal(pair.destination.pid(), "STOP");
     let frozen = Instant::now();
-    // The deadline cancels; only then is the destination continued, so the tool's
-    // question to it waits for the answer (the command timeout is longer than this).
-    source_reaches(&pair, "cancelled", Duration::from_secs(60));
+    // The deadline cancels; recovery then asks the destination, which does not answer.
+    let end = tool.end(Duration::from_secs(90));
     let held = frozen.elapsed();
     signal(pair.destination.pid(), "CONT");
     assert!(held > COMMAND_TIMEOUT, "frozen for {held:?}");
 
-    let end = tool.end(Duration::from_secs(60));
     assert_eq!(end.code, 1);
     assert_eq!(end.report["result"], "aborted");
     assert_eq!(end.report["running_on"], "source");
     assert_eq!(end.reason(), "policy");
     assert_eq!(end.report["reason"]["abort"]["kind"], "deadline");
-    assert_eq!(end.report["destination_state"], "inmigrate", "frozen is not gone");
+    let dst = end.report["destination_state"].as_str().unwrap_or_default();
+    assert!(dst.starts_with("not answering"), "frozen is not gone: {dst}");
     assert_runs_only_on_the_source(&pair, "cancelled");
 }
 
