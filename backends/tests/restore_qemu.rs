@@ -50,6 +50,7 @@ fn everything() -> Setup {
         max_bandwidth: Some(64 * 1024 * 1024),
         arm_auto_converge: true,
         switchover_ack: true,
+        tls: None,
     }
 }
 

@@ -27,6 +27,16 @@ fn a_an_idle_guest_migrates_and_the_destination_runs() {
     assert_eq!(status(&pair.source.qmp_socket), "postmigrate");
     assert!(report["paused_ms"].as_u64().is_some(), "the pause was measured");
     assert_guest_alive(&pair.destination);
+    // The source QEMU may live on: the tool left its migration settings as it found them.
+    let caps = common::qmp(&pair.source.observer_socket, "query-migrate-capabilities");
+    let on: Vec<&str> = caps
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["state"] == true)
+        .filter_map(|c| c["capability"].as_str())
+        .collect();
+    assert!(on.is_empty(), "capabilities left on at the source: {on:?}");
 
     // Running the plan again tells the truth and changes nothing.
     let (again, second) = run(pair.dir(), &plan);

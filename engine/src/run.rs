@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::converge::{Converge, LoopEnd};
-use crate::driver::{Driver, DriverEvent, MigrationStatus, Setup};
+use crate::driver::{Driver, DriverEvent, MigrationStatus, Setup, TlsSetup};
 use crate::estimate::Context;
 use crate::events::{EngineEvent, EventSink};
 use crate::gate::DeviceGate;
@@ -149,6 +149,11 @@ fn setup_of(plan: &Plan) -> Setup {
         arm_auto_converge: plan.policy.escalation.contains(&Step::Throttle)
             && plan.policy.throttle == ThrottleMethod::AutoConverge,
         switchover_ack: plan.devices.iter().any(|d| d.precopy),
+        tls: plan.migration.tls.then(|| TlsSetup {
+            source_dir: plan.migration.tls_dir_source.clone(),
+            destination_dir: plan.migration.tls_dir_destination.clone(),
+            hostname: plan.migration.tls_hostname.clone(),
+        }),
     }
 }
 

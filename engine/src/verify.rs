@@ -1,5 +1,6 @@
 //! After QEMU reports the migration completed: wait for it, start the destination if it
-//! waits paused (never before completion), and confirm the source handed over.
+//! waits paused (never before completion), put back the settings the run changed (and
+//! remove the TLS credentials it added), and confirm the source handed over.
 
 use std::time::Duration;
 
@@ -134,7 +135,7 @@ async fn read_final_stats(run: &mut Run<'_>) -> Ending {
 }
 
 /// After completion: start the destination if it waits paused (never before completion),
-/// and confirm the source handed over.
+/// put back what the run changed, and confirm the source handed over.
 pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
     let mut notes = Vec::new();
     let mut dst = state_of(run.driver, Side::Destination).await;
@@ -148,7 +149,8 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
         dst = start_destination(run, &mut notes).await;
     }
     let src = state_of(run.driver, Side::Source).await;
-    // The source QEMU may live on (or be used again): leave it as the run found it.
+    // The source QEMU may live on (or be used again): leave it as the run found it. The
+    // TLS credentials the run added go too, on both sides, once the destination runs.
     if let Err(e) = run.driver.restore().await {
         notes.push(format!("restoring migration settings failed: {e}"));
     }

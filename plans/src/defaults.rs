@@ -22,8 +22,21 @@ pub mod destination {
 
 /// `[migration]`.
 pub mod migration {
+    use std::path::{Path, PathBuf};
+
     /// Pre-copy only: post-copy is refused with VFIO devices anyway.
     pub const POSTCOPY: bool = false;
+    /// The stream as QEMU sends it, in the clear. Only on this host: a plan whose
+    /// stream leaves it must write `tls` either way (checked in `validate`).
+    pub const TLS: bool = false;
+    /// Where QEMU's documentation and libvirt (`default_tls_x509_cert_dir`) keep QEMU's
+    /// x509 certificates.
+    pub const TLS_DIR: &str = "/etc/pki/qemu";
+
+    /// `tls_dir_source` or `tls_dir_destination` left out: `tls_dir`.
+    pub fn tls_dir_side(tls_dir: &Path) -> PathBuf {
+        tls_dir.to_path_buf()
+    }
 }
 
 /// `[[devices]]`.
@@ -122,6 +135,13 @@ pub mod policy {
 /// Applies the defaults that follow another key to the keys the plan left out;
 /// `written` tells whether the plan wrote a key (by dotted path).
 pub(crate) fn follow(plan: &mut Plan, written: impl Fn(&str) -> bool) {
+    let m = &mut plan.migration;
+    if !written("migration.tls_dir_source") {
+        m.tls_dir_source = migration::tls_dir_side(&m.tls_dir);
+    }
+    if !written("migration.tls_dir_destination") {
+        m.tls_dir_destination = migration::tls_dir_side(&m.tls_dir);
+    }
     let l = &mut plan.limits;
     // `downtime` before `max_downtime`: each follows the other only when that one is
     // written, and both left out are the same default.

@@ -138,6 +138,14 @@ fn postcopy() -> bool {
     defaults::migration::POSTCOPY
 }
 
+fn tls() -> bool {
+    defaults::migration::TLS
+}
+
+fn tls_dir() -> PathBuf {
+    PathBuf::from(defaults::migration::TLS_DIR)
+}
+
 fn precopy() -> bool {
     defaults::devices::PRECOPY
 }
@@ -152,6 +160,25 @@ pub struct Migration {
     /// Post-copy migration. Refused with VFIO devices: QEMU does not support it for them.
     #[serde(default = "postcopy")]
     pub postcopy: bool,
+    /// Encrypt the stream with TLS: x509 certificates on both sides, each verifying the
+    /// other's. A plan whose stream leaves this host must write this key: `true`, or
+    /// `false` to send the guest's memory in the clear on purpose.
+    #[serde(default = "tls")]
+    pub tls: bool,
+    /// The directory holding the certificates on both hosts (an absolute path on each).
+    #[serde(default = "tls_dir")]
+    pub tls_dir: PathBuf,
+    /// The source's directory: `ca-cert.pem`, `client-cert.pem`, `client-key.pem`;
+    /// when left out, `tls_dir`.
+    #[serde(default = "tls_dir")]
+    pub tls_dir_source: PathBuf,
+    /// The destination's directory: `ca-cert.pem`, `server-cert.pem`,
+    /// `server-key.pem`; when left out, `tls_dir`.
+    #[serde(default = "tls_dir")]
+    pub tls_dir_destination: PathBuf,
+    /// The name the destination's certificate must carry, when it is not the host the
+    /// URI names (required with a `unix:` URI, which names no host).
+    pub tls_hostname: Option<String>,
 }
 
 impl Default for Migration {
@@ -159,6 +186,11 @@ impl Default for Migration {
         Migration {
             uri: None,
             postcopy: defaults::migration::POSTCOPY,
+            tls: defaults::migration::TLS,
+            tls_dir: tls_dir(),
+            tls_dir_source: tls_dir(),
+            tls_dir_destination: tls_dir(),
+            tls_hostname: None,
         }
     }
 }

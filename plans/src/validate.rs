@@ -8,12 +8,15 @@ use crate::model::{ForceMethod, Limits, Plan, Step};
 use crate::parse::Spans;
 use crate::reader::Mistakes;
 
+mod tls;
+
 /// QEMU's largest `downtime-limit`, in milliseconds.
 pub const QEMU_MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Runs every cross-key check on a plan that read without mistakes.
 pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
     check_route(plan, spans, m);
+    tls::check(plan, spans, m);
     check_limits(&plan.limits, spans, m);
     check_convergence(plan, spans, m);
     check_policy(plan, spans, m);

@@ -24,6 +24,7 @@ fn setup(switchover_ack: bool, arm_auto_converge: bool) -> Setup {
         max_bandwidth: Some(128 * MIB),
         arm_auto_converge,
         switchover_ack,
+        tls: None,
     }
 }
 

@@ -5,13 +5,15 @@
 //! it remembers, so that [`Driver::restore`] puts both back as it found them, after an
 //! aborted run and after a completed one alike: the source QEMU may live on, and a later
 //! migration by another tool must not be surprised by, say, `pause-before-switchover`
-//! left on.
+//! left on. TLS credentials for the stream are added to both sides and removed again
+//! ([`tls`]).
 //!
 //! Facts are validated, not guessed ([`stats`]); a side that does not answer in time is
 //! "not answering", and only a closed connection is "gone".
 
 mod events;
 pub mod stats;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -57,6 +59,10 @@ struct Saved {
     /// journals written before they were kept.
     #[serde(default)]
     destination_capabilities: Vec<(MigrationCapability, bool)>,
+    /// TLS credentials added and parameters changed, on both sides; absent from
+    /// journals written before the stream could be encrypted.
+    #[serde(default, skip_serializing_if = "tls::SavedTls::is_empty")]
+    tls: tls::SavedTls,
 }
 
 /// A source and a destination QEMU, reached over QMP.
@@ -388,7 +394,11 @@ impl Driver for QmpDriver {
             new.cpu_throttle_increment = Some(1);
             new.max_cpu_throttle = Some(1);
         }
-        self.set_parameters(new).await
+        self.set_parameters(new).await?;
+        if let Some(setup) = &setup.tls {
+            tls::configure(self, setup).await?;
+        }
+        Ok(())
     }
 
     async fn start(&mut self, uri: &str) -> Result<(), DriverError> {
@@ -497,7 +507,8 @@ impl Driver for QmpDriver {
     fn saved_settings(&self) -> Option<Value> {
         let nothing = self.saved.capabilities.is_empty()
             && self.saved.parameters.is_none()
-            && self.saved.destination_capabilities.is_empty();
+            && self.saved.destination_capabilities.is_empty()
+            && self.saved.tls.is_empty();
         match nothing {
             true => None,
             false => serde_json::to_value(&self.saved).ok(),
@@ -520,6 +531,10 @@ impl Driver for QmpDriver {
     /// restore.
     async fn restore(&mut self) -> Result<(), DriverError> {
         let mut refused = Vec::new();
+        // TLS first: its steps are independent of the rest and each is tried.
+        if let Err(e) = tls::restore(self).await {
+            refused.push(e);
+        }
         if let Some(params) = self.saved.parameters.take() {
             if let Err(e) = self.set_parameters(params).await {
                 refused.push(e);

@@ -1,6 +1,8 @@
 //! What a backend reads about both sides before anything changes, and what the engine
 //! asks it to set up.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use super::{MigrationStatus, RunState};
@@ -66,6 +68,24 @@ pub struct Setup {
     /// Enable `switchover-ack` (and `return-path`) on both sides: the source then waits
     /// for the destination to acknowledge pre-copy devices' initial data.
     pub switchover_ack: bool,
+    /// Encrypt the migration stream; `None` leaves the backend's TLS settings as they
+    /// are.
+    pub tls: Option<TlsSetup>,
+}
+
+/// TLS for the migration stream: x509 credentials on both sides, each verifying the
+/// other's certificate. The destination holds its credentials before it listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsSetup {
+    /// The directory on the source's host with `ca-cert.pem`, `client-cert.pem` and
+    /// `client-key.pem`.
+    pub source_dir: PathBuf,
+    /// The directory on the destination's host with `ca-cert.pem`, `server-cert.pem`
+    /// and `server-key.pem`.
+    pub destination_dir: PathBuf,
+    /// The name the destination's certificate must carry; `None`: the host the URI
+    /// names.
+    pub hostname: Option<String>,
 }
 
 /// A VFIO device as the source's QOM tree shows it.

@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 pub use error::DriverError;
 pub use event::DriverEvent;
-pub use facts::{DeviceInfo, PairFacts, Setup, SideFacts, Throttle};
+pub use facts::{DeviceInfo, PairFacts, Setup, SideFacts, Throttle, TlsSetup};
 pub use sample::{DirtyRate, DirtyRateMode, Sample};
 pub use status::{DeviceState, MigrationStatus, RunState, Side};
 
@@ -51,7 +51,8 @@ pub trait Driver: Send {
     fn take_events(&mut self) -> mpsc::UnboundedReceiver<DriverEvent>;
     /// Reads facts about both sides without changing anything.
     async fn inspect(&mut self) -> Result<PairFacts, DriverError>;
-    /// Sets capabilities and parameters; remembers what it changed for [`Driver::restore`].
+    /// Sets capabilities and parameters, and the stream's TLS credentials on both sides
+    /// when asked; remembers what it changed and added for [`Driver::restore`].
     async fn configure(&mut self, setup: &Setup) -> Result<(), DriverError>;
     /// Starts the migration.
     async fn start(&mut self, uri: &str) -> Result<(), DriverError>;
@@ -73,7 +74,8 @@ pub trait Driver: Send {
     async fn destination_migration(&mut self) -> Result<MigrationStatus, DriverError>;
     /// Starts a side's vCPUs.
     async fn resume(&mut self, side: Side) -> Result<(), DriverError>;
-    /// Puts back the capabilities and parameters [`Driver::configure`] changed.
+    /// Puts back the capabilities and parameters [`Driver::configure`] changed and
+    /// removes what it added; called once the migration is over, however it ended.
     async fn restore(&mut self) -> Result<(), DriverError>;
 
     /// Connects to `side` again after its connection was lost, so that a run can still

@@ -195,7 +195,7 @@ mod tests {
     /// stream goes to a `[migration] uri`), followed by `rest`.
     fn plan_with(destination: &str, rest: &str) -> Plan {
         let uri = match destination.is_empty() {
-            true => "[migration]\nuri = \"tcp:192.0.2.1:4444\"\n",
+            true => "[migration]\nuri = \"tcp:192.0.2.1:4444\"\ntls = false\n",
             false => "",
         };
         let text = format!(

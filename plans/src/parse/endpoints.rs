@@ -12,6 +12,8 @@ use crate::diagnostic::Diagnostic;
 use crate::model::*;
 use crate::reader::{At, Mistakes, TableReader};
 
+use super::tls;
+
 /// The keys of `[source]`: an endpoint's only.
 const SOURCE_KEYS: &[&str] = &["qmp"];
 
@@ -94,17 +96,36 @@ fn split_host_port(text: &str) -> Option<(&str, u16)> {
     (!host.is_empty() && port != 0).then_some((host, port))
 }
 
+/// The keys of `[migration]`: the stream's route, post-copy, and its TLS keys.
+const MIGRATION_KEYS: &[&str] = &[
+    "uri",
+    "postcopy",
+    tls::KEYS[0],
+    tls::KEYS[1],
+    tls::KEYS[2],
+    tls::KEYS[3],
+    tls::KEYS[4],
+];
+
 pub(super) fn read_migration(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes) -> Option<Migration> {
-    let r = TableReader::new("migration", t, s, &["uri", "postcopy"]);
+    let r = TableReader::new("migration", t, s, MIGRATION_KEYS);
     let uri = r.string(m, "uri");
     if let Some(u) = &uri {
         check_migration_uri("migration.uri", u, m);
     }
     let postcopy = r.boolean(m, "postcopy");
+    let tls = tls::read_tls(&r, m);
     r.finish(m);
+    // A directory left out follows `tls_dir`, set by `defaults::follow` once all is read.
+    let d = Migration::default();
     Some(Migration {
         uri: uri.map(|u| u.value),
         postcopy: postcopy.map_or(defaults::migration::POSTCOPY, |p| p.value),
+        tls: tls.tls,
+        tls_dir: tls.dir,
+        tls_dir_source: tls.dir_source.unwrap_or(d.tls_dir_source),
+        tls_dir_destination: tls.dir_destination.unwrap_or(d.tls_dir_destination),
+        tls_hostname: tls.hostname,
     })
 }
 

@@ -8,6 +8,7 @@ mod endpoints;
 mod limits;
 mod policy;
 mod spans;
+mod tls;
 
 use std::ops::Range;
 

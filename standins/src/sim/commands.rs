@@ -111,6 +111,8 @@ impl Model {
     /// What the QMP backend's `configure` sets: the `events` and
     /// `pause-before-switchover` capabilities, auto-converge armed at 1% when asked,
     /// `switchover-ack` with `return-path`, the downtime limit and `max-bandwidth`.
+    /// `setup.tls` is ignored: the simulated stream never leaves the process, so there
+    /// is nothing to encrypt, and no credentials are added or removed.
     pub(super) fn configure(&mut self, setup: &Setup) -> Reply<()> {
         if self.migrating() {
             return Err(refuse("migrate-set-capabilities", MIGRATION_ACTIVE));

@@ -49,6 +49,8 @@
 //!   listen (`setup`), loading makes it `active` (devices `resuming`), and after
 //!   completion it is `paused` (QEMU's `process_incoming_migration_bh` without autostart)
 //!   until `cont`.
+//! - **TLS** is not modelled: the simulated stream never leaves the process, so
+//!   `Setup::tls` is accepted and ignored (no credentials, no handshake, no failure).
 //!
 //! Faults ([`crate::vfio::Fault`]) inject what real devices do wrong. The simulator also
 //! counts guest pages the destination ended up without ([`SimInspector::guest_pages_lost`]):
