@@ -345,14 +345,14 @@ mod tests {
 
     #[test]
     fn without_listen_a_destination_that_reports_no_incoming_migration_is_not_listening() {
-        let uri_only = plan("[migration]\nuri = \"tcp:10.0.0.2:49152\"\n");
+        let uri_only = plan("[migration]\nuri = \"tcp:127.0.0.1:49152\"\n");
         assert_eq!(
             problems(&uri_only, "none"),
             vec![Problem::DestinationNotListening]
         );
         // `-incoming tcp:...` on its command line shows as `setup`.
         assert_eq!(problems(&uri_only, "setup"), vec![]);
-        let listen = plan("listen = \"tcp:0.0.0.0:49152\"\n");
+        let listen = plan("listen = \"tcp:127.0.0.1:49152\"\n");
         assert_eq!(problems(&listen, "none"), vec![]);
     }
 }
