@@ -205,6 +205,30 @@ async fn garbage_line_is_noted_and_the_connection_survives() {
 }
 
 #[tokio::test]
+async fn notes_about_huge_lines_keep_only_their_start() {
+    let fake = fake(|mut peer| async move {
+        peer.handshake().await;
+        let id = peer.expect("query-status").await;
+        let long = "x".repeat(1 << 20);
+        peer.send(&json!({ long.clone(): 1 }).to_string()).await;
+        peer.send(&json!({"return": {}, "id": long}).to_string()).await;
+        peer.reply(&id, json!({"status": "paused", "running": false}))
+            .await;
+        let _ = peer.recv().await;
+    });
+    let client = connect(&fake).await;
+    client
+        .execute(qapi_qmp::query_status {})
+        .await
+        .expect("reply after the huge lines");
+    let notes = client.protocol_errors();
+    assert_eq!(notes.len(), 2, "{} notes", notes.len());
+    for note in &notes {
+        assert!(note.len() < 1024, "a note of {} bytes", note.len());
+    }
+}
+
+#[tokio::test]
 async fn truncated_json_then_close_fails_the_waiting_command_with_closed() {
     let fake = fake(|mut peer| async move {
         peer.handshake().await;

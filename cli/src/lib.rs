@@ -17,7 +17,6 @@ pub mod state;
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use args::{Cli, Command, Output};
 use engine::report::ExitStatus;
 use plans::Plan;
@@ -61,19 +60,14 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 /// Reads and checks a plan file; on failure prints the mistakes and returns exit code 2.
+/// A file that cannot be a plan (unreadable, a directory, too large, not UTF-8, empty)
+/// is one of those mistakes.
 pub fn load_plan(path: &Path, output: Output) -> Result<Plan, i32> {
-    let text =
-        match std::fs::read_to_string(path).with_context(|| format!("cannot read plan {}", path.display())) {
-            Ok(t) => t,
-            Err(e) => return Err(exit::invalid(output, &format!("{e:#}"), &[])),
-        };
-    plans::load(&path.display().to_string(), &text).map_err(|errors| {
-        let located = errors.located();
-        let summary = format!("{} has {} mistake(s)", path.display(), located.len());
+    plans::load_file(path).map_err(|errors| {
         if output == Output::Human {
             eprintln!("{errors}");
         }
-        exit::invalid(output, &summary, &located)
+        exit::invalid(output, &errors.summary(), &errors.located())
     })
 }
 

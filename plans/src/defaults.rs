@@ -132,6 +132,12 @@ pub mod policy {
     }
 }
 
+/// `[security]`.
+pub mod security {
+    /// QMP reaches monitors on this host only (a unix socket or loopback TCP).
+    pub const REMOTE_QMP: bool = false;
+}
+
 /// Applies the defaults that follow another key to the keys the plan left out;
 /// `written` tells whether the plan wrote a key (by dotted path).
 pub(crate) fn follow(plan: &mut Plan, written: impl Fn(&str) -> bool) {

@@ -3,11 +3,18 @@
 //!
 //! A plan is checked completely before anything is reported, so one run lists every
 //! mistake instead of making the operator fix them one at a time.
+//!
+//! Everything shown comes from a file anyone may have written, so what an error prints
+//! is bounded and inert: at most [`MAX_LISTED`] mistakes, a window of each source line,
+//! every message escaped (see [`crate::text`]) and secrets masked.
 
 use std::fmt;
 use std::ops::Range;
 
 use serde::Serialize;
+
+use crate::excerpt::excerpt;
+use crate::text::escape;
 
 /// The text of a plan and the name it is reported under.
 #[derive(Debug, Clone)]
@@ -48,12 +55,18 @@ impl PlanSource {
 
     /// The whole source line holding `offset`, without its newline.
     pub fn line_text(&self, offset: usize) -> &str {
+        self.line_at(offset).1
+    }
+
+    /// The byte offset where the line holding `offset` starts, and the line without its
+    /// newline.
+    pub(crate) fn line_at(&self, offset: usize) -> (usize, &str) {
         let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
         let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let end = self.text[offset..]
             .find('\n')
             .map_or(self.text.len(), |i| offset + i);
-        self.text[start..end].trim_end_matches('\r')
+        (start, self.text[start..end].trim_end_matches('\r'))
     }
 }
 
@@ -75,9 +88,10 @@ pub struct Diagnostic {
     /// How to fix it, when there is something useful to say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
-    /// Byte range in the plan text the mistake points at.
+    /// Byte range in the plan text the mistake points at; `None` for a mistake about
+    /// the file as a whole (a directory, a file too large to read), which has no line.
     #[serde(skip)]
-    pub span: Range<usize>,
+    pub span: Option<Range<usize>>,
 }
 
 impl Diagnostic {
@@ -87,7 +101,17 @@ impl Diagnostic {
             key: key.into(),
             message: message.into(),
             hint: None,
-            span,
+            span: Some(span),
+        }
+    }
+
+    /// A mistake about the plan file as a whole, which no line of it shows.
+    pub fn whole_file(message: impl Into<String>) -> Self {
+        Diagnostic {
+            key: String::new(),
+            message: message.into(),
+            hint: None,
+            span: None,
         }
     }
 
@@ -95,6 +119,11 @@ impl Diagnostic {
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// Where it starts, for sorting: mistakes about the whole file come first.
+    pub(crate) fn start(&self) -> usize {
+        self.span.as_ref().map_or(0, |s| s.start)
     }
 }
 
@@ -112,77 +141,124 @@ pub struct PlanErrors {
 pub struct LocatedDiagnostic {
     /// The plan's name (its path).
     pub file: String,
-    /// Line, from 1.
-    pub line: usize,
-    /// Column, from 1.
-    pub column: usize,
+    /// Line, from 1; left out for a mistake about the whole file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// Column, from 1; left out for a mistake about the whole file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
     /// The mistake.
     #[serde(flatten)]
     pub diagnostic: Diagnostic,
 }
 
+/// The most mistakes one report lists, in words or in JSON. A plan of a megabyte can
+/// hold a hundred thousand; the first ones are what an operator fixes first, and the
+/// count says how many more there are.
+pub const MAX_LISTED: usize = 50;
+
+/// The most characters of one message or hint shown; ours are far shorter, and a
+/// library's message is cut rather than trusted.
+const MAX_MESSAGE_CHARS: usize = 400;
+
+/// A message, hint, key or file name as a terminal shows it: unprintable characters
+/// escaped, cut to [`MAX_MESSAGE_CHARS`].
+fn shown(text: &str) -> String {
+    if text.chars().count() <= MAX_MESSAGE_CHARS {
+        return escape(text).into_owned();
+    }
+    let head: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
+    format!("{}…", escape(&head))
+}
+
 impl PlanErrors {
-    /// The mistakes with file, line and column, for machine-readable output.
+    /// The mistakes with file, line and column, for machine-readable output; at most
+    /// [`MAX_LISTED`] of them (see [`PlanErrors::summary`] for the count).
     pub fn located(&self) -> Vec<LocatedDiagnostic> {
         self.diagnostics
             .iter()
+            .take(MAX_LISTED)
             .map(|d| {
-                let pos = self.source.position(d.span.start);
+                let pos = d.span.as_ref().map(|s| self.source.position(s.start));
                 LocatedDiagnostic {
                     file: self.source.name.clone(),
-                    line: pos.line,
-                    column: pos.column,
+                    line: pos.map(|p| p.line),
+                    column: pos.map(|p| p.column),
                     diagnostic: d.clone(),
                 }
             })
             .collect()
     }
+
+    /// One line saying what was found, for the JSON `msg`.
+    pub fn summary(&self) -> String {
+        let n = self.diagnostics.len();
+        let listed = if n > MAX_LISTED {
+            format!(" (the first {MAX_LISTED} listed)")
+        } else {
+            String::new()
+        };
+        match self.diagnostics.as_slice() {
+            [only] if only.span.is_none() => only.message.clone(),
+            _ => format!("{} has {n} mistake(s){listed}", self.source.name),
+        }
+    }
+
+    fn fmt_one(&self, f: &mut fmt::Formatter<'_>, d: &Diagnostic) -> fmt::Result {
+        let name = shown(&self.source.name);
+        let Some(span) = &d.span else {
+            write!(f, "error: {}", shown(&d.message))?;
+            if let Some(hint) = &d.hint {
+                write!(f, "\n  = hint: {}", shown(hint))?;
+            }
+            return Ok(());
+        };
+        let pos = self.source.position(span.start);
+        let key = if d.key.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", shown(&d.key))
+        };
+        writeln!(
+            f,
+            "error: {name}:{}:{}: {key}{}",
+            pos.line,
+            pos.column,
+            shown(&d.message)
+        )?;
+        let (line_start, line) = self.source.line_at(span.start);
+        let shown_line = excerpt(line, span.start - line_start..span.end.saturating_sub(line_start));
+        let gutter = pos.line.to_string().len();
+        writeln!(f, "{:gutter$} |", "")?;
+        writeln!(f, "{} | {}", pos.line, shown_line.text)?;
+        write!(
+            f,
+            "{:gutter$} | {}{}",
+            "",
+            " ".repeat(shown_line.caret),
+            "^".repeat(shown_line.width)
+        )?;
+        if let Some(hint) = &d.hint {
+            write!(f, "\n{:gutter$} = hint: {}", "", shown(hint))?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for PlanErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.diagnostics.iter().enumerate() {
+        for (i, d) in self.diagnostics.iter().take(MAX_LISTED).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            let pos = self.source.position(d.span.start);
-            let key = if d.key.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", d.key)
-            };
-            writeln!(
-                f,
-                "error: {}:{}:{}: {key}{}",
-                self.source.name, pos.line, pos.column, d.message
-            )?;
-            let line = self.source.line_text(d.span.start);
-            let gutter = pos.line.to_string().len();
-            let width = d
-                .span
-                .end
-                .saturating_sub(d.span.start)
-                .clamp(1, line.chars().count().saturating_sub(pos.column - 1).max(1));
-            writeln!(f, "{:gutter$} |", "")?;
-            writeln!(f, "{} | {line}", pos.line)?;
-            write!(
-                f,
-                "{:gutter$} | {}{}",
-                "",
-                " ".repeat(pos.column - 1),
-                "^".repeat(width)
-            )?;
-            if let Some(hint) = &d.hint {
-                write!(f, "\n{:gutter$} = hint: {hint}", "")?;
-            }
+            self.fmt_one(f, d)?;
         }
-        if self.diagnostics.len() > 1 {
-            write!(
-                f,
-                "\n\n{} mistakes in {}",
-                self.diagnostics.len(),
-                self.source.name
-            )?;
+        let n = self.diagnostics.len();
+        if n > MAX_LISTED {
+            write!(f, "\n\n... and {} more", n - MAX_LISTED)?;
+        }
+        if n > 1 {
+            write!(f, "\n\n{n} mistakes in {}", shown(&self.source.name))?;
         }
         Ok(())
     }

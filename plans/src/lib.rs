@@ -22,15 +22,21 @@
 
 pub mod defaults;
 pub mod diagnostic;
+mod excerpt;
+mod input;
 pub mod model;
 mod parse;
 mod reader;
+pub mod redact;
 pub mod schema;
+pub mod text;
 pub mod units;
 mod validate;
 
 pub use diagnostic::{Diagnostic, PlanErrors, PlanSource};
+pub use input::{load_bytes, load_file, MAX_PLAN_BYTES};
 pub use model::*;
+pub use redact::redact;
 pub use validate::QEMU_MAX_DOWNTIME_MS;
 
 use toml::de::DeTable;
@@ -38,7 +44,16 @@ use toml::de::DeTable;
 use reader::Mistakes;
 
 /// Reads and checks a plan. `name` is how the plan is named in messages (its path).
+/// A file is read with [`load_file`], bytes of unknown encoding with [`load_bytes`].
 pub fn load(name: &str, text: &str) -> Result<Plan, PlanErrors> {
+    if let Some(refusal) = input::check_size(name, text) {
+        // Too large a text is not kept: an error never shows more than it must.
+        let kept = if refusal.span.is_some() { text } else { "" };
+        return Err(PlanErrors {
+            source: PlanSource::new(name, kept),
+            diagnostics: vec![refusal],
+        });
+    }
     let source = PlanSource::new(name, text);
     let mut mistakes = Mistakes::default();
     let (root, syntax) = DeTable::parse_recoverable(text);
@@ -62,7 +77,7 @@ pub fn load(name: &str, text: &str) -> Result<Plan, PlanErrors> {
         }
     }
     let mut diagnostics = mistakes.list;
-    diagnostics.sort_by_key(|d| (d.span.start, d.key.clone()));
+    diagnostics.sort_by_key(|d| (d.start(), d.key.clone()));
     if diagnostics.is_empty() {
         // read_plan returns no plan only with a mistake recorded; keep the invariant visible.
         diagnostics.push(Diagnostic::new("", 0..0, "the plan could not be read"));

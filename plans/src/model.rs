@@ -40,6 +40,9 @@ pub struct Plan {
     /// What to do when it does not converge.
     #[serde(default)]
     pub policy: Policy,
+    /// Guards the plan lowers on purpose; every one is up unless the plan says otherwise.
+    #[serde(default)]
+    pub security: Security,
 }
 
 /// The VM being moved.
@@ -82,15 +85,28 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// A QMP socket: `unix:/path/to/qmp.sock` or `tcp:127.0.0.1:4444` (loopback only).
+/// A QMP socket: `unix:/path/to/qmp.sock` or `tcp:127.0.0.1:4444`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(into = "String")]
 #[schemars(with = "String")]
 pub enum QmpAddress {
     /// A Unix socket path.
     Unix(PathBuf),
-    /// A TCP address; plans accept loopback addresses only.
+    /// A TCP address: an IP address or `localhost`, and a port. Plans accept one that is
+    /// not loopback only with `[security] remote_qmp = true`.
     Tcp(String, u16),
+}
+
+impl QmpAddress {
+    /// Whether the monitor is on another host: a TCP address that is not loopback.
+    pub fn is_remote(&self) -> bool {
+        match self {
+            QmpAddress::Unix(_) => false,
+            QmpAddress::Tcp(host, _) => {
+                host != "localhost" && !host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+        }
+    }
 }
 
 impl fmt::Display for QmpAddress {
@@ -428,6 +444,25 @@ impl Default for Policy {
     }
 }
 
+/// Guards a plan may lower, each for a reason the operator states by writing it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    /// Allow QMP over TCP to another host (a `tcp:` address that is not loopback). QMP
+    /// has no authentication and no encryption: whoever reaches the port controls the
+    /// VM and reads what the monitor says. Only for a network where that is acceptable;
+    /// otherwise reach the monitor through an SSH-forwarded local socket.
+    pub remote_qmp: bool,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            remote_qmp: defaults::security::REMOTE_QMP,
+        }
+    }
+}
+
 impl Plan {
     /// The URI the source sends the migration stream to.
     pub fn migration_uri(&self) -> Option<&str> {
@@ -463,6 +498,19 @@ mod tests {
         for (word, value) in words {
             assert_eq!(json_name(*value), *word);
         }
+    }
+
+    #[test]
+    fn only_a_tcp_monitor_off_loopback_is_remote() {
+        let tcp = |host: &str| QmpAddress::Tcp(host.into(), 4444);
+        assert!(!QmpAddress::Unix("/run/a.qmp".into()).is_remote());
+        assert!(!tcp("localhost").is_remote());
+        assert!(!tcp("127.0.0.1").is_remote());
+        assert!(!tcp("127.8.9.10").is_remote());
+        assert!(!tcp("::1").is_remote());
+        assert!(tcp("192.0.2.10").is_remote());
+        assert!(tcp("0.0.0.0").is_remote());
+        assert!(tcp("::ffff:127.0.0.1").is_remote());
     }
 
     #[test]

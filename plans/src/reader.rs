@@ -12,6 +12,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::diagnostic::Diagnostic;
+use crate::text::{bounded, first_unprintable, quoted};
 use crate::units::{parse_duration, Bytes, Rate};
 
 /// Collects the mistakes found while reading one plan.
@@ -58,8 +59,12 @@ fn type_name(v: &DeValue<'_>) -> &'static str {
 /// The hint for an unknown key: the nearest known key when it is within three edits
 /// (Levenshtein, so a letter left out, added or changed counts one), else the whole list.
 fn unknown_key_hint(name: &str, known: &[&str]) -> String {
+    // The distance is at least the difference in length: a key of a megabyte, or one of
+    // a hundred thousand unknown keys, costs no distance computation.
+    let length = name.chars().count();
     let nearest = known
         .iter()
+        .filter(|known| length.abs_diff(known.len()) <= 3)
         .map(|known| (strsim::levenshtein(name, known), *known))
         .min();
     match nearest {
@@ -159,6 +164,41 @@ impl<'a, 'i> TableReader<'a, 'i> {
         }
     }
 
+    /// A string that names something in reports and logs (a VM, a device): not empty and
+    /// free of control characters, which would reach terminals and logs raw, and of
+    /// bidirectional overrides, which would make a name read as another. `example` is a
+    /// good value, for the hint.
+    pub(crate) fn name(&self, m: &mut Mistakes, key: &str, example: &str) -> Option<At<String>> {
+        let s = self.string(m, key)?;
+        let hint = format!("write e.g. `{key} = \"{example}\"`");
+        if s.value.trim().is_empty() {
+            self.fail(
+                m,
+                Diagnostic::new(self.key_path(key), s.span, "must not be empty").hint(hint),
+            );
+            return None;
+        }
+        if let Some((at, c)) = first_unprintable(&s.value) {
+            self.fail(
+                m,
+                Diagnostic::new(
+                    self.key_path(key),
+                    s.span,
+                    format!(
+                        "contains the control character {} at character {}",
+                        quoted(&c.to_string()),
+                        at + 1
+                    ),
+                )
+                .hint(format!(
+                    "names are printed in reports and logs: use letters, digits and punctuation; {hint}"
+                )),
+            );
+            return None;
+        }
+        Some(s)
+    }
+
     /// A boolean value.
     pub(crate) fn boolean(&self, m: &mut Mistakes, key: &str) -> Option<At<bool>> {
         let (v, _) = self.entry(key)?;
@@ -198,7 +238,7 @@ impl<'a, 'i> TableReader<'a, 'i> {
                     Diagnostic::new(
                         self.key_path(key),
                         v.span(),
-                        format!("{} is out of range", i.as_str()),
+                        format!("{} is out of range", bounded(i.as_str())),
                     )
                     .hint(format!(
                         "`{key}` takes a whole number from {} to {}",
@@ -310,7 +350,7 @@ impl<'a, 'i> TableReader<'a, 'i> {
                     Diagnostic::new(
                         self.key_path(key),
                         s.span,
-                        format!("unknown value \"{}\"", s.value),
+                        format!("unknown value {}", quoted(&s.value)),
                     )
                     .hint(format!("`{key}` is one of {}", names.join(", "))),
                 );
@@ -355,8 +395,10 @@ impl<'a, 'i> TableReader<'a, 'i> {
                 continue;
             }
             let hint = unknown_key_hint(name, self.known);
+            // The key is the plan's own text: shown escaped and cut, like any value.
+            let shown = bounded(name);
             m.push(
-                Diagnostic::new(self.key_path(name), k.span(), format!("unknown key `{name}`")).hint(hint),
+                Diagnostic::new(self.key_path(&shown), k.span(), format!("unknown key `{shown}`")).hint(hint),
             );
         }
     }

@@ -12,14 +12,96 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
 
-/// Why a quantity did not parse; the message is shown after the key and position.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct UnitError(pub String);
+use crate::text::quoted;
 
-/// A duration written like `300ms`, `2s`, `1m 30s`.
+/// The longest duration a plan takes (30 days). Durations become deadlines and timer
+/// periods in the engine, where a value near `u64::MAX` seconds would overflow a clock;
+/// no migration waits a month.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The largest size a plan takes (1024 TiB), and the largest rate per second. Device
+/// states are summed and multiplied when predicting downtime; this keeps that arithmetic
+/// far from overflowing and is above anything a host holds or a link carries.
+pub const MAX_BYTES: u64 = 1024 * TIB;
+
+/// Why a quantity did not parse; the message is shown after the key and position.
+/// Values are quoted with [`quoted`]: escaped, bounded and without secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// Not a duration at all; the reason says what is wrong.
+    #[error("invalid duration {0}: {1}")]
+    Duration(String, String),
+    /// A duration longer than [`MAX_DURATION`] (or than any clock holds).
+    #[error("duration {0} is too large: the most a plan takes is 30 days (\"30days\")")]
+    DurationTooLarge(String),
+    /// Not a size.
+    #[error("invalid size {0}: expected a number and a unit such as \"512MiB\" or \"2GiB\"")]
+    Size(String),
+    /// A size above [`MAX_BYTES`].
+    #[error("size {0} is too large: the most a plan takes is 1024TiB")]
+    SizeTooLarge(String),
+    /// Not a rate.
+    #[error(
+        "invalid rate {0}: expected a number and a unit per second such as \"128MiB/s\" or \"10Gbit/s\""
+    )]
+    Rate(String),
+    /// A rate above [`MAX_BYTES`] per second.
+    #[error("rate {0} is too large: the most a plan takes is 1024TiB/s")]
+    RateTooLarge(String),
+}
+
+/// A duration written like `300ms`, `2s`, `1m 30s`, at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
-    humantime::parse_duration(text.trim()).map_err(|e| UnitError(format!("invalid duration {text:?}: {e}")))
+    use humantime::DurationError as E;
+    let invalid = |why: String| UnitError::Duration(quoted(text), why);
+    let too_large = || UnitError::DurationTooLarge(quoted(text));
+    let d = match humantime::parse_duration(text.trim()) {
+        Ok(d) => d,
+        // humantime says "overflow" both for too large and for finer than a nanosecond;
+        // a value that fits once its fractions are dropped was too fine.
+        Err(E::NumberOverflow)
+            if humantime::parse_duration(&whole_numbers(text.trim())).is_ok_and(|d| d <= MAX_DURATION) =>
+        {
+            return Err(invalid("it is finer than a nanosecond".into()))
+        }
+        Err(E::NumberOverflow) => return Err(too_large()),
+        Err(E::Empty) => return Err(invalid("it is empty".into())),
+        Err(E::UnknownUnit { unit, .. }) if unit.is_empty() => {
+            return Err(invalid("it needs a unit, e.g. \"300ms\" or \"2s\"".into()))
+        }
+        Err(E::UnknownUnit { unit, .. }) => {
+            return Err(invalid(format!(
+                "unknown unit {}; units are ns, us, ms, s, m, h, d, w",
+                quoted(&unit)
+            )))
+        }
+        Err(_) => {
+            return Err(invalid(
+                "expected numbers with units, such as \"300ms\" or \"1m 30s\"".into(),
+            ))
+        }
+    };
+    if d > MAX_DURATION {
+        return Err(too_large());
+    }
+    Ok(d)
+}
+
+/// `text` with the fractional part of every number dropped (`"0.5ns"` → `"0ns"`).
+fn whole_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_fraction = false;
+    for c in text.chars() {
+        match c {
+            '.' => in_fraction = true,
+            c if c.is_ascii_digit() && in_fraction => {}
+            c => {
+                in_fraction = false;
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// A number of bytes, e.g. guest memory or a device's stop-copy state size.
@@ -75,21 +157,31 @@ fn split_number(text: &str) -> Option<(f64, &str)> {
     Some((value, unit.trim()))
 }
 
-fn to_u64(value: f64) -> Option<u64> {
-    (value.is_finite() && value >= 0.0 && value < u64::MAX as f64).then_some(value.round() as u64)
+/// What a parsed number and unit come to, in bytes.
+enum Amount {
+    Fits(u64),
+    TooLarge,
+}
+
+fn amount(value: f64, factor: f64) -> Amount {
+    let bytes = value * factor;
+    if bytes.is_finite() && bytes >= 0.0 && bytes <= MAX_BYTES as f64 {
+        Amount::Fits(bytes.round() as u64)
+    } else {
+        Amount::TooLarge
+    }
 }
 
 impl Bytes {
     /// Parses `512MiB`, `1.5GiB`, `4096` (bytes), `2GB`.
     pub fn parse(text: &str) -> Result<Bytes, UnitError> {
-        let bad = || {
-            UnitError(format!(
-                "invalid size {text:?}: expected a number and a unit such as \"512MiB\" or \"2GiB\""
-            ))
-        };
+        let bad = || UnitError::Size(quoted(text));
         let (value, unit) = split_number(text).ok_or_else(bad)?;
         let factor = unit_factor(unit, false).ok_or_else(bad)?;
-        to_u64(value * factor).map(Bytes).ok_or_else(bad)
+        match amount(value, factor) {
+            Amount::Fits(n) => Ok(Bytes(n)),
+            Amount::TooLarge => Err(UnitError::SizeTooLarge(quoted(text))),
+        }
     }
 
     /// The size in MiB, for display.
@@ -102,11 +194,7 @@ impl Rate {
     /// Parses `128MiB/s`, `10Gbit/s`, `1GiB/s`; the `/s` is required so a rate cannot be
     /// mistaken for a size.
     pub fn parse(text: &str) -> Result<Rate, UnitError> {
-        let bad = || {
-            UnitError(format!(
-                "invalid rate {text:?}: expected a number and a unit per second such as \"128MiB/s\" or \"10Gbit/s\""
-            ))
-        };
+        let bad = || UnitError::Rate(quoted(text));
         let trimmed = text.trim();
         let per_second = trimmed
             .strip_suffix("/s")
@@ -114,7 +202,10 @@ impl Rate {
             .ok_or_else(bad)?;
         let (value, unit) = split_number(per_second).ok_or_else(bad)?;
         let factor = unit_factor(unit, true).ok_or_else(bad)?;
-        to_u64(value * factor).map(Rate).ok_or_else(bad)
+        match amount(value, factor) {
+            Amount::Fits(n) => Ok(Rate(n)),
+            Amount::TooLarge => Err(UnitError::RateTooLarge(quoted(text))),
+        }
     }
 
     /// Bytes per second.
@@ -206,6 +297,56 @@ mod tests {
         assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("300").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_duration_beyond_thirty_days_is_too_large_in_our_words() {
+        let e = parse_duration("99999999999999999h").expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "duration \"99999999999999999h\" is too large: the most a plan takes is 30 days (\"30days\")"
+        );
+        assert_eq!(parse_duration("30days"), Ok(MAX_DURATION));
+        assert!(matches!(
+            parse_duration("31days"),
+            Err(UnitError::DurationTooLarge(_))
+        ));
+        assert!(matches!(
+            parse_duration("1y"),
+            Err(UnitError::DurationTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn a_duration_finer_than_a_nanosecond_is_not_called_too_large() {
+        let e = parse_duration("0.1ns").expect_err("refused");
+        assert!(e.to_string().contains("finer than a nanosecond"), "{e}");
+        let e = parse_duration("99999999999.5h").expect_err("refused");
+        assert!(matches!(e, UnitError::DurationTooLarge(_)), "{e}");
+    }
+
+    #[test]
+    fn a_duration_message_never_quotes_a_whole_unit_it_does_not_know() {
+        let text = format!("1{}", "x".repeat(100_000));
+        let e = parse_duration(&text).expect_err("refused");
+        assert!(e.to_string().len() < 400, "{e}");
+    }
+
+    #[test]
+    fn an_overflowing_size_or_rate_is_too_large_not_malformed() {
+        let e = Bytes::parse("99999999999999999999999TiB").expect_err("refused");
+        assert!(matches!(e, UnitError::SizeTooLarge(_)));
+        assert!(e
+            .to_string()
+            .contains("is too large: the most a plan takes is 1024TiB"));
+        assert_eq!(Bytes::parse("1024TiB"), Ok(Bytes(MAX_BYTES)));
+        assert!(matches!(Bytes::parse("1025TiB"), Err(UnitError::SizeTooLarge(_))));
+        let huge = format!("{}MiB", "9".repeat(400));
+        assert!(matches!(Bytes::parse(&huge), Err(UnitError::SizeTooLarge(_))));
+        assert!(matches!(
+            Rate::parse("99999999Tbit/s"),
+            Err(UnitError::RateTooLarge(_))
+        ));
     }
 
     #[test]

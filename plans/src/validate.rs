@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use crate::diagnostic::Diagnostic;
-use crate::model::{ForceMethod, Limits, Plan, Step};
+use crate::model::{ForceMethod, Limits, Plan, QmpAddress, Step};
 use crate::parse::Spans;
 use crate::reader::Mistakes;
+use crate::text::{bounded, quoted};
 
 mod tls;
 
@@ -43,6 +44,8 @@ fn check_route(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
         );
     }
 
+    check_remote_qmp(plan, spans, m);
+
     let destination_qmp = plan.destination.endpoint.qmp();
     if plan
         .source
@@ -57,6 +60,32 @@ fn check_route(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
             )
             .hint("a VM cannot migrate onto itself; give the destination QEMU's own socket"),
         );
+    }
+}
+
+/// QMP has no authentication: whoever reaches a monitor's port controls the VM. A
+/// monitor on another host is refused unless `[security] remote_qmp` says the network
+/// between is trusted.
+fn check_remote_qmp(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
+    if plan.security.remote_qmp {
+        return;
+    }
+    for (key, endpoint) in [
+        ("source.qmp", &plan.source),
+        ("destination.qmp", &plan.destination.endpoint),
+    ] {
+        if let Some(address @ QmpAddress::Tcp(host, _)) = endpoint.qmp() {
+            if address.is_remote() {
+                m.push(
+                    Diagnostic::new(
+                        key,
+                        spans.of(key),
+                        format!("QMP over TCP to {} is refused: the monitor protocol has no authentication", bounded(host)),
+                    )
+                    .hint("use a unix socket, or an SSH-forwarded local one; on a network where anyone who reaches the port may control the VM, set `remote_qmp = true` in [security]"),
+                );
+            }
+        }
     }
 }
 
@@ -158,7 +187,7 @@ fn check_devices(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
                 Diagnostic::new(
                     key.clone(),
                     spans.of(&key),
-                    format!("device \"{}\" is listed twice", d.id),
+                    format!("device {} is listed twice", quoted(&d.id)),
                 )
                 .hint("each [[devices]] entry names one device by its QOM id"),
             );

@@ -88,7 +88,11 @@ fn a_saving_timeout_written_longer_than_the_deadline_is_still_refused() {
     let found = errors.located();
     assert_eq!(found.len(), 1, "{errors}");
     let mistake = &found[0];
-    assert_eq!((mistake.line, mistake.column), (13, 18), "at the written value");
+    assert_eq!(
+        (mistake.line, mistake.column),
+        (Some(13), Some(18)),
+        "at the written value"
+    );
     assert_eq!(mistake.diagnostic.key, "limits.saving_timeout");
     assert_eq!(mistake.diagnostic.message, "is longer than `deadline`");
 }

@@ -40,7 +40,11 @@ fn mistakes(listen: &str, migration: &str) -> Vec<(usize, usize, String, String)
         Err(e) => e
             .located()
             .into_iter()
-            .map(|d| (d.line, d.column, d.diagnostic.key, d.diagnostic.message))
+            .map(|d| {
+                let line = d.line.expect("a mistake in the plan has a line");
+                let column = d.column.expect("and a column");
+                (line, column, d.diagnostic.key, d.diagnostic.message)
+            })
             .collect(),
     }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use super::endpoint::{QmpPeer, ReadHalf, WriteHalf};
-use super::envelope::{classify, Envelope, NoReturn};
+use super::envelope::{classify, excerpt, Envelope, NoReturn};
 use super::error::Noise;
 use super::event::QmpEvent;
 use super::MAX_LINE_BYTES;
@@ -115,7 +115,11 @@ impl State {
 
     fn deliver_reply(&self, id: Value, outcome: Reply) {
         let Some(number) = id.as_u64() else {
-            self.note(format!("reply with an id this client never sent ({id}) ignored"));
+            // The id is the peer's, as long as the line: noted in part.
+            self.note(format!(
+                "reply with an id this client never sent ({}) ignored",
+                excerpt(&id.to_string())
+            ));
             return;
         };
         let mut inner = self.lock();

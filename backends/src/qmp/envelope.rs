@@ -104,7 +104,7 @@ pub(crate) fn classify(line: &str) -> Result<Envelope, String> {
 }
 
 /// The start of a line, for error messages, printable.
-fn excerpt(line: &str) -> String {
+pub(crate) fn excerpt(line: &str) -> String {
     const MAX: usize = 120;
     if line.chars().count() <= MAX {
         format!("`{}`", printable(line))
@@ -129,8 +129,22 @@ pub(crate) fn printable(text: &str) -> String {
         .collect()
 }
 
+/// The first member names of an object, each cut short: a name may be as long as the
+/// line, and notes are kept.
 fn members(object: &Map<String, Value>) -> String {
-    let names: Vec<&str> = object.keys().map(String::as_str).take(8).collect();
+    const MAX_NAME: usize = 40;
+    let names: Vec<String> = object
+        .keys()
+        .take(8)
+        .map(|name| {
+            if name.chars().count() <= MAX_NAME {
+                name.clone()
+            } else {
+                let head: String = name.chars().take(MAX_NAME).collect();
+                format!("{head}...")
+            }
+        })
+        .collect();
     if names.is_empty() {
         "none".to_owned()
     } else {
@@ -213,6 +227,18 @@ mod tests {
             panic!("not refused");
         };
         assert_eq!(remote.desc, r"bad\u{1b}[31m red");
+    }
+
+    #[test]
+    fn a_stranger_with_long_member_names_is_noted_briefly() {
+        let name = "m".repeat(5_000);
+        let line = format!(r#"{{"{name}": 1, "{name}x": 2}}"#);
+        let message = classify(&line).err().unwrap_or_default();
+        assert!(
+            message.starts_with("neither reply, event nor greeting"),
+            "{message}"
+        );
+        assert!(message.len() < 200, "{} bytes", message.len());
     }
 
     #[test]

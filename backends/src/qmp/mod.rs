@@ -24,6 +24,8 @@ mod endpoint;
 mod envelope;
 mod error;
 mod event;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod greeting;
 
 pub use client::{QmpClient, DEFAULT_COMMAND_TIMEOUT};

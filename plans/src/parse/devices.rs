@@ -6,6 +6,7 @@ use crate::defaults;
 use crate::diagnostic::Diagnostic;
 use crate::model::Device;
 use crate::reader::{Mistakes, TableReader};
+use crate::text::quoted;
 
 pub(super) fn read_devices(top: &TableReader<'_, '_>, m: &mut Mistakes) -> Option<Vec<Device>> {
     if !top.has("devices") {
@@ -34,18 +35,9 @@ pub(super) fn read_devices(top: &TableReader<'_, '_>, m: &mut Mistakes) -> Optio
 
 fn read_device(path: String, t: &DeTable<'_>, s: std::ops::Range<usize>, m: &mut Mistakes) -> Option<Device> {
     let r = TableReader::new(path.clone(), t, s, &["id", "host", "precopy", "state_size"]);
-    let id = r.string(m, "id");
+    let id = r.name(m, "id", "hostdev0");
     if id.is_none() && !r.has("id") {
         r.missing(m, "id", "give the device's QOM id, e.g. `id = \"hostdev0\"`");
-    }
-    if let Some(id) = &id {
-        if id.value.is_empty() {
-            m.push(Diagnostic::new(
-                format!("{path}.id"),
-                id.span.clone(),
-                "must not be empty",
-            ));
-        }
     }
     let host = r.string(m, "host");
     if let Some(h) = &host {
@@ -54,7 +46,7 @@ fn read_device(path: String, t: &DeTable<'_>, s: std::ops::Range<usize>, m: &mut
                 Diagnostic::new(
                     format!("{path}.host"),
                     h.span.clone(),
-                    format!("\"{}\" is not a PCI address", h.value),
+                    format!("{} is not a PCI address", quoted(&h.value)),
                 )
                 .hint("write the full address as sysfs shows it, e.g. \"0000:3b:00.1\""),
             );

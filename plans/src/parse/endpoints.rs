@@ -11,6 +11,7 @@ use crate::defaults;
 use crate::diagnostic::Diagnostic;
 use crate::model::*;
 use crate::reader::{At, Mistakes, TableReader};
+use crate::text::{bounded, quoted};
 
 use super::tls;
 
@@ -65,7 +66,9 @@ fn read_qmp(r: &TableReader<'_, '_>, m: &mut Mistakes) -> Option<QmpAddress> {
     }
 }
 
-/// Parses `unix:PATH` or `tcp:HOST:PORT` (loopback only).
+/// Parses `unix:PATH` or `tcp:HOST:PORT`, HOST an IP address or `localhost`. Whether a
+/// host other than this one may be reached is a check across keys (`[security]`), in
+/// [`crate::validate`].
 fn parse_qmp_address(text: &str) -> Result<QmpAddress, (String, String)> {
     let example = "write `qmp = \"unix:/run/qemu/vm.qmp\"` or `qmp = \"tcp:127.0.0.1:4444\"`";
     if let Some(path) = text.strip_prefix("unix:") {
@@ -75,25 +78,89 @@ fn parse_qmp_address(text: &str) -> Result<QmpAddress, (String, String)> {
         return Ok(QmpAddress::Unix(PathBuf::from(path)));
     }
     if let Some(rest) = text.strip_prefix("tcp:") {
-        let (host, port) = split_host_port(rest)
-            .ok_or_else(|| (format!("\"{text}\" is not tcp:HOST:PORT"), example.to_string()))?;
-        let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
+        let (host, port) =
+            split_host_port(rest).map_err(|e| (e.message(text, "tcp:HOST:PORT"), example.into()))?;
+        if host != "localhost" && host.parse::<IpAddr>().is_err() {
             return Err((
-                format!("QMP over TCP to {host} is refused: the monitor protocol has no authentication"),
-                "use a unix socket, or reach a remote monitor through an SSH-forwarded local socket".into(),
+                format!("QMP over TCP takes an IP address or localhost, not the host name {}", quoted(host)),
+                "the tool does not resolve names for a monitor: write its address, e.g. `tcp:192.0.2.10:4444`"
+                    .into(),
             ));
         }
         return Ok(QmpAddress::Tcp(host.to_string(), port));
     }
-    Err((format!("\"{text}\" is not a QMP address"), example.into()))
+    Err((format!("{} is not a QMP address", quoted(text)), example.into()))
 }
 
-fn split_host_port(text: &str) -> Option<(&str, u16)> {
-    let (host, port) = text.rsplit_once(':')?;
+/// Why the `HOST:PORT` of a `tcp:` address did not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPortError {
+    /// No `:PORT`, or nothing after the colon.
+    NoPort,
+    /// Nothing before `:PORT`.
+    NoHost,
+    /// The port has something other than digits.
+    PortNotANumber,
+    /// The port is 0 or above 65535; the digits as written.
+    PortOutOfRange(String),
+    /// `user:password@` before the host, which neither QEMU nor QMP takes here.
+    Credentials,
+    /// The host has characters no address or host name has.
+    BadHost,
+}
+
+impl HostPortError {
+    /// The message for the address `text` (quoted whole, so nothing in it is shown
+    /// unmasked), which should have the form `form`.
+    fn message(&self, text: &str, form: &str) -> String {
+        match self {
+            HostPortError::NoPort => format!("{} is not {form}: the port is missing", quoted(text)),
+            HostPortError::NoHost => format!("{} is not {form}: the host is missing", quoted(text)),
+            HostPortError::PortNotANumber => {
+                format!("{} is not {form}: the port is not a number", quoted(text))
+            }
+            HostPortError::PortOutOfRange(port) => {
+                format!("port {} is out of range: the port must be 1–65535", bounded(port))
+            }
+            HostPortError::Credentials => format!(
+                "{} is not {form}: it carries a user or password, which a tcp: address cannot",
+                quoted(text)
+            ),
+            HostPortError::BadHost => format!(
+                "{} is not {form}: the host is not an IP address or a host name",
+                quoted(text)
+            ),
+        }
+    }
+}
+
+/// Splits `HOST:PORT` (`[V6]:PORT` too), the port 1 to 65535.
+fn split_host_port(text: &str) -> Result<(&str, u16), HostPortError> {
+    let (host, port) = text.rsplit_once(':').ok_or(HostPortError::NoPort)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port.parse().ok()?;
-    (!host.is_empty() && port != 0).then_some((host, port))
+    if port.is_empty() {
+        return Err(HostPortError::NoPort);
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HostPortError::PortNotANumber);
+    }
+    let port = match port.parse::<u16>() {
+        Ok(p) if p != 0 => p,
+        _ => return Err(HostPortError::PortOutOfRange(port.to_string())),
+    };
+    if host.is_empty() {
+        return Err(HostPortError::NoHost);
+    }
+    if host.contains('@') {
+        return Err(HostPortError::Credentials);
+    }
+    // Letters, digits, dots and hyphens name a host; colons an IPv6 address; QEMU takes
+    // nothing else before the port.
+    let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if !host.chars().all(host_char) {
+        return Err(HostPortError::BadHost);
+    }
+    Ok((host, port))
 }
 
 /// The keys of `[migration]`: the stream's route, post-copy, and its TLS keys.
@@ -132,21 +199,83 @@ pub(super) fn read_migration(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes)
 /// Checks a migration URI's form: `tcp:HOST:PORT` or `unix:PATH`.
 fn check_migration_uri(key: &str, at: &At<String>, m: &mut Mistakes) {
     let hint = "write e.g. \"tcp:10.0.0.2:49152\" or \"unix:/run/vfio-migrate/stream.sock\"";
-    let ok = if let Some(rest) = at.value.strip_prefix("tcp:") {
-        split_host_port(rest).is_some()
+    let problem = if let Some(rest) = at.value.strip_prefix("tcp:") {
+        split_host_port(rest)
+            .err()
+            .map(|e| e.message(&at.value, "tcp:HOST:PORT"))
     } else if let Some(path) = at.value.strip_prefix("unix:") {
-        !path.is_empty()
+        path.is_empty()
+            .then(|| "the unix socket path is empty".to_string())
     } else {
-        false
+        Some(format!(
+            "{} is not a migration URI this tool supports",
+            quoted(&at.value)
+        ))
     };
-    if !ok {
-        m.push(
-            Diagnostic::new(
-                key,
-                at.span.clone(),
-                format!("\"{}\" is not a migration URI this tool supports", at.value),
-            )
-            .hint(hint),
+    if let Some(problem) = problem {
+        m.push(Diagnostic::new(key, at.span.clone(), problem).hint(hint));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_a_number_from_1_to_65535() {
+        assert_eq!(split_host_port("h:65535"), Ok(("h", 65535)));
+        assert_eq!(split_host_port("[::1]:1"), Ok(("::1", 1)));
+        assert_eq!(
+            split_host_port("h:65536"),
+            Err(HostPortError::PortOutOfRange("65536".into()))
         );
+        assert_eq!(
+            split_host_port("h:0"),
+            Err(HostPortError::PortOutOfRange("0".into()))
+        );
+        assert_eq!(split_host_port("h:http"), Err(HostPortError::PortNotANumber));
+        assert_eq!(split_host_port("h:-1"), Err(HostPortError::PortNotANumber));
+        assert_eq!(split_host_port("h"), Err(HostPortError::NoPort));
+        assert_eq!(split_host_port("h:"), Err(HostPortError::NoPort));
+        assert_eq!(split_host_port(":80"), Err(HostPortError::NoHost));
+    }
+
+    #[test]
+    fn a_host_is_an_address_or_a_name_without_credentials() {
+        assert_eq!(
+            split_host_port("dst-01.example:49152"),
+            Ok(("dst-01.example", 49152))
+        );
+        assert_eq!(split_host_port("::1:49152"), Ok(("::1", 49152)));
+        assert_eq!(
+            split_host_port("admin:hunter2@10.0.0.2:49152"),
+            Err(HostPortError::Credentials)
+        );
+        assert_eq!(split_host_port("10.0.0.2 ; rm:1"), Err(HostPortError::BadHost));
+        assert_eq!(split_host_port("h\u{1b}[2J:1"), Err(HostPortError::BadHost));
+    }
+
+    #[test]
+    fn a_port_out_of_range_says_what_a_port_may_be() {
+        let e = HostPortError::PortOutOfRange("99999".into());
+        assert_eq!(
+            e.message("tcp:h:99999", "tcp:HOST:PORT"),
+            "port 99999 is out of range: the port must be 1–65535"
+        );
+    }
+
+    #[test]
+    fn a_malformed_address_with_credentials_is_quoted_masked() {
+        let message = HostPortError::PortNotANumber.message("tcp:user:hunter2@host", "tcp:HOST:PORT");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn a_qmp_host_is_an_ip_address_or_localhost() {
+        assert!(parse_qmp_address("tcp:localhost:4444").is_ok());
+        assert!(parse_qmp_address("tcp:192.0.2.10:4444").is_ok());
+        assert!(parse_qmp_address("tcp:[2001:db8::1]:4444").is_ok());
+        let (message, _) = parse_qmp_address("tcp:qemu.example:4444").expect_err("a name");
+        assert!(message.contains("takes an IP address"), "{message}");
     }
 }

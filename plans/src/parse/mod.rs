@@ -7,6 +7,7 @@ mod devices;
 mod endpoints;
 mod limits;
 mod policy;
+mod security;
 mod spans;
 mod tls;
 
@@ -15,7 +16,6 @@ use std::ops::Range;
 use toml::de::DeTable;
 
 use crate::defaults;
-use crate::diagnostic::Diagnostic;
 use crate::model::*;
 use crate::reader::{Mistakes, TableReader};
 
@@ -31,6 +31,7 @@ struct Parts {
     limits: Option<Limits>,
     convergence: Option<Convergence>,
     policy: Option<Policy>,
+    security: Option<Security>,
 }
 
 impl Parts {
@@ -45,6 +46,7 @@ impl Parts {
             limits: self.limits?,
             convergence: self.convergence?,
             policy: self.policy?,
+            security: self.security?,
         })
     }
 }
@@ -61,6 +63,7 @@ pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes
         "limits",
         "convergence",
         "policy",
+        "security",
     ];
     let spans = Spans::of_document(root, span.clone());
     let top = TableReader::new("", root, span, KEYS);
@@ -86,6 +89,7 @@ pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes
         limits: optional_table(&top, m, "limits", limits::read_limits),
         convergence: optional_table(&top, m, "convergence", limits::read_convergence),
         policy: optional_table(&top, m, "policy", policy::read_policy),
+        security: optional_table(&top, m, "security", security::read_security),
     };
     top.finish(m);
     let mut plan = parts.plan();
@@ -124,17 +128,9 @@ fn optional_table<'a, 'i, T: Default>(
 
 fn read_vm(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes) -> Option<Vm> {
     let r = TableReader::new("vm", t, s, &["name", "allow_unlisted_devices"]);
-    let name = r.string(m, "name");
+    let name = r.name(m, "name", "db-01");
     if name.is_none() && !r.has("name") {
         r.missing(m, "name", "name the VM, e.g. `name = \"db-01\"`");
-    }
-    if let Some(n) = &name {
-        if n.value.trim().is_empty() {
-            m.push(
-                Diagnostic::new("vm.name", n.span.clone(), "must not be empty")
-                    .hint("name the VM, e.g. `name = \"db-01\"`"),
-            );
-        }
     }
     let allow = r.boolean(m, "allow_unlisted_devices");
     r.finish(m);
