@@ -181,7 +181,7 @@ impl<'r, 'a> Converge<'r, 'a> {
     async fn on_tick(&mut self) -> Option<LoopEnd> {
         let sample = match self.run.driver.sample().await {
             Ok(s) => s,
-            Err(error) => return Some(LoopEnd::Stopped(Reason::Driver { error })),
+            Err(error) => return Some(LoopEnd::Stopped(Reason::failed_request(error))),
         };
         self.run.seen.last_sample = Some(sample.clone());
         self.status = sample.status.clone();
@@ -363,7 +363,7 @@ impl<'r, 'a> Converge<'r, 'a> {
         // The pass under way straddles the action; judge only passes that start after it.
         self.state.since = self.run.seen.history.len() + 1;
         match result {
-            Err(error) if error.disconnected => Some(LoopEnd::Stopped(Reason::Driver { error })),
+            Err(error) if error.disconnected => Some(LoopEnd::Stopped(Reason::failed_request(error))),
             _ => None,
         }
     }

@@ -87,6 +87,18 @@ pub enum Outcome {
 }
 
 impl Reason {
+    /// A request that failed: a lost connection when the side's connection is gone (the
+    /// same reason as the event that says so, whichever arrives first), else the failure.
+    pub(crate) fn failed_request(error: DriverError) -> Reason {
+        match error.disconnected {
+            true => Reason::ConnectionLost {
+                side: error.side,
+                why: error.message,
+            },
+            false => Reason::Driver { error },
+        }
+    }
+
     /// The outcome this reason stands for: a decision (policy, gate, operator) aborts,
     /// anything else is a failure.
     pub fn outcome(&self) -> Outcome {

@@ -52,6 +52,9 @@ pub enum Problem {
         /// The destination's run state.
         state: RunState,
     },
+    /// The plan does not make the destination listen, and it does not listen: QEMU
+    /// reports no incoming migration (started with `-incoming defer`, never told where).
+    DestinationNotListening,
     /// The plan makes the destination listen, but it already has an incoming migration.
     IncomingAlreadySetUp {
         /// The destination's migration status.
@@ -179,10 +182,17 @@ pub fn pair_problems(plan: &Plan, facts: &PairFacts) -> Vec<Problem> {
                     state: dst.run_state.clone(),
                 });
             }
-            if plan.destination.listen.is_some() && dst.migration != MigrationStatus::None {
-                out.push(Problem::IncomingAlreadySetUp {
-                    status: dst.migration.clone(),
-                });
+            match (&plan.destination.listen, &dst.migration) {
+                (Some(_), MigrationStatus::None) => {}
+                (Some(_), status) => out.push(Problem::IncomingAlreadySetUp {
+                    status: status.clone(),
+                }),
+                // Without `listen` the destination must listen already (`-incoming URI`
+                // shows as `setup`); one that does not would refuse the stream.
+                (None, MigrationStatus::None) if dst.run_state == RunState::InMigrate => {
+                    out.push(Problem::DestinationNotListening)
+                }
+                (None, _) => {}
             }
         }
         placement => out.push(Problem::Placement { placement, sides }),
@@ -292,10 +302,57 @@ impl Problem {
             Problem::DestinationNotWaiting { .. } | Problem::IncomingAlreadySetUp { .. } => {
                 Some(Side::Destination)
             }
+            Problem::DestinationNotListening => Some(Side::Destination),
             Problem::Placement { .. } => None,
             Problem::RamDiffers { .. } => Some(Side::Destination),
             Problem::Unsupported { .. } => None,
             _ => Some(Side::Source),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::SideFacts;
+
+    fn side(run_state: RunState, migration: &str) -> SideFacts {
+        SideFacts {
+            version: "10.0.2".into(),
+            run_state,
+            migration: MigrationStatus::parse(migration),
+            blocked_reasons: Vec::new(),
+            dirty_ring_size: None,
+            kvm: true,
+            ram_bytes: Some(1 << 30),
+        }
+    }
+
+    fn plan(destination: &str) -> Plan {
+        let text = format!(
+            "[vm]\nname = \"t\"\n[source]\nqmp = \"unix:/run/src.qmp\"\n[destination]\nqmp = \"unix:/run/dst.qmp\"\n{destination}"
+        );
+        plans::load("plan.toml", &text).expect("a valid plan")
+    }
+
+    fn problems(plan: &Plan, destination_migration: &str) -> Vec<Problem> {
+        let facts = PairFacts {
+            source: side(RunState::Running, "none"),
+            destination: side(RunState::InMigrate, destination_migration),
+        };
+        pair_problems(plan, &facts)
+    }
+
+    #[test]
+    fn without_listen_a_destination_that_reports_no_incoming_migration_is_not_listening() {
+        let uri_only = plan("[migration]\nuri = \"tcp:127.0.0.1:49152\"\n");
+        assert_eq!(
+            problems(&uri_only, "none"),
+            vec![Problem::DestinationNotListening]
+        );
+        // `-incoming tcp:...` on its command line shows as `setup`.
+        assert_eq!(problems(&uri_only, "setup"), vec![]);
+        let listen = plan("listen = \"tcp:127.0.0.1:49152\"\n");
+        assert_eq!(problems(&listen, "none"), vec![]);
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::converge::{Converge, LoopEnd};
-use crate::driver::{Driver, MigrationStatus, Setup, TlsSetup};
+use crate::driver::{Driver, DriverEvent, MigrationStatus, Setup, TlsSetup};
 use crate::estimate::Context;
 use crate::events::{EngineEvent, EventSink};
 use crate::gate::DeviceGate;
@@ -161,9 +161,22 @@ fn setup_of(plan: &Plan) -> Setup {
 /// Check the devices and the pause the rest would cause, then continue or refuse.
 async fn switchover(run: &mut Run<'_>, at: Instant) -> Ending {
     run.enter(Phase::Switchover);
-    // Device events sent before QEMU paused are already queued: take them in.
+    // Device events sent before QEMU paused are already queued: take them in. So may be
+    // word that a side's connection closed (its QEMU died, say, while this run could not
+    // read): continuing into a destination that is gone would only fail the migration
+    // after the devices' final state, so cancel here instead.
+    let mut lost = None;
     while let Ok(event) = run.events.try_recv() {
+        if let DriverEvent::Disconnected { side, reason } = &event {
+            lost.get_or_insert(Reason::ConnectionLost {
+                side: *side,
+                why: reason.clone(),
+            });
+        }
         run.record_late(&event, MigrationStatus::PreSwitchover);
+    }
+    if let Some(reason) = lost {
+        return Ending::Stopped(reason);
     }
     let patience = run.plan.limits.max_downtime * 2;
     if run.driver.switchover_hold().is_none() {

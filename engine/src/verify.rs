@@ -97,7 +97,7 @@ pub(crate) async fn wait_for_completion(run: &mut Run<'_>, patience: Duration) -
                     _ => {}
                 }
             }
-            Err(error) if error.disconnected => return Ending::Stopped(Reason::Driver { error }),
+            Err(error) if error.disconnected => return Ending::Stopped(Reason::failed_request(error)),
             Err(_) => {}
         }
         if Instant::now() >= deadline {

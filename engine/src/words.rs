@@ -134,6 +134,9 @@ impl Display for Problem {
                 f,
                 "destination: not waiting for an incoming migration (state {state}); start it with `-incoming defer`"
             ),
+            Problem::DestinationNotListening => f.write_str(
+                "destination: not listening for the migration stream (QEMU reports no incoming migration: started with `-incoming defer` and never told where); set `listen` in [destination] so that the tool makes it listen, or start it with `-incoming tcp:HOST:PORT`",
+            ),
             Problem::IncomingAlreadySetUp { status } => write!(
                 f,
                 "destination: already has an incoming migration set up (status {status}); drop `listen` from the plan, or start a new destination QEMU with `-incoming defer`"

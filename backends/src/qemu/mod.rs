@@ -299,6 +299,21 @@ impl Driver for QmpDriver {
         self.events.take().unwrap_or_else(|| mpsc::unbounded_channel().1)
     }
 
+    async fn reconnect(&mut self, side: Side) -> Result<(), DriverError> {
+        let (slot, address) = match side {
+            Side::Source => (&mut self.source, &self.source_address),
+            Side::Destination => (&mut self.destination, &self.destination_address),
+        };
+        // QEMU serves one client per monitor: the old connection goes first.
+        *slot = None;
+        let mut client = QmpClient::connect(address, &side.to_string(), self.connect_timeout)
+            .await
+            .map_err(|e| error(side, "connect", e))?;
+        client.set_command_timeout(self.command_timeout);
+        *slot = Some(client);
+        Ok(())
+    }
+
     async fn inspect(&mut self) -> Result<PairFacts, DriverError> {
         Ok(PairFacts {
             source: self.side_facts(Side::Source).await?,

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;

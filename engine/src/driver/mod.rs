@@ -78,6 +78,19 @@ pub trait Driver: Send {
     /// removes what it added; called once the migration is over, however it ended.
     async fn restore(&mut self) -> Result<(), DriverError>;
 
+    /// Connects to `side` again after its connection was lost, so that a run can still
+    /// cancel, put back and ask (a closed connection does not mean the process is gone).
+    /// Events from the new connection are not delivered. Backends that cannot leave the
+    /// default, which refuses.
+    async fn reconnect(&mut self, side: Side) -> Result<(), DriverError> {
+        Err(DriverError {
+            side,
+            request: "connect".into(),
+            message: format!("{side}: connect: this backend cannot connect again"),
+            disconnected: true,
+        })
+    }
+
     /// What [`Driver::configure`] changed, in a form a journal can keep, so that another
     /// process can put it back after this one died. `None` when nothing was changed.
     fn saved_settings(&self) -> Option<serde_json::Value> {
