@@ -387,6 +387,18 @@ fn a_source_monitor_lost_for_good_is_exit_4_and_recover_cancels_once_it_answers(
     assert_eq!(repair["found_placement"]["kind"], "in_progress");
     assert_eq!(repair["running_on"], "source");
     assert_runs_only_on_the_source(&pair, "cancelled");
+    // The run could not put its settings back; its journal said so, and recover did.
+    let done = repair["done"].to_string();
+    assert!(done.contains("put back the migration settings"), "{repair:#}");
+    let caps = common::qmp(&pair.source.observer_socket, "query-migrate-capabilities");
+    let on: Vec<&str> = caps
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["state"] == true)
+        .filter_map(|c| c["capability"].as_str())
+        .collect();
+    assert!(on.is_empty(), "capabilities left on at the source: {on:?}");
 }
 
 // 5a. The destination frozen longer than the command timeout, then continued in time.

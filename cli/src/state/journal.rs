@@ -161,10 +161,12 @@ impl Journal {
         }
     }
 
-    /// Marks the run finished with exit code `rc`, and waits until that is written;
-    /// reports the first write that failed on the way.
+    /// Records the run's end with exit code `rc`, and waits until that is written;
+    /// reports the first write that failed on the way. A run that ended needing a person
+    /// (exit 4: e.g. a monitor lost for good, so settings could not be put back) leaves
+    /// the journal unfinished, so that `recover`, or the next run, still repairs from it.
     pub fn finish(&mut self, rc: i32) -> std::io::Result<()> {
-        self.record.finished = true;
+        self.record.finished = rc != engine::ExitStatus::NeedsAttention.code();
         self.record.rc = Some(rc);
         self.record.phase = "done".into();
         self.record.updated_unix_ms = unix_ms();
@@ -292,5 +294,15 @@ mod tests {
         let (_, record) = Journal::read(dir.path(), "vm").expect("written at once by finish");
         assert!(record.finished);
         assert_eq!(record.rc, Some(0));
+    }
+
+    #[test]
+    fn a_run_that_needs_a_person_leaves_its_journal_for_recover() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::start(dir.path(), "vm", "db", Path::new("plan.toml")).expect("journal");
+        journal.finish(4).expect("finish");
+        let (_, record) = Journal::read(dir.path(), "vm").expect("written");
+        assert!(!record.finished, "recover must still repair from it");
+        assert_eq!(record.rc, Some(4));
     }
 }
