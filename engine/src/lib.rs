@@ -22,6 +22,7 @@
 //! [`events::EventSink`] and never prints. Every sentence it says about why lives in
 //! `words.rs`.
 
+pub mod check;
 pub mod converge;
 pub mod driver;
 pub mod estimate;
