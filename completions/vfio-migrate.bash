@@ -16,6 +16,9 @@ _vfio__migrate() {
             ",$1")
                 cmd="vfio__migrate"
                 ;;
+            vfio__migrate,check)
+                cmd="vfio__migrate__subcmd__check"
+                ;;
             vfio__migrate,completions)
                 cmd="vfio__migrate__subcmd__completions"
                 ;;
@@ -39,6 +42,9 @@ _vfio__migrate() {
                 ;;
             vfio__migrate,validate)
                 cmd="vfio__migrate__subcmd__validate"
+                ;;
+            vfio__migrate__subcmd__help,check)
+                cmd="vfio__migrate__subcmd__help__subcmd__check"
                 ;;
             vfio__migrate__subcmd__help,completions)
                 cmd="vfio__migrate__subcmd__help__subcmd__completions"
@@ -71,8 +77,34 @@ _vfio__migrate() {
 
     case "${cmd}" in
         vfio__migrate)
-            opts="-o -q -h -V --output --quiet --state-dir --help --version migrate recover validate schema demo guard completions help"
+            opts="-o -q -h -V --output --quiet --state-dir --help --version migrate recover check validate schema demo guard completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfio__subcmd__migrate__subcmd__check)
+            opts="-o -q -h --no-measure --output --quiet --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -183,8 +215,22 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__help)
-            opts="migrate recover validate schema demo guard completions help"
+            opts="migrate recover check validate schema demo guard completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfio__subcmd__migrate__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

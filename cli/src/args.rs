@@ -66,6 +66,19 @@ pub enum Command {
         /// The plan file.
         plan: PathBuf,
     },
+    /// Check, changing nothing, whether the plan will work and what it will cost: both
+    /// monitors, the plan's devices, and a prediction from one dirty-rate measurement
+    /// (exit 0 ready, 3 not ready, 2 invalid plan).
+    #[command(
+        after_help = "Every row has an id, a status (pass, warn, fail), a finding and a hint; --output json carries the same rows. See docs/check.md."
+    )]
+    Check {
+        /// The plan file.
+        plan: PathBuf,
+        /// Take no dirty-rate measurement, so make no prediction.
+        #[arg(long)]
+        no_measure: bool,
+    },
     /// Check a plan without contacting any host (exit 0 valid, 2 invalid).
     Validate {
         /// The plan file.

@@ -5,6 +5,7 @@
 //! [`run`].
 
 pub mod args;
+mod check;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod exit;
@@ -33,6 +34,11 @@ pub fn run(cli: Cli) -> i32 {
         (Some(Command::Recover { plan }), _) => recover::recover_file(&plan, output, state_dir),
         (Some(Command::Guard { plan }), _) => guardian::watch(&plan, &state::state_dir(state_dir)),
         (Some(Command::Validate { plan }), _) => validate_file(&plan, output),
+        (Some(Command::Check { plan, no_measure }), _) => check::run(check::Request {
+            plan,
+            measure: !no_measure,
+            output,
+        }),
         (Some(Command::Schema), _) => {
             println!("{}", plans::schema::plan_schema_json());
             0

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{pair, run, status, ONE_AT_A_TIME};
+use common::{check, pair, row, run, status, ONE_AT_A_TIME};
 use rig::QemuPair;
 use serde_json::Value;
 use standins::devmodel::{Proxy, ProxyConfig, Role};
@@ -329,4 +329,37 @@ fn a_vfio_device_missing_from_the_plan_is_not_ready() {
         "{}",
         error(&report)
     );
+}
+
+#[test]
+fn check_names_each_device_that_is_missing_unfollowed_unlisted_or_of_unknown_size() {
+    let _one = ONE_AT_A_TIME.lock();
+    let silent = ModelDevice {
+        migration_events: false,
+        ..device("gpu1", true, 64, Fault::None)
+    };
+    let m = modelled(
+        64,
+        0,
+        vec![device("gpu0", true, 64, Fault::None), silent, device("nic9", false, 8, Fault::None)],
+    );
+    let devices = "[[devices]]\nid = \"gpu0\"\n[[devices]]\nid = \"gpu1\"\nstate_size = \"64MiB\"\n[[devices]]\nid = \"fpga0\"\n";
+    let (code, answer) = check(m.pair.dir(), &plan(&m, devices, "", "escalation = [\"abort\"]"));
+    assert_eq!(code, 3, "{answer:#}");
+    for (id, status) in [
+        ("device.gpu0.migration_events", "pass"),
+        ("device.gpu0.enable_migration", "pass"),
+        ("device.gpu0.destination", "pass"),
+        ("device.gpu0.state_size", "warn"),
+        ("device.gpu1.migration_events", "fail"),
+        ("device.gpu1.state_size", "pass"),
+        ("device.fpga0.present", "fail"),
+        ("device.nic9.listed", "fail"),
+        ("capability.switchover-ack", "pass"),
+    ] {
+        assert_eq!(row(&answer, id)["status"], status, "{id}: {}", row(&answer, id));
+    }
+    assert!(row(&answer, "device.gpu0.state_size")["finding"]
+        .as_str()
+        .is_some_and(|f| f.contains("100 GiB")));
 }

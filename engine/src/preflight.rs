@@ -14,7 +14,7 @@ use crate::driver::{
 use crate::gate::Follow;
 use crate::placement::{Placement, Sides};
 
-mod versions;
+pub(crate) mod versions;
 pub use versions::Release;
 
 /// A reason the hosts are not ready.

@@ -135,6 +135,7 @@ fn probe(candidate: &AccelInfo, qemu: &Path, dir: &Path) -> Result<(), RigError>
             rate_mb: 0,
         },
         incoming: false,
+        extra: &[],
     })?;
     let ready = process.wait_for_line("READY", PROBE_TIMEOUT);
     process.kill();

@@ -72,6 +72,11 @@ pub struct PairOptions {
     pub dirty_ring: bool,
     /// The QEMU binary.
     pub qemu: PathBuf,
+    /// More arguments for the source QEMU only (a test that needs the two sides to
+    /// differ: a migration blocker, say).
+    pub source_args: Vec<String>,
+    /// The destination's RAM in MiB when it must differ from the source's.
+    pub destination_mem_mb: Option<u32>,
 }
 
 impl Default for PairOptions {
@@ -85,6 +90,8 @@ impl Default for PairOptions {
             accel: Accel::Auto,
             dirty_ring: true,
             qemu: PathBuf::from("qemu-system-x86_64"),
+            source_args: Vec::new(),
+            destination_mem_mb: None,
         }
     }
 }

@@ -52,7 +52,7 @@ impl QemuPair {
             .map_err(io_error("create a temporary directory"))?;
         let accel = accel::choose(opts.accel, opts.dirty_ring, &opts.qemu, dir.path())?;
         let mem_mb = opts.mem_mb.max(opts.guest.wss_mb + GUEST_OVERHEAD_MB);
-        let launch = |side, incoming| Launch {
+        let launch = |side, incoming, mem_mb, extra| Launch {
             qemu: &opts.qemu,
             dir: dir.path(),
             side,
@@ -60,11 +60,13 @@ impl QemuPair {
             mem_mb,
             guest: opts.guest,
             incoming,
+            extra,
         };
         // Both start before waiting for READY, so their start-up overlaps. An early
         // return drops what was started, which kills it.
-        let source = QemuProcess::start(&launch("source", false))?;
-        let destination = QemuProcess::start(&launch("destination", true))?;
+        let source = QemuProcess::start(&launch("source", false, mem_mb, &opts.source_args))?;
+        let destination_mem = opts.destination_mem_mb.unwrap_or(mem_mb);
+        let destination = QemuProcess::start(&launch("destination", true, destination_mem, &[]))?;
         // Filling the largest (2 GiB) working set takes ~2 s under KVM-PVM: 20 s is ample.
         source.wait_for_line("READY", Duration::from_secs(20))?;
         let migration_port = free_port().map_err(io_error("find a free loopback port"))?;

@@ -34,6 +34,8 @@ pub(crate) struct Launch<'a> {
     pub guest: GuestParams,
     /// Start paused, waiting for `migrate-incoming` (`-incoming defer -S`).
     pub incoming: bool,
+    /// Arguments appended to the command line.
+    pub extra: &'a [String],
 }
 
 /// A running QEMU: its monitor socket and serial log. Killed (and reaped) on drop.
@@ -95,6 +97,7 @@ impl QemuProcess {
             // Not told where to listen: the tool under test sends `migrate-incoming`.
             cmd.args(["-incoming", "defer", "-S"]);
         }
+        cmd.args(launch.extra);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         die_with_parent(&mut cmd);
         let command = shell_words(&cmd);

@@ -13,6 +13,7 @@
 
 mod events;
 pub mod stats;
+mod survey;
 pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,7 +24,8 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 use engine::driver::{
     DeviceEvents, DeviceInfo, DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent, KernelDirtyRate,
-    Listen, MigrationStatus, PairFacts, RunState, Sample, Setup, Side, SideFacts, SwitchoverHold, Throttle,
+    Listen, MigrationStatus, PairFacts, RunState, Sample, Setup, Side, SideFacts, SideSurvey, Survey,
+    SwitchoverHold, Throttle,
 };
 use plans::QmpAddress;
 use qapi_qmp::{MigrateSetParameters, MigrationCapability, MigrationCapabilityStatus};
@@ -143,6 +145,23 @@ impl QmpDriver {
         let client = self.client(side, command)?;
         let reply = self.raw(side, command, None).await?;
         read(&reply).map_err(|e| unexpected(side, client.peer(), e))
+    }
+
+    /// Connects to one side, dropping an old connection first: QEMU serves one client
+    /// per monitor.
+    async fn connect_one(&mut self, side: Side) -> Result<(), DriverError> {
+        let (slot, address) = match side {
+            Side::Source => (&mut self.source, &self.source_address),
+            Side::Destination => (&mut self.destination, &self.destination_address),
+        };
+        // QEMU serves one client per monitor: the old connection goes first.
+        *slot = None;
+        let mut client = QmpClient::connect(address, &side.to_string(), self.connect_timeout)
+            .await
+            .map_err(|e| error(side, "connect", e))?;
+        client.set_command_timeout(self.command_timeout);
+        *slot = Some(client);
+        Ok(())
     }
 
     fn client(&self, side: Side, request: &str) -> Result<&QmpClient, DriverError> {
@@ -300,18 +319,7 @@ impl Driver for QmpDriver {
     }
 
     async fn reconnect(&mut self, side: Side) -> Result<(), DriverError> {
-        let (slot, address) = match side {
-            Side::Source => (&mut self.source, &self.source_address),
-            Side::Destination => (&mut self.destination, &self.destination_address),
-        };
-        // QEMU serves one client per monitor: the old connection goes first.
-        *slot = None;
-        let mut client = QmpClient::connect(address, &side.to_string(), self.connect_timeout)
-            .await
-            .map_err(|e| error(side, "connect", e))?;
-        client.set_command_timeout(self.command_timeout);
-        *slot = Some(client);
-        Ok(())
+        self.connect_one(side).await
     }
 
     async fn inspect(&mut self) -> Result<PairFacts, DriverError> {
@@ -550,7 +558,25 @@ impl Driver for QmpDriver {
         DriverError::all("restore", refused)
     }
 
-    engine::capabilities!(switchover_hold, device_events, kernel_dirty_rate, listener);
+    engine::capabilities!(
+        switchover_hold,
+        device_events,
+        kernel_dirty_rate,
+        listener,
+        survey
+    );
+}
+
+/// Everything `check` compares, read with queries only.
+#[async_trait]
+impl Survey for QmpDriver {
+    async fn survey(&mut self, side: Side) -> Result<SideSurvey, DriverError> {
+        self.survey_side(side).await
+    }
+
+    async fn connect_side(&mut self, side: Side) -> Result<(), DriverError> {
+        self.connect_one(side).await
+    }
 }
 
 /// `pause-before-switchover` is always on: QEMU waits at `pre-switchover`.

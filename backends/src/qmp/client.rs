@@ -33,6 +33,7 @@ pub struct QmpClient {
     connection: Arc<Connection>,
     greeting: Arc<Greeting>,
     command_timeout: Duration,
+    peer_pid: Option<u32>,
 }
 
 impl fmt::Debug for QmpClient {
@@ -58,7 +59,7 @@ impl QmpClient {
             label: label.to_owned(),
             endpoint: endpoint.clone(),
         };
-        let (read, write) = match tokio::time::timeout(timeout, endpoint.open()).await {
+        let (read, write, peer_pid) = match tokio::time::timeout(timeout, endpoint.open()).await {
             Err(_) => {
                 return Err(QmpError::Timeout {
                     endpoint: peer,
@@ -97,6 +98,7 @@ impl QmpClient {
             connection: Arc::new(Connection::start(peer, lines, write)),
             greeting: Arc::new(greeting),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            peer_pid,
         };
         client
             .execute_with_timeout(qapi_qmp::qmp_capabilities { enable: None }, timeout)
@@ -107,6 +109,12 @@ impl QmpClient {
     /// What QEMU announced when the client connected.
     pub fn greeting(&self) -> &Greeting {
         &self.greeting
+    }
+
+    /// The process at the other end of a unix-socket monitor (QEMU, or a proxy in
+    /// front of it), as the kernel reported it when the client connected.
+    pub fn peer_pid(&self) -> Option<u32> {
+        self.peer_pid
     }
 
     /// The monitor's label and address, as errors name it.

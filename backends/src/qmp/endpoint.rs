@@ -32,18 +32,25 @@ impl fmt::Display for QmpEndpoint {
 }
 
 impl QmpEndpoint {
-    /// Opens a stream to the monitor and splits it into owned halves.
-    pub(crate) async fn open(&self) -> io::Result<(ReadHalf, WriteHalf)> {
+    /// Opens a stream to the monitor and splits it into owned halves; for a unix
+    /// socket, also the peer's process id as the kernel reports it.
+    pub(crate) async fn open(&self) -> io::Result<(ReadHalf, WriteHalf, Option<u32>)> {
         match self {
             QmpEndpoint::Unix(path) => {
-                let (read, write) = UnixStream::connect(path).await?.into_split();
-                Ok((Box::new(read), Box::new(write)))
+                let stream = UnixStream::connect(path).await?;
+                let pid = stream
+                    .peer_cred()
+                    .ok()
+                    .and_then(|cred| cred.pid())
+                    .and_then(|pid| u32::try_from(pid).ok());
+                let (read, write) = stream.into_split();
+                Ok((Box::new(read), Box::new(write), pid))
             }
             QmpEndpoint::Tcp(addr) => {
                 let stream = TcpStream::connect(addr).await?;
                 stream.set_nodelay(true)?;
                 let (read, write) = stream.into_split();
-                Ok((Box::new(read), Box::new(write)))
+                Ok((Box::new(read), Box::new(write), None))
             }
         }
     }

@@ -127,3 +127,35 @@ pub fn assert_guest_alive(side: &rig::QemuProcess) {
         .expect("a fresh heartbeat from the guest");
     assert_eq!(hb.errors, 0, "the guest found pages that lost writes: {hb:?}");
 }
+
+/// Runs `check` on a plan; returns the exit code and the JSON answer.
+pub fn check(dir: &Path, plan: &str) -> (i32, Value) {
+    let path = dir.join("check-plan.toml");
+    std::fs::write(&path, plan).expect("write plan");
+    let out = assert_cmd::Command::cargo_bin("vfio-migrate")
+        .expect("binary")
+        .env("VFIO_MIGRATE_STATE_DIR", dir.join("state"))
+        .args(["--output", "json", "check"])
+        .arg(&path)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("run vfio-migrate check");
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is one JSON object ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("check: {answer:#}");
+    (out.status.code().unwrap_or(-1), answer)
+}
+
+/// The row with this id; panics naming the ids there are.
+pub fn row<'a>(answer: &'a Value, id: &str) -> &'a Value {
+    let rows = answer["rows"].as_array().expect("rows");
+    rows.iter().find(|r| r["id"] == id).unwrap_or_else(|| {
+        let ids: Vec<&str> = rows.iter().filter_map(|r| r["id"].as_str()).collect();
+        panic!("no row {id}; rows: {ids:?}")
+    })
+}
+

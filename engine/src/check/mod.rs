@@ -9,3 +9,18 @@
 mod row;
 
 pub use row::{Row, Status, Verdict};
+mod devices;
+mod read;
+mod rows;
+
+pub use devices::UNKNOWN_STOP_COPY_BYTES;
+pub use read::{read, Reading};
+pub use rows::monitor_rows;
+mod predict;
+
+pub use predict::{predict, Forecast, Inputs, Prediction, StepAt};
+mod plan;
+mod report;
+
+pub use plan::check_plan;
+pub use report::CheckReport;

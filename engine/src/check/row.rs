@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn rows_serialise_with_lowercase_statuses_and_no_empty_hint() {
-        let json = serde_json::to_value(Row::pass("source.reachable", "answers")).unwrap();
+        let json = serde_json::to_value(Row::pass("source.reachable", "answers")).expect("a row serialises");
         assert_eq!(
             json,
             serde_json::json!({"id": "source.reachable", "status": "pass", "finding": "answers"})

@@ -27,6 +27,7 @@ mod event;
 mod facts;
 mod sample;
 mod status;
+mod survey;
 
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ pub use event::DriverEvent;
 pub use facts::{DeviceInfo, PairFacts, Setup, SideFacts, Throttle, TlsSetup};
 pub use sample::{DirtyRate, DirtyRateMode, Sample};
 pub use status::{DeviceState, MigrationStatus, RunState, Side};
+pub use survey::{DeviceSurvey, SideSurvey};
 
 /// A hypervisor pair the engine can migrate between: what every backend can do.
 ///
@@ -119,6 +121,11 @@ pub trait Driver: Send {
     fn listener(&mut self) -> Option<&mut dyn Listen> {
         None
     }
+    /// Reading what `check` compares, when this backend can. Not a guarantee a run
+    /// relies on, so not among [`Capabilities`].
+    fn survey(&mut self) -> Option<&mut dyn Survey> {
+        None
+    }
 
     /// Which capabilities this backend has.
     fn capabilities(&mut self) -> Capabilities {
@@ -149,6 +156,11 @@ macro_rules! capabilities {
     };
     (@one kernel_dirty_rate) => {
         fn kernel_dirty_rate(&mut self) -> Option<&mut dyn $crate::driver::KernelDirtyRate> {
+            Some(self)
+        }
+    };
+    (@one survey) => {
+        fn survey(&mut self) -> Option<&mut dyn $crate::driver::Survey> {
             Some(self)
         }
     };
@@ -191,6 +203,15 @@ pub trait KernelDirtyRate: Send {
 pub trait Listen: Send {
     /// Makes the destination listen on `uri` (and survive a failed migration).
     async fn listen(&mut self, uri: &str) -> Result<(), DriverError>;
+}
+
+/// `check` can read more about a side than a run needs ([`SideSurvey`]).
+#[async_trait]
+pub trait Survey: Send {
+    /// Reads `side` without changing anything. Needs only that side connected.
+    async fn survey(&mut self, side: Side) -> Result<SideSurvey, DriverError>;
+    /// Connects to `side` alone (a check of one side must not need the other).
+    async fn connect_side(&mut self, side: Side) -> Result<(), DriverError>;
 }
 
 /// Which capabilities a run had; the report carries it so that an operator knows which

@@ -144,7 +144,7 @@ fn needs(plan: &Plan, caps: Capabilities) -> Vec<Need> {
 
 /// Every feature this plan needs that a side's QEMU is too old for. A version that does
 /// not read as `major.minor` is not judged.
-pub(super) fn problems(plan: &Plan, caps: Capabilities, facts: &PairFacts) -> Vec<Problem> {
+pub(crate) fn problems(plan: &Plan, caps: Capabilities, facts: &PairFacts) -> Vec<Problem> {
     let mut out = Vec::new();
     for need in needs(plan, caps) {
         for (side, version) in [

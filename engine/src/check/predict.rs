@@ -1,0 +1,352 @@
+//! The prediction: from RAM, the measured dirty rate, the bandwidth, the declared
+//! device state and the policy, how the migration will go: passes, total time, pause,
+//! and which policy step fires when.
+//!
+//! The model follows QEMU's pre-copy: pass 1 sends every page that holds data (zero
+//! pages cost a scan, not the link), each later pass sends what the guest dirtied
+//! during the one before, and QEMU switches over at the first boundary where what is
+//! left plus the devices' stop-copy state fits in `bandwidth × downtime-limit`. The
+//! policy is applied as `policy.rs` applies it: a stalled pass is one where the guest
+//! dirties at least as fast as the link sends, or `remaining` stops shrinking; after
+//! `stall_passes` of them the next escalation step is taken. A throttle is modelled by
+//! what it is meant to reach (a dirty rate that lets the next pass fit), within the
+//! plan's ceilings.
+
+use std::time::Duration;
+
+use plans::{Plan, Step, ThrottleMethod};
+use serde::Serialize;
+
+use crate::estimate;
+
+/// Fixed cost of a migration on top of the data (setup, first sync, completion), ms;
+/// measured on the rig (docs/performance.md, "check's prediction").
+const SETUP_MS: f64 = 150.0;
+/// How fast QEMU skips zero pages, bytes/s; measured on the rig as above.
+const ZERO_SCAN_BYTES_PER_SEC: f64 = 8.0 * 1024.0 * 1024.0 * 1024.0;
+/// Passes after which the model gives up (QEMU would go on; the policy never lets it).
+const MAX_PASSES: u32 = 1000;
+/// A throttle aims the dirty rate at this fraction of the bandwidth.
+const THROTTLE_TARGET: f64 = 0.5;
+
+/// What the prediction starts from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    /// Guest RAM, bytes.
+    pub ram_bytes: u64,
+    /// Bytes of guest RAM that hold data (resident memory of the QEMU process when it
+    /// could be read, else all of RAM).
+    pub data_bytes: u64,
+    /// The source's dirty rate, bytes/s.
+    pub dirty_bytes_per_sec: u64,
+    /// The link, bytes/s.
+    pub bandwidth: u64,
+    /// Declared device stop-copy state, bytes.
+    pub device_bytes: u64,
+}
+
+/// How the migration is expected to end.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Forecast {
+    /// It converges by itself.
+    Converges,
+    /// It converges once the policy takes this step.
+    ConvergesAfter {
+        /// The step (`throttle`, `force-downtime`).
+        step: String,
+    },
+    /// It cannot meet the plan's limits.
+    CannotMeetLimits {
+        /// The number that fails, in words.
+        why: String,
+    },
+}
+
+/// A policy step the prediction expects to fire.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepAt {
+    /// The step.
+    pub step: String,
+    /// At the boundary of this pass.
+    pub pass: u32,
+    /// At this time after the start, ms.
+    pub at_ms: u64,
+}
+
+/// The prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// How it ends.
+    pub forecast: Forecast,
+    /// Passes (dirty syncs) expected.
+    pub passes: u32,
+    /// Expected total time, ms (to completion, or to the abort).
+    pub total_ms: u64,
+    /// Expected guest pause, ms, when it converges.
+    pub downtime_ms: Option<u64>,
+    /// Policy steps expected to fire.
+    pub steps: Vec<StepAt>,
+}
+
+/// Predicts the migration of `inputs` under `plan`.
+pub fn predict(plan: &Plan, inputs: &Inputs) -> Prediction {
+    let bandwidth = inputs.bandwidth.max(1) as f64;
+    let max_downtime = ms(plan.limits.max_downtime);
+    let device_ms = inputs.device_bytes as f64 / bandwidth * 1000.0;
+    let sim = Sim {
+        plan,
+        bandwidth,
+        dirty: inputs.dirty_bytes_per_sec as f64,
+        limit_ms: ms(plan.limits.downtime),
+        t_ms: SETUP_MS
+            + inputs.ram_bytes.saturating_sub(inputs.data_bytes) as f64 / ZERO_SCAN_BYTES_PER_SEC * 1000.0,
+        steps: Vec::new(),
+        next_step: 0,
+    };
+    if device_ms > max_downtime {
+        let why = format!(
+            "the devices' stop-copy state ({} MiB) takes {} ms at {}/s, more than limits.max_downtime ({} ms)",
+            inputs.device_bytes >> 20,
+            device_ms as u64,
+            mib(inputs.bandwidth),
+            max_downtime as u64
+        );
+        return sim.cannot(0, why);
+    }
+    sim.run(inputs.data_bytes as f64, inputs.device_bytes as f64)
+}
+
+struct Sim<'a> {
+    plan: &'a Plan,
+    bandwidth: f64,
+    dirty: f64,
+    limit_ms: f64,
+    t_ms: f64,
+    steps: Vec<StepAt>,
+    next_step: usize,
+}
+
+impl Sim<'_> {
+    fn run(mut self, data: f64, device: f64) -> Prediction {
+        let mut send = data;
+        let mut best = f64::MAX;
+        let mut stalled = 0;
+        let deadline = ms(self.plan.limits.deadline);
+        for pass in 1..=MAX_PASSES {
+            let pass_ms = send / self.bandwidth * 1000.0;
+            self.t_ms += pass_ms;
+            let left = (self.dirty * pass_ms / 1000.0).min(data);
+            let pending_ms = (left + device) / self.bandwidth * 1000.0;
+            if pending_ms <= self.limit_ms {
+                self.t_ms += pending_ms;
+                return self.converged(pass, pending_ms);
+            }
+            if self.t_ms > deadline {
+                let why = format!(
+                    "limits.deadline ({} s) passes before it converges",
+                    deadline as u64 / 1000
+                );
+                return self.cannot(pass, why);
+            }
+            let stall = self.dirty >= self.bandwidth || left > best * 0.9 && left > 2.0 * self.threshold();
+            best = best.min(left);
+            stalled = if stall { stalled + 1 } else { 0 };
+            if stalled >= self.plan.convergence.stall_passes.max(1) {
+                stalled = 0;
+                best = f64::MAX;
+                if let Err(why) = self.escalate(pass, pending_ms) {
+                    return self.cannot(pass, why);
+                }
+            }
+            send = left;
+        }
+        self.cannot(
+            MAX_PASSES,
+            "it does not converge within the passes the model follows".into(),
+        )
+    }
+
+    fn threshold(&self) -> f64 {
+        estimate::threshold(self.bandwidth as u64, self.limit_ms as u64) as f64
+    }
+
+    /// Takes the next escalation step; `Err` with the number that fails on abort.
+    fn escalate(&mut self, pass: u32, pending_ms: f64) -> Result<(), String> {
+        let policy = &self.plan.policy;
+        let max_ms = ms(self.plan.limits.max_downtime);
+        while let Some(step) = policy.escalation.get(self.next_step).copied() {
+            self.next_step += 1;
+            match step {
+                Step::Throttle => {
+                    self.dirty = self.throttled(self.dirty);
+                    self.record(step, pass);
+                    return Ok(());
+                }
+                Step::ForceDowntime if pending_ms * 1.25 <= max_ms => {
+                    self.limit_ms = (pending_ms * 1.25).max(self.limit_ms + 1.0);
+                    self.record(step, pass);
+                    return Ok(());
+                }
+                Step::ForceDowntime => continue,
+                Step::Abort => break,
+            }
+        }
+        Err(format!(
+            "dirty rate {}/s is not below bandwidth {}/s, and the pause it would need ({} ms) is more than limits.max_downtime ({} ms)",
+            mib(self.dirty as u64),
+            mib(self.bandwidth as u64),
+            (pending_ms * 1.25) as u64,
+            max_ms as u64
+        ))
+    }
+
+    /// The dirty rate a throttle leaves: aimed at half the bandwidth, no lower than the
+    /// plan's ceilings allow.
+    fn throttled(&self, dirty: f64) -> f64 {
+        let policy = &self.plan.policy;
+        let target = self.bandwidth * THROTTLE_TARGET;
+        match policy.throttle {
+            ThrottleMethod::AutoConverge => {
+                let most = f64::from(policy.throttle_max) / 100.0;
+                dirty.min(target.max(dirty * (1.0 - most)))
+            }
+            ThrottleMethod::DirtyLimit => dirty.min(target.max(policy.dirty_limit.bytes_per_sec() as f64)),
+        }
+    }
+
+    fn record(&mut self, step: Step, pass: u32) {
+        self.steps.push(StepAt {
+            step: step.name().to_string(),
+            pass,
+            at_ms: self.t_ms as u64,
+        });
+    }
+
+    fn converged(self, passes: u32, pause_ms: f64) -> Prediction {
+        let forecast = match self.steps.last() {
+            None => Forecast::Converges,
+            Some(last) => Forecast::ConvergesAfter {
+                step: last.step.clone(),
+            },
+        };
+        Prediction {
+            forecast,
+            passes,
+            total_ms: self.t_ms as u64,
+            downtime_ms: Some(pause_ms.ceil() as u64),
+            steps: self.steps,
+        }
+    }
+
+    fn cannot(self, passes: u32, why: String) -> Prediction {
+        Prediction {
+            forecast: Forecast::CannotMeetLimits { why },
+            passes,
+            total_ms: self.t_ms as u64,
+            downtime_ms: None,
+            steps: self.steps,
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{}MiB", bytes >> 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn plan(policy: &str) -> Plan {
+        let text = format!(
+            "[vm]\nname = \"t\"\n[source]\nqmp = \"unix:/run/s.qmp\"\n[destination]\nqmp = \"unix:/run/d.qmp\"\nlisten = \"tcp:127.0.0.1:4444\"\n[limits]\ndowntime = \"300ms\"\nmax_downtime = \"2s\"\nmax_bandwidth = \"128MiB/s\"\n[policy]\n{policy}"
+        );
+        plans::load("plan.toml", &text).expect("a valid plan")
+    }
+
+    fn inputs(data_mib: u64, dirty_mib: u64, device_mib: u64) -> Inputs {
+        Inputs {
+            ram_bytes: 1024 * MIB,
+            data_bytes: data_mib * MIB,
+            dirty_bytes_per_sec: dirty_mib * MIB,
+            bandwidth: 128 * MIB,
+            device_bytes: device_mib * MIB,
+        }
+    }
+
+    #[test]
+    fn an_idle_guest_converges_after_one_pass_over_its_data() {
+        let p = predict(&plan("escalation = [\"abort\"]"), &inputs(256, 0, 0));
+        assert_eq!(p.forecast, Forecast::Converges);
+        assert_eq!(p.passes, 1);
+        // 256 MiB at 128 MiB/s, plus setup and the zero scan of 768 MiB.
+        assert!((2000..2500).contains(&p.total_ms), "{p:?}");
+    }
+
+    #[test]
+    fn dirtying_slower_than_the_link_converges_in_a_few_passes() {
+        let p = predict(&plan("escalation = [\"abort\"]"), &inputs(256, 50, 0));
+        assert_eq!(p.forecast, Forecast::Converges);
+        assert!(p.passes > 1 && p.passes < 10, "{p:?}");
+        assert!(p.downtime_ms.is_some_and(|d| d <= 300));
+    }
+
+    #[test]
+    fn dirtying_faster_than_the_link_under_abort_cannot_meet_the_limits() {
+        let p = predict(&plan("escalation = [\"abort\"]"), &inputs(256, 200, 0));
+        let Forecast::CannotMeetLimits { why } = &p.forecast else {
+            panic!("{p:?}")
+        };
+        assert!(why.contains("200MiB/s is not below bandwidth 128MiB/s"), "{why}");
+    }
+
+    #[test]
+    fn a_throttle_makes_a_fast_dirtier_converge_after_that_step() {
+        let p = predict(
+            &plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"auto-converge\"\nthrottle_max = 90"),
+            &inputs(256, 200, 0),
+        );
+        assert_eq!(
+            p.forecast,
+            Forecast::ConvergesAfter {
+                step: "throttle".into()
+            }
+        );
+        assert_eq!(p.steps.len(), 1);
+    }
+
+    #[test]
+    fn device_state_larger_than_the_pause_ceiling_cannot_meet_the_limits_whatever_the_guest_does() {
+        // 512 MiB at 128 MiB/s is 4 s of pause; the plan allows 2 s.
+        let p = predict(
+            &plan("escalation = [\"force-downtime\", \"abort\"]"),
+            &inputs(64, 0, 512),
+        );
+        let Forecast::CannotMeetLimits { why } = &p.forecast else {
+            panic!("{p:?}")
+        };
+        assert!(why.contains("512 MiB") && why.contains("4000 ms"), "{why}");
+    }
+
+    #[test]
+    fn forcing_the_downtime_finishes_when_the_pause_fits_the_ceiling() {
+        let p = predict(
+            &plan("escalation = [\"force-downtime\", \"abort\"]"),
+            &inputs(128, 200, 0),
+        );
+        assert_eq!(
+            p.forecast,
+            Forecast::ConvergesAfter {
+                step: "force-downtime".into()
+            }
+        );
+        assert!(p.downtime_ms.is_some_and(|d| d > 300 && d <= 2000), "{p:?}");
+    }
+}

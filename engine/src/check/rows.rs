@@ -1,0 +1,268 @@
+//! Judging what `check` read: each fact the plan depends on becomes a [`Row`]. Pure, so
+//! that every row can be produced in a test without a QEMU.
+
+use plans::{Plan, Step, ThrottleMethod};
+
+use crate::driver::{PairFacts, Side, SideSurvey};
+use crate::placement::{Placement, Sides};
+use crate::preflight::{self, Problem};
+
+use super::read::Reading;
+use super::Row;
+
+/// Every row about the two monitors and the plan's devices as QEMU shows them.
+pub fn monitor_rows(plan: &Plan, reading: &Reading) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for side in [Side::Source, Side::Destination] {
+        rows.push(reachable(side, reading));
+    }
+    if let Some(facts) = &reading.facts {
+        rows.extend(version_rows(plan, facts));
+        rows.push(placement(facts));
+        rows.extend(incoming(plan, facts));
+        rows.push(ram(facts));
+    }
+    if let (Some(src), Some(dst)) = (&reading.source, &reading.destination) {
+        rows.push(machine(src, dst));
+        rows.extend(capability_rows(plan, reading.facts.as_ref(), src, dst));
+    }
+    if let Some(src) = &reading.source {
+        rows.extend(blockers(src));
+        rows.extend(super::devices::device_rows(plan, reading, src));
+        rows.extend(viommu(plan, src));
+    }
+    rows
+}
+
+fn reachable(side: Side, reading: &Reading) -> Row {
+    let id = format!("{side}.reachable");
+    if let Some(e) = reading.unreachable.iter().find(|e| e.side == side) {
+        return Row::fail(
+            id,
+            e.message.clone(),
+            format!("check that the {side} QEMU runs with its monitor where the plan says (`-qmp unix:PATH,server=on,wait=off`)"),
+        );
+    }
+    let version = reading
+        .facts
+        .as_ref()
+        .map(|f| match side {
+            Side::Source => f.source.version.clone(),
+            Side::Destination => f.destination.version.clone(),
+        })
+        .unwrap_or_else(|| "QEMU".into());
+    Row::pass(id, format!("answers (QEMU {version})"))
+}
+
+fn version_rows(plan: &Plan, facts: &PairFacts) -> Vec<Row> {
+    let caps = crate::driver::Capabilities {
+        switchover_hold: true,
+        device_events: true,
+        kernel_dirty_rate: true,
+        listen: true,
+    };
+    let problems = preflight::versions::problems(plan, caps, facts);
+    if problems.is_empty() {
+        let found = format!(
+            "source {}, destination {}: new enough for this plan",
+            facts.source.version, facts.destination.version
+        );
+        return vec![Row::pass("qemu.versions", found)];
+    }
+    problems
+        .iter()
+        .map(|p| {
+            let side = p.side().map(|s| s.to_string()).unwrap_or_else(|| "qemu".into());
+            Row::fail(
+                format!("{side}.qemu_version"),
+                p.to_string(),
+                "upgrade QEMU on that host, or drop what needs the newer release from the plan",
+            )
+        })
+        .collect()
+}
+
+fn placement(facts: &PairFacts) -> Row {
+    let sides = Sides::from(facts);
+    let placement = sides.placement();
+    let words = Problem::Placement {
+        placement: placement.clone(),
+        sides,
+    }
+    .to_string();
+    match placement {
+        Placement::OnSource => Row::pass("vm.placement", format!("{words}; no migration under way")),
+        Placement::Migrated => Row::pass("vm.placement", format!("{words}: a run would change nothing")),
+        _ => Row::fail(
+            "vm.placement",
+            words,
+            "see the finding; `vfio-migrate recover PLAN` settles what a run left behind",
+        ),
+    }
+}
+
+/// Whether the destination waits for this plan's stream; nothing to say once migrated.
+fn incoming(plan: &Plan, facts: &PairFacts) -> Option<Row> {
+    if Sides::from(facts).placement() != Placement::OnSource {
+        return None;
+    }
+    let problems: Vec<Problem> = preflight::pair_problems(plan, facts)
+        .into_iter()
+        .filter(|p| {
+            matches!(
+                p,
+                Problem::DestinationNotWaiting { .. }
+                    | Problem::DestinationNotListening
+                    | Problem::IncomingAlreadySetUp { .. }
+            )
+        })
+        .collect();
+    Some(match problems.first() {
+        None => Row::pass(
+            "destination.incoming",
+            format!("waiting for an incoming migration (state {})", facts.destination.run_state),
+        ),
+        Some(p) => Row::fail(
+            "destination.incoming",
+            p.to_string(),
+            "start the destination QEMU with `-incoming defer` (and `listen` in the plan) or `-incoming tcp:HOST:PORT`",
+        ),
+    })
+}
+
+fn ram(facts: &PairFacts) -> Row {
+    match (facts.source.ram_bytes, facts.destination.ram_bytes) {
+        (Some(s), Some(d)) if s == d => Row::pass("vm.ram", format!("{} MiB on both sides", s >> 20)),
+        (Some(s), Some(d)) => Row::fail(
+            "vm.ram",
+            format!(
+                "guest RAM differs: source {} MiB, destination {} MiB",
+                s >> 20,
+                d >> 20
+            ),
+            "start the destination with the source's `-m`",
+        ),
+        _ => Row::warn(
+            "vm.ram",
+            "guest RAM size not reported by one side",
+            "compare `-m` on both command lines",
+        ),
+    }
+}
+
+fn blockers(src: &SideSurvey) -> Vec<Row> {
+    if src.blocked_reasons.is_empty() {
+        return vec![Row::pass("source.blockers", "QEMU reports no migration blocker")];
+    }
+    src.blocked_reasons
+        .iter()
+        .map(|reason| {
+            Row::fail(
+                "source.blockers",
+                format!("QEMU blocks migration: {reason}"),
+                "remove what QEMU names (a device or option without migration support) before migrating",
+            )
+        })
+        .collect()
+}
+
+fn machine(src: &SideSurvey, dst: &SideSurvey) -> Row {
+    match (&src.machine, &dst.machine) {
+        (Some(s), Some(d)) if s == d => Row::pass("vm.machine", format!("{s} on both sides")),
+        (Some(s), Some(d)) => Row::fail(
+            "vm.machine",
+            format!("machine types differ: source {s}, destination {d}"),
+            "start the destination with the source's `-machine` type (the versioned name, e.g. pc-q35-10.0)",
+        ),
+        _ => Row::warn(
+            "vm.machine",
+            "machine type not readable on one side",
+            "compare `-machine` on both command lines",
+        ),
+    }
+}
+
+/// The migration capabilities this plan will turn on, with the sides that need them.
+fn needed_capabilities(plan: &Plan) -> Vec<(&'static str, &'static [Side], &'static str)> {
+    const BOTH: &[Side] = &[Side::Source, Side::Destination];
+    const SOURCE: &[Side] = &[Side::Source];
+    let mut needed = vec![
+        ("events", SOURCE, "following the migration"),
+        (
+            "pause-before-switchover",
+            SOURCE,
+            "holding the guest at pre-switchover",
+        ),
+    ];
+    if plan.devices.iter().any(|d| d.precopy) {
+        needed.push(("return-path", BOTH, "devices with precopy = true"));
+        needed.push(("switchover-ack", BOTH, "devices with precopy = true"));
+    }
+    let throttles = plan.policy.escalation.contains(&Step::Throttle);
+    match plan.policy.throttle {
+        ThrottleMethod::AutoConverge if throttles => {
+            needed.push(("auto-converge", SOURCE, "policy.throttle = \"auto-converge\""))
+        }
+        ThrottleMethod::DirtyLimit if throttles => {
+            needed.push(("dirty-limit", SOURCE, "policy.throttle = \"dirty-limit\""))
+        }
+        _ => {}
+    }
+    needed
+}
+
+fn capability_rows(plan: &Plan, facts: Option<&PairFacts>, src: &SideSurvey, dst: &SideSurvey) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (name, sides, why) in needed_capabilities(plan) {
+        let missing: Vec<Side> = sides
+            .iter()
+            .copied()
+            .filter(|side| {
+                let survey = if *side == Side::Source { src } else { dst };
+                !survey.capabilities.iter().any(|c| c == name)
+            })
+            .collect();
+        let id = format!("capability.{name}");
+        rows.push(match missing.as_slice() {
+            [] => Row::pass(id, format!("`{name}` supported where needed, for {why}")),
+            missing => Row::fail(
+                id,
+                format!(
+                    "`{name}` is not supported on the {} (needed for {why})",
+                    missing
+                        .iter()
+                        .map(Side::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+                "upgrade QEMU there, or drop what needs it from the plan",
+            ),
+        });
+    }
+    let wants_ring = plan.policy.escalation.contains(&Step::Throttle)
+        && plan.policy.throttle == ThrottleMethod::DirtyLimit;
+    if let (true, Some(facts)) = (wants_ring, facts) {
+        rows.push(match facts.source.dirty_ring_size {
+            Some(_) => Row::pass("source.dirty_ring", "the guest runs with the KVM dirty ring (needed by the dirty limit)"),
+            None => Row::fail("source.dirty_ring", Problem::DirtyLimitNeedsRing.to_string(), "start QEMU with `-accel kvm,dirty-ring-size=4096`, or use policy.throttle = \"auto-converge\""),
+        });
+    }
+    rows
+}
+
+fn viommu(plan: &Plan, src: &SideSurvey) -> Option<Row> {
+    if plan.devices.is_empty() {
+        return None;
+    }
+    Some(match src.viommu.as_slice() {
+        [] => Row::pass("vm.viommu", "no guest IOMMU"),
+        types => Row::warn(
+            "vm.viommu",
+            format!(
+                "the guest has an IOMMU ({}) and VFIO devices: unmaps while dirty pages are tracked can lose dirty data, and QEMU may block migration",
+                types.join(", ")
+            ),
+            "migrate without a guest IOMMU where you can, or test this VM's migration before relying on it",
+        ),
+    })
+}
