@@ -67,3 +67,25 @@ pub fn run(bin: &Path, dir: &Path, plan: &str) -> Measured {
         max_rss_kib: usage.ru_maxrss,
     }
 }
+
+/// Runs `check` on a plan and returns its JSON answer (`Null` when there is none).
+pub fn check(bin: &Path, dir: &Path, plan: &str) -> Value {
+    let path = dir.join("check-plan.toml");
+    if let Err(e) = std::fs::write(&path, plan) {
+        eprintln!("bench: cannot write plan: {e}");
+        std::process::exit(1);
+    }
+    let out = Command::new(bin)
+        .env("VFIO_MIGRATE_STATE_DIR", dir.join("state"))
+        .args(["--output", "json", "check"])
+        .arg(&path)
+        .stderr(Stdio::inherit())
+        .output();
+    match out {
+        Ok(out) => serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        Err(e) => {
+            eprintln!("bench: cannot start {}: {e}", bin.display());
+            std::process::exit(1);
+        }
+    }
+}

@@ -11,9 +11,13 @@
 //! 3. The tool's CPU time and peak RSS over a converging migration (from `wait4`).
 //! 4. Total time of a converging migration driven by the tool against the same
 //!    migration driven by a bare QMP client, as a ratio, alternating in one run.
+//!
+//! `vfio-migrate-bench predict [--runs N]` instead measures `check`'s prediction against
+//! the migration that follows it, on five workloads.
 
 mod bare;
 mod child;
+mod predict;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +56,11 @@ fn binary() -> PathBuf {
     me.with_file_name("vfio-migrate")
 }
 
+fn die(msg: &str) -> ! {
+    eprintln!("bench: {msg}");
+    std::process::exit(1)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -78,6 +87,11 @@ fn main() {
             bin.display()
         );
         std::process::exit(1);
+    }
+
+    if std::env::args().nth(1).as_deref() == Some("predict") {
+        predict::accuracy(&bin, runs.min(5));
+        return;
     }
 
     // 1. Reaction to a workload that cannot converge.

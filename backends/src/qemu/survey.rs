@@ -117,22 +117,36 @@ impl QmpDriver {
     }
 }
 
-/// Resident memory of `pid` when it is a QEMU (not a proxy or another program in
-/// front of the monitor), from `/proc/PID/smaps_rollup`.
+/// Resident memory of the guest's RAM in process `pid`, when it is a QEMU (not a proxy
+/// or another program in front of the monitor): the `Rss` of its largest mapping in
+/// `/proc/PID/smaps`, which is the guest RAM block. Pages the guest never touched are
+/// not resident, and they cost a scan, not the link.
 fn qemu_resident_bytes(pid: u32) -> Option<u64> {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     if !comm.trim().starts_with("qemu") {
         return None;
     }
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    resident_from_rollup(&rollup)
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    largest_mapping_resident(&smaps)
 }
 
-/// The `Rss:` line of `smaps_rollup`, in bytes.
-fn resident_from_rollup(rollup: &str) -> Option<u64> {
-    let line = rollup.lines().find(|l| l.starts_with("Rss:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+/// The `Rss` of the mapping with the largest `Size` in an `smaps` text, in bytes.
+fn largest_mapping_resident(smaps: &str) -> Option<u64> {
+    let kib = |line: &str| -> Option<u64> { line.split_whitespace().nth(1)?.parse().ok() };
+    let mut best: Option<(u64, u64)> = None;
+    let mut size = None;
+    for line in smaps.lines() {
+        if line.starts_with("Size:") {
+            size = kib(line);
+        } else if line.starts_with("Rss:") {
+            if let (Some(size), Some(rss)) = (size.take(), kib(line)) {
+                if best.is_none_or(|(s, _)| size > s) {
+                    best = Some((size, rss));
+                }
+            }
+        }
+    }
+    best.and_then(|(_, rss)| rss.checked_mul(1024))
 }
 
 #[cfg(test)]
@@ -140,9 +154,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resident_memory_is_read_from_the_rss_line_in_kib() {
-        let rollup = "55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:              269056 kB\nPss:  1 kB\n";
-        assert_eq!(resident_from_rollup(rollup), Some(269056 * 1024));
-        assert_eq!(resident_from_rollup("Pss: 1 kB\n"), None);
+    fn the_guest_ram_is_the_largest_mapping_and_only_its_resident_pages_count() {
+        let smaps = "\
+7f00-7f10 rw-p 00000000 00:00 0
+Size:              65536 kB
+Rss:               65536 kB
+7e00-7f00 rw-p 00000000 00:00 0
+Size:            1048576 kB
+Rss:              269056 kB
+Pss:              269056 kB
+";
+        assert_eq!(largest_mapping_resident(smaps), Some(269056 * 1024));
+        assert_eq!(largest_mapping_resident("Pss: 1 kB\n"), None);
     }
 }

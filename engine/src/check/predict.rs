@@ -19,9 +19,6 @@ use serde::Serialize;
 
 use crate::estimate;
 
-/// Fixed cost of a migration on top of the data (setup, first sync, completion), ms;
-/// measured on the rig (docs/performance.md, "check's prediction").
-const SETUP_MS: f64 = 150.0;
 /// How fast QEMU skips zero pages, bytes/s; measured on the rig as above.
 const ZERO_SCAN_BYTES_PER_SEC: f64 = 8.0 * 1024.0 * 1024.0 * 1024.0;
 /// Passes after which the model gives up (QEMU would go on; the policy never lets it).
@@ -81,7 +78,7 @@ pub struct Prediction {
     pub forecast: Forecast,
     /// Passes (dirty syncs) expected.
     pub passes: u32,
-    /// Expected total time, ms (to completion, or to the abort).
+    /// Expected time to the switchover (the pause comes on top), or to the abort, ms.
     pub total_ms: u64,
     /// Expected guest pause, ms, when it converges.
     pub downtime_ms: Option<u64>,
@@ -92,28 +89,15 @@ pub struct Prediction {
 /// Predicts the migration of `inputs` under `plan`.
 pub fn predict(plan: &Plan, inputs: &Inputs) -> Prediction {
     let bandwidth = inputs.bandwidth.max(1) as f64;
-    let max_downtime = ms(plan.limits.max_downtime);
-    let device_ms = inputs.device_bytes as f64 / bandwidth * 1000.0;
     let sim = Sim {
         plan,
         bandwidth,
         dirty: inputs.dirty_bytes_per_sec as f64,
         limit_ms: ms(plan.limits.downtime),
-        t_ms: SETUP_MS
-            + inputs.ram_bytes.saturating_sub(inputs.data_bytes) as f64 / ZERO_SCAN_BYTES_PER_SEC * 1000.0,
+        t_ms: inputs.ram_bytes.saturating_sub(inputs.data_bytes) as f64 / ZERO_SCAN_BYTES_PER_SEC * 1000.0,
         steps: Vec::new(),
         next_step: 0,
     };
-    if device_ms > max_downtime {
-        let why = format!(
-            "the devices' stop-copy state ({} MiB) takes {} ms at {}/s, more than limits.max_downtime ({} ms)",
-            inputs.device_bytes >> 20,
-            device_ms as u64,
-            mib(inputs.bandwidth),
-            max_downtime as u64
-        );
-        return sim.cannot(0, why);
-    }
     sim.run(inputs.data_bytes as f64, inputs.device_bytes as f64)
 }
 
@@ -139,8 +123,14 @@ impl Sim<'_> {
             let left = (self.dirty * pass_ms / 1000.0).min(data);
             let pending_ms = (left + device) / self.bandwidth * 1000.0;
             if pending_ms <= self.limit_ms {
-                self.t_ms += pending_ms;
                 return self.converged(pass, pending_ms);
+            }
+            if let Some(tail_ms) = self.tail_ms(left, device) {
+                // QEMU re-syncs as soon as what is unsent falls under its threshold, so
+                // a migration that gains on the guest ends sooner than whole passes say.
+                self.t_ms += tail_ms;
+                let pause_ms = self.limit_ms;
+                return self.converged(pass + 1, pause_ms);
             }
             if self.t_ms > deadline {
                 let why = format!(
@@ -149,13 +139,15 @@ impl Sim<'_> {
                 );
                 return self.cannot(pass, why);
             }
-            let stall = self.dirty >= self.bandwidth || left > best * 0.9 && left > 2.0 * self.threshold();
+            let stall = self.dirty >= self.bandwidth
+                || device > self.threshold()
+                || left > best * 0.9 && left > 2.0 * self.threshold();
             best = best.min(left);
             stalled = if stall { stalled + 1 } else { 0 };
             if stalled >= self.plan.convergence.stall_passes.max(1) {
                 stalled = 0;
                 best = f64::MAX;
-                if let Err(why) = self.escalate(pass, pending_ms) {
+                if let Err(why) = self.escalate(pass, pending_ms, device) {
                     return self.cannot(pass, why);
                 }
             }
@@ -167,12 +159,23 @@ impl Sim<'_> {
         )
     }
 
+    /// When the link gains on the guest by at least the policy's progress margin: the
+    /// time until what is left (with what the guest dirties meanwhile) fits the
+    /// threshold, as a flow, `(left - threshold) / (bandwidth - dirty rate)`.
+    fn tail_ms(&self, left: f64, device: f64) -> Option<f64> {
+        let room = self.threshold() - device;
+        if room <= 0.0 || self.dirty > self.bandwidth * 0.9 {
+            return None;
+        }
+        Some((left - room).max(0.0) / (self.bandwidth - self.dirty) * 1000.0)
+    }
+
     fn threshold(&self) -> f64 {
         estimate::threshold(self.bandwidth as u64, self.limit_ms as u64) as f64
     }
 
     /// Takes the next escalation step; `Err` with the number that fails on abort.
-    fn escalate(&mut self, pass: u32, pending_ms: f64) -> Result<(), String> {
+    fn escalate(&mut self, pass: u32, pending_ms: f64, device: f64) -> Result<(), String> {
         let policy = &self.plan.policy;
         let max_ms = ms(self.plan.limits.max_downtime);
         while let Some(step) = policy.escalation.get(self.next_step).copied() {
@@ -191,6 +194,16 @@ impl Sim<'_> {
                 Step::ForceDowntime => continue,
                 Step::Abort => break,
             }
+        }
+        let device_ms = device / self.bandwidth * 1000.0;
+        if device_ms > max_ms {
+            return Err(format!(
+                "the devices' stop-copy state ({} MiB) takes {} ms at {}/s, more than limits.max_downtime ({} ms)",
+                device as u64 >> 20,
+                device_ms as u64,
+                mib(self.bandwidth as u64),
+                max_ms as u64
+            ));
         }
         Err(format!(
             "dirty rate {}/s is not below bandwidth {}/s, and the pause it would need ({} ms) is more than limits.max_downtime ({} ms)",
@@ -223,6 +236,9 @@ impl Sim<'_> {
         });
     }
 
+    /// Converged with the last `pause_ms` of data to send while the guest is paused, at
+    /// the capped bandwidth: an upper bound, as QEMU sends the last part without the
+    /// cap. The total is to the switchover; the pause comes on top of it.
     fn converged(self, passes: u32, pause_ms: f64) -> Prediction {
         let forecast = match self.steps.last() {
             None => Forecast::Converges,
