@@ -341,7 +341,11 @@ fn check_names_each_device_that_is_missing_unfollowed_unlisted_or_of_unknown_siz
     let m = modelled(
         64,
         0,
-        vec![device("gpu0", true, 64, Fault::None), silent, device("nic9", false, 8, Fault::None)],
+        vec![
+            device("gpu0", true, 64, Fault::None),
+            silent,
+            device("nic9", false, 8, Fault::None),
+        ],
     );
     let devices = "[[devices]]\nid = \"gpu0\"\n[[devices]]\nid = \"gpu1\"\nstate_size = \"64MiB\"\n[[devices]]\nid = \"fpga0\"\n";
     let (code, answer) = check(m.pair.dir(), &plan(&m, devices, "", "escalation = [\"abort\"]"));

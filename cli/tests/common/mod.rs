@@ -158,4 +158,3 @@ pub fn row<'a>(answer: &'a Value, id: &str) -> &'a Value {
         panic!("no row {id}; rows: {ids:?}")
     })
 }
-
