@@ -24,7 +24,7 @@ pub fn run(request: Request) -> i32 {
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    let report = match plan_report(&plan, request.measure) {
+    let report = match plan_report(&plan, request.measure, request.output) {
         Ok(report) => report,
         Err(code) => return code,
     };
@@ -32,11 +32,11 @@ pub fn run(request: Request) -> i32 {
     report.rc
 }
 
-fn plan_report(plan: &plans::Plan, measure: bool) -> Result<CheckReport, i32> {
+fn plan_report(plan: &plans::Plan, measure: bool, output: Output) -> Result<CheckReport, i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| crate::exit::usage(&format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| crate::exit::usage(output, &format!("cannot start the async runtime: {e}")))?;
     let mut driver = backends::open(plan);
     Ok(runtime.block_on(engine::check::check_plan(
         plan,

@@ -19,7 +19,6 @@ pub mod state;
 use std::path::Path;
 
 use args::{Cli, Command, Output};
-use engine::report::ExitStatus;
 use plans::Plan;
 use render::Renderer;
 
@@ -56,12 +55,15 @@ pub fn run(cli: Cli) -> i32 {
         // Declared in every build so `--help`, the man page and the completions do not
         // depend on features; a build without the demo says how to get one.
         #[cfg(not(feature = "demo"))]
-        (Some(Command::Demo { .. }), _) => exit::usage(exit::NO_DEMO),
+        (Some(Command::Demo { .. }), _) => exit::usage(output, exit::NO_DEMO),
         (Some(Command::Completions { shell }), _) => {
             generate::completions(shell, &mut std::io::stdout());
             0
         }
-        (None, None) => exit::usage("no plan given: try `vfio-migrate PLAN.toml`, or `vfio-migrate demo`"),
+        (None, None) => exit::usage(
+            output,
+            "no plan given: try `vfio-migrate PLAN.toml`, or `vfio-migrate demo`",
+        ),
     }
 }
 
@@ -174,10 +176,9 @@ pub fn migrate_with(
 ) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vfio-migrate: cannot start the async runtime: {e}");
-            return ExitStatus::NeedsAttention.code();
-        }
+        // Nothing was contacted yet, but the exit code keeps its old meaning (4) and, with
+        // JSON output, the answer keeps its keys.
+        Err(e) => return exit::needs_attention(output, &format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async {
         let interrupt = signals::watch_interrupts();
