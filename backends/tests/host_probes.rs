@@ -107,7 +107,12 @@ fn a_virtio_vf_behind_intel_without_ssads_predicts_non_convergence() {
     assert!(read.predicts_non_convergence());
     let json = serde_json::to_value(&read).expect("DeviceHost serialises");
     assert_eq!(json["dirty_tracking"], "neither");
-    assert_eq!(json["migration"]["name"], "virtio_vfio_pci");
+    assert_eq!(json["migration"]["driver"], "virtio_vfio_pci");
+    let back: DeviceHost = serde_json::from_value(json).expect("DeviceHost reads back from JSON");
+    assert_eq!(
+        back, read,
+        "a DeviceHost read on a remote host compares like one read here"
+    );
 }
 
 #[test]
@@ -172,7 +177,10 @@ fn a_device_on_plain_vfio_pci_fails_with_a_hint_to_bind_its_variant_driver() {
     let (rows, _) = device("intel-ssads", "nic1", "0000:5e:00.0");
     let driver = row(&rows, "device.nic1.driver");
     assert_status(driver, Status::Fail, &["vfio-pci", "cannot migrate"]);
-    assert!(driver.hint.contains("variant driver"), "{driver:#?}");
+    assert!(
+        driver.hint.contains("variant driver") && driver.hint.contains("modules.alias"),
+        "{driver:#?}"
+    );
 }
 
 #[test]

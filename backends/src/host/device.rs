@@ -1,17 +1,17 @@
 //! One device of a plan on this host: is it there, can its driver migrate it, can
 //! QEMU open it, and who will report the pages it writes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use engine::check::Row;
 
-use super::drivers::{self, DirtyLog, DriverFacts};
+use super::drivers::{self, DirtyLog, DriverFacts, Migration};
 use super::iommu::{self, Tracks, Unit};
 use super::pci::{self, Address, Vgpu};
 use super::Host;
 
 /// Who reports the guest pages a device wrote by DMA during a migration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DirtyTracking {
     /// The device logs its own DMA (`VFIO_DEVICE_FEATURE_DMA_LOGGING`).
@@ -30,8 +30,9 @@ pub enum DirtyTracking {
 /// What was read about one device of a plan on one host: what the checks compared,
 /// kept so that the caller can weigh it against the plan (a device with
 /// [`DirtyTracking::Neither`] is a `fail` when the plan's limits cannot absorb sending
-/// all guest RAM at switchover) and compare it with the other host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// all guest RAM at switchover) and compare it with the other host. It serialises to
+/// JSON and back, so a `DeviceHost` read on a remote host can be compared here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceHost {
     /// The device's id in the plan.
     pub plan_id: String,
@@ -45,7 +46,7 @@ pub struct DeviceHost {
     /// The bound driver as sysfs names it; `None` when unbound.
     pub driver: Option<String>,
     /// What the tool knows about that driver's migration support.
-    pub migration: Option<DriverFacts>,
+    pub migration: Option<Migration>,
     /// PCI vendor id (`15b3`); for an mdev, its parent's.
     pub vendor_id: Option<String>,
     /// PCI device id (`101e`); for an mdev, its parent's.
@@ -150,7 +151,7 @@ pub fn device_rows(host: &Host, plan_id: &str, address: &str) -> (Vec<Row>, Devi
         present: true,
         mdev: device.mdev,
         driver: device.driver.clone(),
-        migration: facts.copied(),
+        migration: facts.map(DriverFacts::migration),
         vendor_id: device.vendor.clone(),
         device_id: device.device.clone(),
         iommu_group: device.iommu_group,
@@ -243,46 +244,57 @@ pub(crate) fn dirty_tracking(
 
 fn driver_row(id: &str, name: &str, device: &pci::Device, facts: Option<&DriverFacts>) -> Row {
     let Some(driver) = device.driver.as_deref() else {
-        return Row::fail(
-            id,
-            format!("{name} is bound to no driver"),
-            format!(
-                "bind it to its migration-capable variant driver, e.g. `driverctl set-override {} mlx5_vfio_pci`",
-                device.address
-            ),
-        );
+        return Row::fail(id, format!("{name} is bound to no driver"), bind_hint(device));
     };
     match facts {
         Some(facts) if facts.migrates => Row::pass(
             id,
-            format!("{name} is bound to {driver}, which migrates: {}", facts.features()),
+            format!(
+                "{name} is bound to {driver}, which migrates: {}",
+                facts.features()
+            ),
         ),
         Some(facts) => Row::fail(
             id,
-            format!("{name} is bound to {driver}, which cannot migrate ({})", facts.source),
+            format!(
+                "{name} is bound to {driver}, which cannot migrate ({})",
+                facts.source
+            ),
             if facts.name == "vfio_pci" {
-                format!(
-                    "bind it to the device's variant driver instead (e.g. `driverctl set-override {} mlx5_vfio_pci` for a ConnectX VF); plain vfio-pci never migrates",
-                    device.address
-                )
+                format!("plain vfio-pci never migrates: {}", bind_hint(device))
             } else {
-                "this device cannot be live-migrated; move the VM cold (shut down, start on the destination)".to_string()
+                "this device cannot be live-migrated; move the VM cold (shut down, start on the destination)"
+                    .to_string()
             },
         ),
         None if drivers::is_vfio(driver) => Row::warn(
             id,
-            format!("{name} is bound to {driver}, which this tool does not know: whether it migrates is unknown"),
+            format!(
+                "{name} is bound to {driver}, which this tool does not know: whether it migrates is unknown"
+            ),
             "start the VM and read QEMU's `blocked-reasons` (`vfio-migrate check` shows them)",
         ),
         None => Row::fail(
             id,
             format!("{name} is bound to {driver}, a host driver: QEMU cannot assign it"),
-            format!(
-                "bind it to its migration-capable variant driver, e.g. `driverctl set-override {} mlx5_vfio_pci`",
-                device.address
-            ),
+            bind_hint(device),
         ),
     }
+}
+
+/// How to find and bind the variant driver for a device: `modules.alias` names the
+/// variant driver that claims each device id (`alias vfio_pci:v000015B3d0000101E...`).
+fn bind_hint(device: &pci::Device) -> String {
+    let find = match (&device.vendor, &device.device) {
+        (Some(vendor), Some(dev)) => format!(
+            "find the variant driver for {vendor}:{dev} with `grep -i 'vfio_pci:v0000{vendor}d0000{dev}' /lib/modules/$(uname -r)/modules.alias`, then "
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "{find}bind the device to that migration-capable variant driver: `driverctl set-override {} <driver>` (mlx5_vfio_pci for a ConnectX VF)",
+        device.address
+    )
 }
 
 fn group_row(host: &Host, id: &str, device: &pci::Device) -> Row {

@@ -10,10 +10,10 @@
 //! `KBUILD_MODNAME` (underscores, `mlx5_vfio_pci`) or a literal (`vfio-pci`,
 //! `xe-vfio-pci`), and operators write either.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Whether a driver has a feature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Support {
     /// Declared by the driver.
@@ -38,7 +38,7 @@ impl Support {
 }
 
 /// Who can report the pages a device wrote by DMA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DirtyLog {
     /// The device logs its own DMA (`VFIO_DEVICE_FEATURE_DMA_LOGGING_*`, the driver's
@@ -70,6 +70,18 @@ pub struct DriverFacts {
 }
 
 impl DriverFacts {
+    /// The facts as data that travels (JSON from another host).
+    pub fn migration(&self) -> Migration {
+        Migration {
+            driver: self.name.to_string(),
+            migrates: self.migrates,
+            precopy: self.precopy,
+            p2p: self.p2p,
+            dirty_log: self.dirty_log,
+            vgpu: self.vgpu,
+        }
+    }
+
     /// One line: "pre-copy yes, P2P yes, device dirty logging yes".
     pub fn features(&self) -> String {
         if !self.migrates {
@@ -86,6 +98,24 @@ impl DriverFacts {
             self.p2p.word()
         )
     }
+}
+
+/// What the table says about a device's driver, owned, so that a `DeviceHost` read on
+/// another host (`check --side`, JSON) can be compared here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    /// The driver's name in the table (underscores).
+    pub driver: String,
+    /// Whether it implements VFIO migration.
+    pub migrates: bool,
+    /// Pre-copy support.
+    pub precopy: Support,
+    /// P2P support.
+    pub p2p: Support,
+    /// Who reports the device's DMA writes.
+    pub dirty_log: DirtyLog,
+    /// A vGPU-class driver.
+    pub vgpu: bool,
 }
 
 /// Drivers that cannot migrate; binding a device to one of them makes its VM

@@ -22,13 +22,13 @@
 
 use std::fs;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::drivers;
 use super::tree::Tree;
 
 /// What identifies a vGPU, to compare across hosts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vgpu {
     /// The vendor driver's version (`/sys/module/nvidia/version`), when readable.
     pub driver_version: Option<String>,
