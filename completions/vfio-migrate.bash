@@ -103,12 +103,20 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__check)
-            opts="-o -q -h --no-measure --output --quiet --state-dir --help"
+            opts="-o -q -h --host --side --sysfs-root --no-measure --output --quiet --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --side)
+                    COMPREPLY=($(compgen -W "source destination" -- "${cur}"))
+                    return 0
+                    ;;
+                --sysfs-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
                     return 0

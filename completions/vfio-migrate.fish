@@ -33,7 +33,7 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s h -l help -d 
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s V -l version -d 'Print version'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "migrate" -d 'Migrate the VM as the plan says'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "recover" -d 'Look at both sides of a plan and repair what a run that died left behind: cancel a migration nobody drives, put back changed settings, resume a paused source unless the destination runs the VM (exit 0 settled, 4 a person must decide)'
-complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "check" -d 'Check, changing nothing, whether the plan will work and what it will cost: both monitors, the plan\'s devices, and a prediction from one dirty-rate measurement (exit 0 ready, 3 not ready, 2 invalid plan)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "check" -d 'Check, changing nothing, whether the plan will work and what it will cost: both monitors, the plan\'s devices on this host\'s kernel, and a prediction from one dirty-rate measurement (exit 0 ready, 3 not ready, 2 invalid plan). With --host, whether this host can send or receive VFIO migrations at all'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "validate" -d 'Check a plan without contacting any host (exit 0 valid, 2 invalid)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "schema" -d 'Print the plan\'s JSON Schema'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "demo" -d 'Start two local QEMUs with a bundled dirtying guest and migrate it between them'
@@ -52,10 +52,14 @@ ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l side -d 'Only this host\'s own checks of the plan\'s devices for one side, contacting no monitor but that side\'s own: run it on each host and combine the JSON' -r -f -a "source\t'The host the VM runs on now'
+destination\t'The host it moves to'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l sysfs-root -d 'Read /sys and /dev under this directory instead of / (fixture trees)' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l host -d 'Check this host alone, without a plan'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l no-measure -d 'Take no dirty-rate measurement, so make no prediction'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -98,7 +102,7 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "migrate" -d 'Migrate the VM as the plan says'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "recover" -d 'Look at both sides of a plan and repair what a run that died left behind: cancel a migration nobody drives, put back changed settings, resume a paused source unless the destination runs the VM (exit 0 settled, 4 a person must decide)'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "check" -d 'Check, changing nothing, whether the plan will work and what it will cost: both monitors, the plan\'s devices, and a prediction from one dirty-rate measurement (exit 0 ready, 3 not ready, 2 invalid plan)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "check" -d 'Check, changing nothing, whether the plan will work and what it will cost: both monitors, the plan\'s devices on this host\'s kernel, and a prediction from one dirty-rate measurement (exit 0 ready, 3 not ready, 2 invalid plan). With --host, whether this host can send or receive VFIO migrations at all'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "validate" -d 'Check a plan without contacting any host (exit 0 valid, 2 invalid)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "schema" -d 'Print the plan\'s JSON Schema'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "demo" -d 'Start two local QEMUs with a bundled dirtying guest and migrate it between them'

@@ -67,14 +67,26 @@ pub enum Command {
         plan: PathBuf,
     },
     /// Check, changing nothing, whether the plan will work and what it will cost: both
-    /// monitors, the plan's devices, and a prediction from one dirty-rate measurement
-    /// (exit 0 ready, 3 not ready, 2 invalid plan).
+    /// monitors, the plan's devices on this host's kernel, and a prediction from one
+    /// dirty-rate measurement (exit 0 ready, 3 not ready, 2 invalid plan). With --host,
+    /// whether this host can send or receive VFIO migrations at all.
     #[command(
         after_help = "Every row has an id, a status (pass, warn, fail), a finding and a hint; --output json carries the same rows. See docs/check.md."
     )]
     Check {
-        /// The plan file.
-        plan: PathBuf,
+        /// The plan file (not with --host).
+        #[arg(required_unless_present = "host")]
+        plan: Option<PathBuf>,
+        /// Check this host alone, without a plan.
+        #[arg(long, conflicts_with_all = ["plan", "side", "no_measure"])]
+        host: bool,
+        /// Only this host's own checks of the plan's devices for one side, contacting no
+        /// monitor but that side's own: run it on each host and combine the JSON.
+        #[arg(long, value_enum)]
+        side: Option<CheckSide>,
+        /// Read /sys and /dev under this directory instead of / (fixture trees).
+        #[arg(long, value_name = "DIR")]
+        sysfs_root: Option<PathBuf>,
         /// Take no dirty-rate measurement, so make no prediction.
         #[arg(long)]
         no_measure: bool,
@@ -114,6 +126,15 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// The side `check --side` looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckSide {
+    /// The host the VM runs on now.
+    Source,
+    /// The host it moves to.
+    Destination,
 }
 
 /// Demo scenarios.

@@ -1,17 +1,24 @@
-//! `vfio-migrate check`: the dry run. Reads the plan, both monitors and this host's
+//! `vfio-migrate check`: the dry run. Reads the plan, the monitors and this host's
 //! kernel, changes nothing, and prints the rows for people or as JSON for scripts.
 
 use std::path::PathBuf;
 
+use backends::host::{self, DeviceHost, Host};
 use engine::check::{CheckReport, Row, Status};
+use engine::driver::{Side, SideSurvey};
+use plans::{Plan, QmpAddress, Step};
 
-use crate::args::Output;
+use crate::args::{CheckSide, Output};
 use crate::render::print_json;
 
 /// What `check` was asked.
 pub struct Request {
-    /// The plan.
-    pub plan: PathBuf,
+    /// The plan; `None` checks this host alone (`--host`).
+    pub plan: Option<PathBuf>,
+    /// Only this host's checks for one side of the plan.
+    pub side: Option<CheckSide>,
+    /// Where /sys and /dev are read.
+    pub root: PathBuf,
     /// Whether to measure the dirty rate.
     pub measure: bool,
     /// How to print.
@@ -20,30 +27,170 @@ pub struct Request {
 
 /// Runs the check and returns the exit code.
 pub fn run(request: Request) -> i32 {
-    let plan = match crate::load_plan(&request.plan, request.output) {
+    let host = Host::new(request.root.clone());
+    let Some(path) = &request.plan else {
+        let report = CheckReport::new(None, host::host_rows(&host));
+        print(&report, request.output);
+        return report.rc;
+    };
+    let plan = match crate::load_plan(path, request.output) {
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    let report = match plan_report(&plan, request.measure, request.output) {
-        Ok(report) => report,
-        Err(code) => return code,
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return crate::exit::usage(request.output, &format!("cannot start the async runtime: {e}")),
+    };
+    let report = match request.side {
+        Some(side) => runtime.block_on(one_side(&plan, &host, side_of(side))),
+        None => {
+            let mut driver = backends::open(&plan);
+            let mut report = runtime.block_on(engine::check::check_plan(
+                &plan,
+                driver.as_mut(),
+                request.measure,
+                Vec::new(),
+            ));
+            let surveys = std::mem::take(&mut report.surveys);
+            let mut found = Vec::new();
+            for (side, survey) in [Side::Source, Side::Destination].into_iter().zip(surveys) {
+                if is_local(&plan, side) {
+                    let (rows, devices) = device_rows(&plan, &host, side, survey.as_ref());
+                    report.add_rows(rows);
+                    found.push(devices);
+                }
+            }
+            if let [source, destination] = found.as_slice() {
+                report.add_rows(across_hosts(source, destination));
+            }
+            report.host_devices = found
+                .iter()
+                .flatten()
+                .map(|(side, d)| json_of(*side, d))
+                .collect();
+            report
+        }
     };
     print(&report, request.output);
     report.rc
 }
 
-fn plan_report(plan: &plans::Plan, measure: bool, output: Output) -> Result<CheckReport, i32> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| crate::exit::usage(output, &format!("cannot start the async runtime: {e}")))?;
+fn side_of(side: CheckSide) -> Side {
+    match side {
+        CheckSide::Source => Side::Source,
+        CheckSide::Destination => Side::Destination,
+    }
+}
+
+/// `check --side`: this host's checks of the plan's devices for one side. Reads that
+/// side's monitor, when it answers, only for the devices' host addresses.
+async fn one_side(plan: &Plan, host: &Host, side: Side) -> CheckReport {
     let mut driver = backends::open(plan);
-    Ok(runtime.block_on(engine::check::check_plan(
-        plan,
-        driver.as_mut(),
-        measure,
-        Vec::new(),
-    )))
+    let survey = match driver.survey() {
+        Some(survey) => match survey.connect_side(side).await {
+            Ok(()) => survey.survey(side).await.ok(),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let (rows, facts) = device_rows(plan, host, side, survey.as_ref());
+    let mut report = CheckReport::new(
+        Some(plan.vm.name.clone()),
+        vec![Row::pass(
+            "plan.valid",
+            format!("valid plan for VM {:?}", plan.vm.name),
+        )],
+    );
+    report.add_rows(rows);
+    report.host_devices = facts.iter().map(|(side, d)| json_of(*side, d)).collect();
+    report
+}
+
+/// Whether `side`'s monitor is on this host, so that its devices are too.
+fn is_local(plan: &Plan, side: Side) -> bool {
+    let endpoint = match side {
+        Side::Source => &plan.source,
+        Side::Destination => &plan.destination.endpoint,
+    };
+    match endpoint.qmp() {
+        Some(QmpAddress::Unix(_)) => true,
+        Some(address) => !address.is_remote(),
+        None => false,
+    }
+}
+
+/// This host's rows for each device of the plan on `side`: its address from that side's
+/// QEMU (`host` property), else, on the source, from the plan.
+fn device_rows(
+    plan: &Plan,
+    host: &Host,
+    side: Side,
+    survey: Option<&SideSurvey>,
+) -> (Vec<Row>, Vec<(Side, DeviceHost)>) {
+    let mut rows = Vec::new();
+    let mut facts = Vec::new();
+    for device in &plan.devices {
+        let from_qemu = survey
+            .and_then(|s| s.devices.iter().find(|d| d.id == device.id))
+            .and_then(|d| d.host.clone());
+        let from_plan = device.host.clone().filter(|_| side == Side::Source);
+        let Some(address) = from_qemu.or(from_plan) else {
+            rows.push(Row::warn(
+                format!("device.{}.{side}_host", device.id),
+                format!("the {side} host's address for {} is not known: its QEMU did not say, and the plan's `host` is the source's", device.id),
+                format!("make the {side} monitor reachable from here, or run check where it is"),
+            ));
+            continue;
+        };
+        let (mut device_rows, found) = host::device_rows(host, &device.id, &address);
+        if found.predicts_non_convergence() {
+            device_rows.push(no_dirty_tracking(plan, &device.id));
+        }
+        for row in &mut device_rows {
+            row.id = row.id.replacen(
+                &format!("device.{}.", device.id),
+                &format!("device.{}.{side}.", device.id),
+                1,
+            );
+        }
+        rows.extend(device_rows);
+        facts.push((side, found));
+    }
+    (rows, facts)
+}
+
+/// Both hosts' view of the same device, compared (a vGPU must match in driver version,
+/// board and type).
+fn across_hosts(source: &[(Side, DeviceHost)], destination: &[(Side, DeviceHost)]) -> Vec<Row> {
+    source
+        .iter()
+        .filter_map(|(_, s)| {
+            let (_, d) = destination.iter().find(|(_, d)| d.plan_id == s.plan_id)?;
+            host::compare_across_hosts(s, d)
+        })
+        .collect()
+}
+
+fn json_of(side: Side, found: &DeviceHost) -> serde_json::Value {
+    serde_json::json!({"side": side, "device": serde_json::to_value(found).unwrap_or(serde_json::Value::Null)})
+}
+
+/// A device QEMU cannot track dirty pages for: every mapped page is dirty on every pass,
+/// so pre-copy cannot converge; only forcing the whole of RAM into the pause finishes.
+fn no_dirty_tracking(plan: &Plan, id: &str) -> Row {
+    let finding = format!("{id} has neither device DMA logging nor IOMMU dirty tracking: QEMU counts every mapped page dirty on every pass, so pre-copy cannot converge");
+    match plan.policy.escalation.contains(&Step::ForceDowntime) {
+        true => Row::warn(
+            format!("device.{id}.converges"),
+            format!("{finding}; only force-downtime, with all of guest RAM in the pause, can finish it"),
+            "use a host whose IOMMU tracks dirty pages (iommufd) or a driver with DMA logging",
+        ),
+        false => Row::fail(
+            format!("device.{id}.converges"),
+            format!("{finding}, and the plan's escalation has no force-downtime"),
+            "use a host whose IOMMU tracks dirty pages (iommufd) or a driver with DMA logging",
+        ),
+    }
 }
 
 fn print(report: &CheckReport, output: Output) {

@@ -33,8 +33,19 @@ pub fn run(cli: Cli) -> i32 {
         (Some(Command::Recover { plan }), _) => recover::recover_file(&plan, output, state_dir),
         (Some(Command::Guard { plan }), _) => guardian::watch(&plan, &state::state_dir(state_dir)),
         (Some(Command::Validate { plan }), _) => validate_file(&plan, output),
-        (Some(Command::Check { plan, no_measure }), _) => check::run(check::Request {
-            plan,
+        (
+            Some(Command::Check {
+                plan,
+                host,
+                side,
+                sysfs_root,
+                no_measure,
+            }),
+            _,
+        ) => check::run(check::Request {
+            plan: plan.filter(|_| !host),
+            side,
+            root: sysfs_root.unwrap_or_else(|| "/".into()),
             measure: !no_measure,
             output,
         }),

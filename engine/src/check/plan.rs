@@ -15,6 +15,11 @@ use super::{CheckReport, Row};
 /// own checks) join the monitors' before the verdict.
 pub async fn check_plan(plan: &Plan, driver: &mut dyn Driver, measure: bool, extra: Vec<Row>) -> CheckReport {
     let reading = read(plan, driver, measure).await;
+    check_reading(plan, reading, extra)
+}
+
+/// Judges what was read.
+fn check_reading(plan: &Plan, reading: Reading, extra: Vec<Row>) -> CheckReport {
     let mut rows = vec![Row::pass(
         "plan.valid",
         format!("valid plan for VM {:?}", plan.vm.name),
@@ -30,6 +35,7 @@ pub async fn check_plan(plan: &Plan, driver: &mut dyn Driver, measure: bool, ext
     report.would_change = placement.map(|p| p != Placement::Migrated);
     report.measured = reading.dirty_rate.clone();
     report.prediction = prediction;
+    report.surveys = [reading.source, reading.destination];
     report
 }
 

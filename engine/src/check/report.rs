@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::driver::DirtyRate;
+use crate::driver::{DirtyRate, SideSurvey};
 use crate::exit::ExitStatus;
 
 use super::{Prediction, Row, Status, Verdict};
@@ -37,6 +37,13 @@ pub struct CheckReport {
     pub prediction: Option<Prediction>,
     /// Every check, in order.
     pub rows: Vec<Row>,
+    /// What the hosts' kernels showed about the plan's devices, for a play that runs
+    /// `check --side` on each host and compares them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_devices: Vec<serde_json::Value>,
+    /// What the monitors showed (source, destination), for the host checks that follow.
+    #[serde(skip)]
+    pub surveys: [Option<SideSurvey>; 2],
 }
 
 impl CheckReport {
@@ -58,7 +65,21 @@ impl CheckReport {
             measured: None,
             prediction: None,
             rows,
+            host_devices: Vec::new(),
+            surveys: [None, None],
         }
+    }
+
+    /// Adds rows (the hosts' own checks) and adds the verdict up again.
+    pub fn add_rows(&mut self, rows: Vec<Row>) {
+        self.rows.extend(rows);
+        let again = CheckReport::new(self.vm.take(), std::mem::take(&mut self.rows));
+        self.vm = again.vm;
+        self.rows = again.rows;
+        self.verdict = again.verdict;
+        self.failed = again.failed;
+        self.rc = again.rc;
+        self.msg = again.msg;
     }
 }
 
