@@ -36,8 +36,10 @@ use tokio::sync::mpsc;
 
 pub use error::DriverError;
 pub use event::DriverEvent;
-pub use facts::{DeviceInfo, PairFacts, Setup, SideFacts, Throttle, TlsSetup};
-pub use sample::{DirtyRate, DirtyRateMode, Sample};
+pub use facts::{
+    DeviceInfo, DeviceTransferSetup, OnOffAuto, PairFacts, Setup, SideFacts, StreamSetup, Throttle, TlsSetup,
+};
+pub use sample::{DirtyRate, DirtyRateMode, Sample, StreamStats, XbzrleStats};
 pub use status::{DeviceState, MigrationStatus, RunState, Side};
 
 /// A hypervisor pair the engine can migrate between: what every backend can do.
