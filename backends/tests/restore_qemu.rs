@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use backends::qemu::QmpDriver;
 use backends::qmp::{QmpClient, QmpEndpoint};
-use engine::driver::{Driver, MigrationStatus, Setup};
-use plans::QmpAddress;
+use engine::driver::{Driver, MigrationStatus, Setup, StreamSetup};
+use plans::{MultifdCompression, QmpAddress, ZeroPageDetection};
 use rig::{Accel, GuestParams, PairOptions, QemuPair};
 use serde_json::Value;
 
@@ -51,6 +51,7 @@ fn everything() -> Setup {
         arm_auto_converge: true,
         switchover_ack: true,
         tls: None,
+        stream: StreamSetup::default(),
     }
 }
 
@@ -169,4 +170,81 @@ async fn configure_changes_what_restore_puts_back() {
     }
     assert_eq!(after.parameters["max-bandwidth"], 64 * 1024 * 1024);
     assert_ne!(after.parameters, before.parameters);
+}
+
+/// A multifd stream compressed with zstd, zero pages found in the main thread.
+fn multifd_zstd() -> Setup {
+    Setup {
+        stream: StreamSetup {
+            multifd_channels: Some(4),
+            multifd_compression: Some(MultifdCompression::Zstd),
+            multifd_compression_level: Some(3),
+            zero_page_detection: Some(ZeroPageDetection::Legacy),
+            ..StreamSetup::default()
+        },
+        ..everything()
+    }
+}
+
+#[tokio::test]
+async fn a_multifd_stream_is_set_on_both_sides_before_listening_and_put_back_after() {
+    if !support::qemu_installed() {
+        return;
+    }
+    let pair = QemuPair::start(&PairOptions {
+        guest: GuestParams {
+            wss_mb: 16,
+            rate_mb: 0,
+        },
+        mem_mb: 64,
+        accel: Accel::Auto,
+        dirty_ring: false,
+        ..PairOptions::default()
+    })
+    .expect("start the QEMU pair");
+    let (source, destination) = (&pair.source.qmp_socket, &pair.destination.qmp_socket);
+    let before = (settings(source).await, settings(destination).await);
+
+    let mut driver = QmpDriver::new(
+        &QmpAddress::Unix(source.clone()),
+        &QmpAddress::Unix(destination.clone()),
+    );
+    driver.connect().await.expect("connect");
+    driver.configure(&multifd_zstd()).await.expect("configure");
+    // Read over the second monitor while the driver holds the first.
+    let during = (
+        settings(&pair.source.observer_socket).await,
+        settings(&pair.destination.observer_socket).await,
+    );
+    for (side, s) in [("source", &during.0), ("destination", &during.1)] {
+        assert_eq!(on(s, "multifd"), Some(true), "{side}: multifd");
+        assert_eq!(s.parameters["multifd-channels"], 4, "{side}");
+        assert_eq!(s.parameters["multifd-compression"], "zstd", "{side}");
+    }
+    assert_eq!(during.0.parameters["multifd-zstd-level"], 3);
+    assert_eq!(during.0.parameters["zero-page-detection"], "legacy");
+
+    let uri = format!("tcp:127.0.0.1:{}", pair.migration_port);
+    driver
+        .listener()
+        .expect("the QMP driver listens")
+        .listen(&uri)
+        .await
+        .expect("migrate-incoming");
+    driver.start(&uri).await.expect("migrate");
+    migrate_to_completion(&mut driver).await;
+    driver.restore().await.expect("QEMU accepts every setting back");
+    drop(driver);
+
+    let after = (settings(source).await, settings(destination).await);
+    assert_eq!(after.0, before.0, "the source's settings");
+    assert_eq!(after.1, before.1, "the destination's settings");
+}
+
+/// A capability's state in a settings reading.
+fn on(s: &Settings, name: &str) -> Option<bool> {
+    s.capabilities
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["capability"] == name))
+        .and_then(|c| c["state"].as_bool())
 }

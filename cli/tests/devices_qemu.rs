@@ -367,3 +367,48 @@ fn check_names_each_device_that_is_missing_unfollowed_unlisted_or_of_unknown_siz
         .as_str()
         .is_some_and(|f| f.contains("100 GiB")));
 }
+
+/// A device property, as `qom-get` answers it through a side's proxy.
+fn property(socket: &std::path::Path, path: &str, name: &str) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let endpoint = backends::qmp::QmpEndpoint::Unix(socket.to_path_buf());
+        let client = backends::qmp::QmpClient::connect(&endpoint, "test", Duration::from_secs(5))
+            .await
+            .expect("connect");
+        client
+            .execute_raw(
+                "qom-get",
+                Some(serde_json::json!({"path": path, "property": name})),
+            )
+            .await
+            .expect("qom-get")
+    })
+}
+
+#[test]
+fn device_state_over_multifd_is_set_on_both_sides_reported_and_put_back() {
+    let _one = ONE_AT_A_TIME.lock();
+    let m = modelled(64, 0, vec![device("gpu0", true, 16, Fault::None)]);
+    let path = "/machine/peripheral/gpu0";
+    let transfer = "x-migration-multifd-transfer";
+    assert_eq!(property(&m.source, path, transfer), "auto");
+    let plan = plan(&m, GPU, "", "escalation = [\"abort\"]")
+        .replace("state_size = \"64MiB\"", "state_size = \"16MiB\"")
+        + "[migration]\nmultifd_channels = 2\ndevice_state_transfer = \"multifd\"\n";
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["devices"][0]["state_transfer"], "multifd", "{report:#}");
+    assert_eq!(status(&m.destination), "running");
+    for socket in [&m.source, &m.destination] {
+        assert_eq!(
+            property(socket, path, transfer),
+            "auto",
+            "put back on {}",
+            socket.display()
+        );
+    }
+}

@@ -220,3 +220,86 @@ fn g_ndjson_streams_events_then_the_report() {
         Some(Value::from("migrated"))
     );
 }
+
+/// Both migration settings of a QEMU, as QMP lists them.
+fn settings(socket: &std::path::Path) -> (Value, Value) {
+    (
+        common::qmp(socket, "query-migrate-capabilities"),
+        common::qmp(socket, "query-migrate-parameters"),
+    )
+}
+
+/// Runs `plan` on `pair` with `migration` as its `[migration]` table; checks that it
+/// migrated and that both sides' settings are as they were before; returns the report.
+fn migrate_with_stream(pair: &rig::QemuPair, migration: &str) -> Value {
+    let before = (
+        settings(&pair.source.qmp_socket),
+        settings(&pair.destination.qmp_socket),
+    );
+    let plan = plan_for(
+        pair,
+        "max_bandwidth = \"128MiB/s\"\ndeadline = \"120s\"",
+        "escalation = [\"abort\"]",
+    ) + &format!("[migration]\n{migration}\n");
+    let (code, report) = run(pair.dir(), &plan);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(status(&pair.destination.qmp_socket), "running");
+    assert_guest_alive(&pair.destination);
+    let after = (
+        settings(&pair.source.qmp_socket),
+        settings(&pair.destination.qmp_socket),
+    );
+    assert_eq!(after.0, before.0, "the source's settings are put back");
+    assert_eq!(after.1, before.1, "the destination's settings are put back");
+    report
+}
+
+fn stream_stat(report: &Value, key: &str) -> u64 {
+    report["stream"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("stream.{key} in the report: {report:#}"))
+}
+
+#[test]
+fn h_four_multifd_channels_carry_the_ram_and_both_sides_are_put_back() {
+    let _one = ONE_AT_A_TIME.lock();
+    let pair = pair(256, 50);
+    let report = migrate_with_stream(&pair, "multifd_channels = 4");
+    let multifd = stream_stat(&report, "multifd_bytes");
+    assert!(
+        multifd >= 200 << 20,
+        "the working set went over the multifd channels: {multifd} bytes"
+    );
+}
+
+#[test]
+fn i_zstd_compresses_what_the_multifd_channels_send() {
+    let _one = ONE_AT_A_TIME.lock();
+    let pair = pair(256, 50);
+    let report = migrate_with_stream(
+        &pair,
+        "multifd_channels = 2\nmultifd_compression = \"zstd\"\nmultifd_compression_level = 1",
+    );
+    let (sent, pages) = (
+        stream_stat(&report, "multifd_bytes"),
+        stream_stat(&report, "normal_bytes"),
+    );
+    // The guest fills its pages with a pattern: they compress far below half.
+    assert!(
+        pages >= 200 << 20 && sent < pages / 2,
+        "{sent} bytes sent for {pages} bytes of pages"
+    );
+}
+
+#[test]
+fn j_xbzrle_sends_pages_dirtied_again_as_deltas() {
+    let _one = ONE_AT_A_TIME.lock();
+    let pair = pair(256, 50);
+    let report = migrate_with_stream(&pair, "xbzrle_cache = \"256MiB\"");
+    let xbzrle = &report["stream"]["xbzrle"];
+    assert_eq!(xbzrle["cache_size"], 256u64 << 20, "{report:#}");
+    let pages = xbzrle["pages"].as_u64().unwrap_or(0);
+    let bytes = xbzrle["bytes"].as_u64().unwrap_or(u64::MAX);
+    assert!(pages > 0, "pages went as deltas: {xbzrle}");
+    assert!(bytes < pages * 4096, "deltas are smaller than pages: {xbzrle}");
+}

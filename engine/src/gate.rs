@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use plans::DeviceStateTransfer;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -42,6 +43,9 @@ pub struct DeviceReport {
     pub qom_path: String,
     /// Declared pre-copy support.
     pub precopy: bool,
+    /// Which channel carried its state (`x-migration-multifd-transfer` and the stream's
+    /// settings); `null` when unknown.
+    pub state_transfer: Option<DeviceStateTransfer>,
     /// Last state seen.
     pub state: String,
     /// When it reached its saving state, ms since `migrate`.
@@ -95,6 +99,7 @@ struct Tracked {
     id: String,
     qom_path: String,
     precopy: bool,
+    state_transfer: Option<DeviceStateTransfer>,
     state: DeviceState,
     seen_at: Option<Instant>,
     saving_at: Option<Instant>,
@@ -112,7 +117,8 @@ pub struct DeviceGate {
     past_setup: bool,
 }
 
-/// A device to follow: plan id, QOM path, pre-copy support.
+/// A device to follow: plan id, QOM path, pre-copy support, and for the report the
+/// channel its state takes.
 #[derive(Debug, Clone)]
 pub struct Follow {
     /// Plan id.
@@ -121,6 +127,8 @@ pub struct Follow {
     pub qom_path: String,
     /// Declared pre-copy support.
     pub precopy: bool,
+    /// The channel its state takes, when known.
+    pub state_transfer: Option<DeviceStateTransfer>,
 }
 
 fn saving(precopy: bool, state: &DeviceState, past_setup: bool) -> bool {
@@ -147,6 +155,7 @@ impl DeviceGate {
                     id: f.id,
                     qom_path: f.qom_path,
                     precopy: f.precopy,
+                    state_transfer: f.state_transfer,
                     state: DeviceState::Running,
                     seen_at: None,
                     saving_at: None,
@@ -329,6 +338,7 @@ impl DeviceGate {
                 id: d.id.clone(),
                 qom_path: d.qom_path.clone(),
                 precopy: d.precopy,
+                state_transfer: d.state_transfer,
                 state: d.state.name().to_string(),
                 saving_at_ms: d.saving_at.map(|at| self.ms(at)),
                 timeline: d.timeline.clone(),

@@ -14,6 +14,7 @@ use crate::driver::{
 use crate::gate::Follow;
 use crate::placement::{Placement, Sides};
 
+mod stream;
 pub(crate) mod versions;
 pub use versions::Release;
 
@@ -100,6 +101,21 @@ pub enum Problem {
         /// QEMU's refusal.
         refusal: String,
     },
+    /// A side's QEMU does not offer a migration capability the plan's stream needs.
+    CapabilityMissing {
+        /// The side.
+        side: Side,
+        /// The capability, as QEMU names it (`multifd`, `xbzrle`).
+        capability: &'static str,
+        /// The plan's key that needs it.
+        key: &'static str,
+    },
+    /// A device has no `x-migration-multifd-transfer` property (QEMU older than 10.0),
+    /// so the plan's `device_state_transfer` cannot be set on it.
+    DeviceTransferUnsupported {
+        /// The device.
+        id: String,
+    },
     /// The source has a VFIO device the plan does not list.
     UnlistedDevice {
         /// The device.
@@ -155,6 +171,7 @@ pub async fn check(plan: &Plan, driver: &mut dyn Driver) -> Result<Ready, NotRea
     let mut problems = versions::problems(plan, capabilities, &facts);
     problems.extend(pair_problems(plan, &facts));
     problems.extend(capability_problems(plan, capabilities));
+    problems.extend(stream::capability_problems(plan, &facts));
     problems.extend(devices.problems.iter().cloned());
     match problems.is_empty() {
         true => Ok(Ready {
@@ -247,7 +264,10 @@ pub struct DeviceCheck {
 
 /// Checks the plan's devices against the VFIO devices the source has.
 pub fn devices(plan: &Plan, found: &[DeviceInfo]) -> DeviceCheck {
-    let mut check = DeviceCheck::default();
+    let mut check = DeviceCheck {
+        problems: stream::device_problems(plan, found),
+        ..DeviceCheck::default()
+    };
     for wanted in &plan.devices {
         let Some(dev) = found.iter().find(|d| d.id == wanted.id) else {
             check.problems.push(Problem::DeviceMissing {
@@ -267,6 +287,7 @@ pub fn devices(plan: &Plan, found: &[DeviceInfo]) -> DeviceCheck {
             id: wanted.id.clone(),
             qom_path: dev.qom_path.clone(),
             precopy: wanted.precopy,
+            state_transfer: Some(stream::device_transfer(plan, dev.multifd_transfer)),
         });
     }
     for dev in found
@@ -306,6 +327,7 @@ impl Problem {
             Problem::Placement { .. } => None,
             Problem::RamDiffers { .. } => Some(Side::Destination),
             Problem::Unsupported { .. } => None,
+            Problem::CapabilityMissing { side, .. } => Some(*side),
             _ => Some(Side::Source),
         }
     }
@@ -325,6 +347,7 @@ mod tests {
             dirty_ring_size: None,
             kvm: true,
             ram_bytes: Some(1 << 30),
+            migration_capabilities: None,
         }
     }
 

@@ -9,8 +9,8 @@ use serde::{Serialize, Serializer};
 
 use plans::Plan;
 
-use crate::driver::Capabilities;
 use crate::driver::RunState;
+use crate::driver::{Capabilities, StreamStats};
 use crate::events::{EngineEvent, EventSink};
 use crate::phase::Phase;
 use crate::phase::PhaseClock;
@@ -106,6 +106,9 @@ pub struct Report {
     pub transferred_bytes: u64,
     /// VFIO device state sent.
     pub vfio_transferred_bytes: Option<u64>,
+    /// What the stream's settings did (multifd bytes, zero pages, XBZRLE), from QEMU's
+    /// last statistics; `null` when none were read.
+    pub stream: Option<StreamStats>,
     /// Dirty-sync passes.
     pub passes: u64,
     /// Highest dirty rate seen at a pass boundary, bytes/s.
@@ -157,6 +160,7 @@ impl Report {
             setup_ms: None,
             transferred_bytes: 0,
             vfio_transferred_bytes: None,
+            stream: None,
             passes: 0,
             peak_dirty_rate: None,
             downtime_limit_ms: plan.limits.downtime.as_millis() as u64,
@@ -273,6 +277,7 @@ impl Report {
             self.setup_ms = s.setup_time_ms;
             self.transferred_bytes = s.transferred_bytes;
             self.vfio_transferred_bytes = s.vfio_transferred_bytes;
+            self.stream = Some(s.stream.clone());
             self.passes = s.dirty_sync_count;
             if let Some(total) = s.total_time_ms.filter(|_| self.result == Outcome::Migrated) {
                 self.total_ms = total;

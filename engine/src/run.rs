@@ -15,7 +15,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::converge::{Converge, LoopEnd};
-use crate::driver::{Driver, DriverEvent, MigrationStatus, Setup, TlsSetup};
+use crate::driver::{
+    DeviceTransferSetup, Driver, DriverEvent, MigrationStatus, Setup, StreamSetup, TlsSetup,
+};
 use crate::estimate::Context;
 use crate::events::{EngineEvent, EventSink};
 use crate::gate::DeviceGate;
@@ -104,7 +106,7 @@ async fn prepare_devices(run: &mut Run<'_>, ready: &Ready) -> Result<(), Vec<Pro
 async fn change(run: &mut Run<'_>, ready: &Ready, interrupt: &mut watch::Receiver<bool>) -> Ending {
     let plan = run.plan;
     run.enter(Phase::Configure);
-    let configured = run.driver.configure(&setup_of(plan)).await;
+    let configured = run.driver.configure(&setup_of(plan, ready)).await;
     // Saved even after a partial failure: whatever was changed must be put back.
     if let Some(settings) = run.driver.saved_settings() {
         run.sink.emit(EngineEvent::SettingsSaved { settings });
@@ -141,8 +143,8 @@ async fn change(run: &mut Run<'_>, ready: &Ready, interrupt: &mut watch::Receive
     }
 }
 
-/// What the plan asks to be set before `migrate`.
-fn setup_of(plan: &Plan) -> Setup {
+/// What the plan asks to be set before `migrate`, for the devices preflight found.
+fn setup_of(plan: &Plan, ready: &Ready) -> Setup {
     Setup {
         downtime_limit_ms: plan.limits.downtime.as_millis() as u64,
         max_bandwidth: plan.limits.max_bandwidth.map(|r| r.bytes_per_sec()),
@@ -153,6 +155,25 @@ fn setup_of(plan: &Plan) -> Setup {
             source_dir: plan.migration.tls_dir_source.clone(),
             destination_dir: plan.migration.tls_dir_destination.clone(),
             hostname: plan.migration.tls_hostname.clone(),
+        }),
+        stream: stream_of(plan, ready),
+    }
+}
+
+/// The stream's settings: multifd and XBZRLE as the plan has them (off when left out),
+/// the rest only where the plan writes them.
+fn stream_of(plan: &Plan, ready: &Ready) -> StreamSetup {
+    let m = &plan.migration;
+    let multifd = m.multifd_channels.is_some();
+    StreamSetup {
+        multifd_channels: m.multifd_channels,
+        multifd_compression: multifd.then_some(m.multifd_compression),
+        multifd_compression_level: m.multifd_compression_level.filter(|_| multifd),
+        xbzrle_cache_bytes: m.xbzrle_cache.map(|b| b.0),
+        zero_page_detection: m.zero_page_detection,
+        device_state_transfer: m.device_state_transfer.map(|transfer| DeviceTransferSetup {
+            transfer,
+            qom_paths: ready.devices.follow.iter().map(|f| f.qom_path.clone()).collect(),
         }),
     }
 }

@@ -171,6 +171,18 @@ impl Display for Problem {
                 f,
                 "source: VFIO device {id} has migration-events=off and QEMU refused to turn it on at runtime ({refusal}); start QEMU with `-device vfio-pci,...,id={id},migration-events=on` (libvirt: a <qemu:override> setting migration-events on the hostdev's alias)"
             ),
+            Problem::CapabilityMissing {
+                side,
+                capability,
+                key,
+            } => write!(
+                f,
+                "{side}: QEMU does not offer the migration capability `{capability}`, which the plan's {key} needs"
+            ),
+            Problem::DeviceTransferUnsupported { id } => write!(
+                f,
+                "source: VFIO device {id} has no `x-migration-multifd-transfer` property (QEMU 10.0 or newer chooses the channel for a device's state); remove migration.device_state_transfer"
+            ),
             Problem::UnlistedDevice { id, type_name } => write!(
                 f,
                 "source: VFIO device {id} ({type_name}) is not listed in the plan; add a [[devices]] entry for it, or set vm.allow_unlisted_devices = true"

@@ -11,6 +11,7 @@ fn follow(id: &str, precopy: bool) -> Follow {
         id: id.to_string(),
         qom_path: format!("/machine/peripheral/{id}"),
         precopy,
+        state_transfer: None,
     }
 }
 

@@ -24,6 +24,8 @@ pub mod destination {
 pub mod migration {
     use std::path::{Path, PathBuf};
 
+    use crate::model::MultifdCompression;
+
     /// Pre-copy only: post-copy is refused with VFIO devices anyway.
     pub const POSTCOPY: bool = false;
     /// The stream as QEMU sends it, in the clear. Only on this host: a plan whose
@@ -32,6 +34,9 @@ pub mod migration {
     /// Where QEMU's documentation and libvirt (`default_tls_x509_cert_dir`) keep QEMU's
     /// x509 certificates.
     pub const TLS_DIR: &str = "/etc/pki/qemu";
+    /// Pages go uncompressed, as they do without multifd: compression costs CPU on
+    /// both sides and pays only on a slow link.
+    pub const MULTIFD_COMPRESSION: MultifdCompression = MultifdCompression::None;
 
     /// `tls_dir_source` or `tls_dir_destination` left out: `tls_dir`.
     pub fn tls_dir_side(tls_dir: &Path) -> PathBuf {

@@ -162,6 +162,10 @@ fn tls_dir() -> PathBuf {
     PathBuf::from(defaults::migration::TLS_DIR)
 }
 
+fn multifd_compression() -> MultifdCompression {
+    defaults::migration::MULTIFD_COMPRESSION
+}
+
 fn precopy() -> bool {
     defaults::devices::PRECOPY
 }
@@ -195,6 +199,95 @@ pub struct Migration {
     /// The name the destination's certificate must carry, when it is not the host the
     /// URI names (required with a `unix:` URI, which names no host).
     pub tls_hostname: Option<String>,
+    /// Send RAM over this many parallel connections (QEMU's `multifd` capability and
+    /// `multifd-channels`, set on both sides before the destination listens); when left
+    /// out, one connection carries everything.
+    pub multifd_channels: Option<u8>,
+    /// How the multifd channels compress pages (`multifd-compression`, both sides).
+    #[serde(default = "multifd_compression")]
+    pub multifd_compression: MultifdCompression,
+    /// The compression level (`multifd-zlib-level` 0–9 or `multifd-zstd-level` 0–20);
+    /// when left out, QEMU's.
+    pub multifd_compression_level: Option<u8>,
+    /// Send pages that changed since the last pass as deltas (QEMU's `xbzrle`
+    /// capability), keeping this much of the guest's memory as a cache on the source
+    /// (`xbzrle-cache-size`, a power of two); when left out, XBZRLE is off.
+    pub xbzrle_cache: Option<Bytes>,
+    /// Where zero pages are found (`zero-page-detection`); when left out, QEMU's.
+    pub zero_page_detection: Option<ZeroPageDetection>,
+    /// Which channel carries the VFIO devices' state (the vfio-pci property
+    /// `x-migration-multifd-transfer`, QEMU 10.0); when left out, the property is left
+    /// as QEMU has it.
+    pub device_state_transfer: Option<DeviceStateTransfer>,
+}
+
+/// How multifd channels compress pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MultifdCompression {
+    /// Pages go as they are.
+    None,
+    /// zlib: slower than zstd at a similar ratio.
+    Zlib,
+    /// Zstandard.
+    Zstd,
+}
+
+impl MultifdCompression {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, MultifdCompression)] = &[
+        ("none", MultifdCompression::None),
+        ("zlib", MultifdCompression::Zlib),
+        ("zstd", MultifdCompression::Zstd),
+    ];
+
+    /// The levels QEMU accepts for the method, `None` for a method without levels.
+    pub fn levels(self) -> Option<std::ops::RangeInclusive<u8>> {
+        match self {
+            MultifdCompression::None => None,
+            MultifdCompression::Zlib => Some(0..=9),
+            MultifdCompression::Zstd => Some(0..=20),
+        }
+    }
+}
+
+/// Where QEMU looks for pages that are all zeros, which it then sends as a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ZeroPageDetection {
+    /// Not at all: zero pages are sent whole.
+    None,
+    /// In the main migration thread.
+    Legacy,
+    /// In the multifd threads, in parallel (in the main thread without multifd).
+    Multifd,
+}
+
+impl ZeroPageDetection {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, ZeroPageDetection)] = &[
+        ("none", ZeroPageDetection::None),
+        ("legacy", ZeroPageDetection::Legacy),
+        ("multifd", ZeroPageDetection::Multifd),
+    ];
+}
+
+/// Which channel carries the VFIO devices' state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceStateTransfer {
+    /// The main migration channel, after RAM (`x-migration-multifd-transfer=off`).
+    Main,
+    /// The multifd channels, in parallel (`x-migration-multifd-transfer=on`).
+    Multifd,
+}
+
+impl DeviceStateTransfer {
+    /// The words plans write for it, in the order hints list them.
+    pub const WORDS: &'static [(&'static str, DeviceStateTransfer)] = &[
+        ("main", DeviceStateTransfer::Main),
+        ("multifd", DeviceStateTransfer::Multifd),
+    ];
 }
 
 impl Default for Migration {
@@ -207,6 +300,12 @@ impl Default for Migration {
             tls_dir_source: tls_dir(),
             tls_dir_destination: tls_dir(),
             tls_hostname: None,
+            multifd_channels: None,
+            multifd_compression: defaults::migration::MULTIFD_COMPRESSION,
+            multifd_compression_level: None,
+            xbzrle_cache: None,
+            zero_page_detection: None,
+            device_state_transfer: None,
         }
     }
 }
@@ -520,6 +619,9 @@ mod tests {
         assert_words_are_json_names(Step::WORDS);
         assert_words_are_json_names(ThrottleMethod::WORDS);
         assert_words_are_json_names(ForceMethod::WORDS);
+        assert_words_are_json_names(MultifdCompression::WORDS);
+        assert_words_are_json_names(ZeroPageDetection::WORDS);
+        assert_words_are_json_names(DeviceStateTransfer::WORDS);
         for (word, step) in Step::WORDS {
             assert_eq!(step.name(), *word);
         }

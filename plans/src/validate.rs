@@ -9,6 +9,7 @@ use crate::parse::Spans;
 use crate::reader::Mistakes;
 use crate::text::{bounded, quoted};
 
+mod stream;
 mod tls;
 
 /// QEMU's largest `downtime-limit`, in milliseconds.
@@ -18,6 +19,7 @@ pub const QEMU_MAX_DOWNTIME_MS: u64 = 2_000_000;
 pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
     check_route(plan, spans, m);
     tls::check(plan, spans, m);
+    stream::check(plan, spans, m);
     check_limits(&plan.limits, spans, m);
     check_convergence(plan, spans, m);
     check_policy(plan, spans, m);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use engine::driver::{
     DeviceEvents, DeviceState, DirtyRateMode, Driver, DriverEvent, KernelDirtyRate, Listen, MigrationStatus,
-    RunState, Setup, Side, SwitchoverHold, Throttle,
+    RunState, Setup, Side, StreamSetup, SwitchoverHold, Throttle,
 };
 use standins::sim::{SimDriver, SimVm, MIB};
 use standins::vfio::{Fault, ModelDevice};
@@ -25,6 +25,7 @@ fn setup(switchover_ack: bool, arm_auto_converge: bool) -> Setup {
         arm_auto_converge,
         switchover_ack,
         tls: None,
+        stream: StreamSetup::default(),
     }
 }
 

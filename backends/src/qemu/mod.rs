@@ -6,13 +6,15 @@
 //! aborted run and after a completed one alike: the source QEMU may live on, and a later
 //! migration by another tool must not be surprised by, say, `pause-before-switchover`
 //! left on. TLS credentials for the stream are added to both sides and removed again
-//! ([`tls`]).
+//! ([`tls`]); the stream's multifd, compression and device-channel settings are set on
+//! both sides and put back ([`stream`]).
 //!
 //! Facts are validated, not guessed ([`stats`]); a side that does not answer in time is
 //! "not answering", and only a closed connection is "gone".
 
 mod events;
 pub mod stats;
+pub mod stream;
 mod survey;
 pub mod tls;
 
@@ -24,8 +26,8 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 use engine::driver::{
     DeviceEvents, DeviceInfo, DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent, KernelDirtyRate,
-    Listen, MigrationStatus, PairFacts, RunState, Sample, Setup, Side, SideFacts, SideSurvey, Survey,
-    SwitchoverHold, Throttle,
+    Listen, MigrationStatus, OnOffAuto, PairFacts, RunState, Sample, Setup, Side, SideFacts, SideSurvey,
+    Survey, SwitchoverHold, Throttle,
 };
 use plans::QmpAddress;
 use qapi_qmp::{MigrateSetParameters, MigrationCapability, MigrationCapabilityStatus};
@@ -57,14 +59,18 @@ struct Saved {
     capabilities: Vec<(MigrationCapability, bool)>,
     /// The source's parameters.
     parameters: Option<MigrateSetParameters>,
-    /// The destination's capabilities (`return-path`, `switchover-ack`); absent from
-    /// journals written before they were kept.
+    /// The destination's capabilities (`return-path`, `switchover-ack`, `multifd`);
+    /// absent from journals written before they were kept.
     #[serde(default)]
     destination_capabilities: Vec<(MigrationCapability, bool)>,
     /// TLS credentials added and parameters changed, on both sides; absent from
     /// journals written before the stream could be encrypted.
     #[serde(default, skip_serializing_if = "tls::SavedTls::is_empty")]
     tls: tls::SavedTls,
+    /// The stream's parameters and device properties, on both sides; absent from
+    /// journals written before the stream could be tuned.
+    #[serde(default, skip_serializing_if = "stream::SavedStream::is_empty")]
+    stream: stream::SavedStream,
 }
 
 /// A source and a destination QEMU, reached over QMP.
@@ -211,6 +217,9 @@ impl QmpDriver {
             .await
             .ok()
             .and_then(|v| v.get("base-memory").and_then(Value::as_u64));
+        let migration_capabilities = self
+            .fact(side, "query-migrate-capabilities", stats::capability_names)
+            .await?;
         Ok(SideFacts {
             version,
             run_state,
@@ -219,6 +228,7 @@ impl QmpDriver {
             dirty_ring_size,
             kvm,
             ram_bytes,
+            migration_capabilities: Some(migration_capabilities),
         })
     }
 
@@ -344,33 +354,48 @@ impl Driver for QmpDriver {
                 "auto-converge",
                 setup.arm_auto_converge,
             ),
+            // The stream's shape is the plan's: on when it asks, off when it does not,
+            // whatever an earlier user left. A capability this QEMU does not list reads
+            // as off, so asking for it off changes nothing.
+            (
+                MigrationCapability::multifd,
+                "multifd",
+                setup.stream.multifd_channels.is_some(),
+            ),
+            (
+                MigrationCapability::xbzrle,
+                "xbzrle",
+                setup.stream.xbzrle_cache_bytes.is_some(),
+            ),
         ];
+        // The destination must agree on multifd before it listens.
+        let mut there_wanted = vec![(
+            MigrationCapability::multifd,
+            "multifd",
+            setup.stream.multifd_channels.is_some(),
+        )];
         if setup.switchover_ack {
             // The source waits for the destination to acknowledge pre-copy devices'
             // initial data; both need the return path for it.
-            wanted.push((MigrationCapability::return_path, "return-path", true));
-            wanted.push((MigrationCapability::switchover_ack, "switchover-ack", true));
-            let there = self
-                .raw(Side::Destination, "query-migrate-capabilities", None)
-                .await?;
-            let changed: Vec<_> = [
-                (MigrationCapability::return_path, "return-path"),
-                (MigrationCapability::switchover_ack, "switchover-ack"),
-            ]
-            .into_iter()
-            .filter(|(_, name)| !capability_state(&there, name))
-            .map(|(cap, _)| (cap, false))
-            .collect();
-            self.saved.destination_capabilities = changed;
-            let on: Vec<_> = self
-                .saved
-                .destination_capabilities
-                .iter()
-                .map(|(cap, _)| (*cap, true))
-                .collect();
-            if !on.is_empty() {
-                self.set_capabilities(Side::Destination, &on).await?;
+            for pair in [
+                (MigrationCapability::return_path, "return-path", true),
+                (MigrationCapability::switchover_ack, "switchover-ack", true),
+            ] {
+                wanted.push(pair);
+                there_wanted.push(pair);
             }
+        }
+        let there = self
+            .raw(Side::Destination, "query-migrate-capabilities", None)
+            .await?;
+        there_wanted.retain(|(_, name, state)| capability_state(&there, name) != *state);
+        self.saved.destination_capabilities = there_wanted
+            .iter()
+            .map(|(cap, name, _)| (*cap, capability_state(&there, name)))
+            .collect();
+        let there_set: Vec<_> = there_wanted.iter().map(|(c, _, s)| (*c, *s)).collect();
+        if !there_set.is_empty() {
+            self.set_capabilities(Side::Destination, &there_set).await?;
         }
         wanted.retain(|(_, name, state)| was(name) != *state);
         self.saved.capabilities = wanted.iter().map(|(c, name, _)| (*c, was(name))).collect();
@@ -403,6 +428,7 @@ impl Driver for QmpDriver {
             new.max_cpu_throttle = Some(1);
         }
         self.set_parameters(new).await?;
+        stream::configure(self, &setup.stream).await?;
         if let Some(setup) = &setup.tls {
             tls::configure(self, setup).await?;
         }
@@ -516,7 +542,8 @@ impl Driver for QmpDriver {
         let nothing = self.saved.capabilities.is_empty()
             && self.saved.parameters.is_none()
             && self.saved.destination_capabilities.is_empty()
-            && self.saved.tls.is_empty();
+            && self.saved.tls.is_empty()
+            && self.saved.stream.is_empty();
         match nothing {
             true => None,
             false => serde_json::to_value(&self.saved).ok(),
@@ -548,6 +575,7 @@ impl Driver for QmpDriver {
                 refused.push(e);
             }
         }
+        refused.extend(stream::restore(self).await);
         let source = std::mem::take(&mut self.saved.capabilities);
         let destination = std::mem::take(&mut self.saved.destination_capabilities);
         for (side, caps) in [(Side::Source, source), (Side::Destination, destination)] {
@@ -628,11 +656,21 @@ impl DeviceEvents for QmpDriver {
                 .await
                 .ok()
                 .and_then(|v| v.as_bool());
+            let multifd_transfer = self
+                .raw(
+                    Side::Source,
+                    "qom-get",
+                    Some(json!({"path": qom_path, "property": stream::MULTIFD_TRANSFER})),
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_str().and_then(OnOffAuto::parse));
             devices.push(DeviceInfo {
                 id: name.to_string(),
                 qom_path,
                 type_name: type_name.to_string(),
                 migration_events,
+                multifd_transfer,
             });
         }
         Ok(devices)

@@ -10,7 +10,7 @@
 
 use tokio::time::Instant;
 
-use engine::driver::{DirtyRate, DirtyRateMode, MigrationStatus, RunState, Sample};
+use engine::driver::{DirtyRate, DirtyRateMode, MigrationStatus, RunState, Sample, StreamStats, XbzrleStats};
 use serde_json::Value;
 
 /// A reply that does not carry what the command promises.
@@ -80,6 +80,23 @@ pub fn blocked_reasons(reply: &Value) -> Result<Vec<String>, UnexpectedReply> {
     }
 }
 
+/// The names of the migration capabilities a QEMU offers, from a
+/// `query-migrate-capabilities` reply (every one it lists, on or off).
+pub fn capability_names(reply: &Value) -> Result<Vec<String>, UnexpectedReply> {
+    let unexpected = || UnexpectedReply::to("query-migrate-capabilities", reply);
+    reply
+        .as_array()
+        .ok_or_else(unexpected)?
+        .iter()
+        .map(|c| {
+            c.get("capability")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(unexpected)
+        })
+        .collect()
+}
+
 /// Whether KVM runs the guest, from a `query-kvm` reply.
 pub fn kvm_enabled(reply: &Value) -> Result<bool, UnexpectedReply> {
     reply
@@ -120,7 +137,26 @@ pub fn sample(reply: &Value, at: Instant) -> Result<Sample, UnexpectedReply> {
             .get("error-desc")
             .and_then(Value::as_str)
             .map(str::to_string),
+        stream: stream_stats(reply),
     })
+}
+
+/// What the stream's settings did, from a `query-migrate` reply.
+fn stream_stats(reply: &Value) -> StreamStats {
+    let ram = |key: &str| u64_at(reply, &["ram", key]);
+    let xbzrle = |key: &str| u64_at(reply, &["xbzrle-cache", key]).unwrap_or(0);
+    StreamStats {
+        multifd_bytes: ram("multifd-bytes"),
+        normal_bytes: ram("normal-bytes"),
+        zero_pages: ram("duplicate"),
+        xbzrle: reply.get("xbzrle-cache").map(|_| XbzrleStats {
+            cache_size: xbzrle("cache-size"),
+            bytes: xbzrle("bytes"),
+            pages: xbzrle("pages"),
+            cache_miss: xbzrle("cache-miss"),
+            overflow: xbzrle("overflow"),
+        }),
+    }
 }
 
 /// The run state in a `query-status` reply, which must carry a non-empty `status`

@@ -2,7 +2,7 @@
 //! supported capabilities, current parameters, guest IOMMUs, VFIO device properties and
 //! the QEMU process's resident memory. Queries only: nothing here changes QEMU.
 
-use engine::driver::{DeviceSurvey, DriverError, Side, SideSurvey};
+use engine::driver::{DeviceSurvey, DriverError, OnOffAuto, Side, SideSurvey};
 use serde_json::{json, Value};
 
 use super::QmpDriver;
@@ -113,6 +113,9 @@ impl QmpDriver {
                 .await
                 .and_then(|v| v.as_str().map(str::to_string)),
             migration_events: property("migration-events").await.and_then(|v| v.as_bool()),
+            multifd_transfer: property(super::stream::MULTIFD_TRANSFER)
+                .await
+                .and_then(|v| v.as_str().and_then(OnOffAuto::parse)),
         }
     }
 }

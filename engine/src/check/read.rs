@@ -36,6 +36,7 @@ impl Reading {
                 qom_path: format!("/machine/peripheral/{}", d.id),
                 type_name: d.type_name.clone(),
                 migration_events: d.migration_events,
+                multifd_transfer: d.multifd_transfer,
             })
             .collect()
     }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use plans::{DeviceStateTransfer, MultifdCompression, ZeroPageDetection};
 use serde::Serialize;
 
 use super::{MigrationStatus, RunState};
@@ -25,6 +26,9 @@ pub struct SideFacts {
     pub kvm: bool,
     /// Guest RAM in bytes, when known.
     pub ram_bytes: Option<u64>,
+    /// The migration capabilities this side offers, by QEMU's names; `None` when the
+    /// backend cannot tell (nothing is then judged from it).
+    pub migration_capabilities: Option<Vec<String>>,
 }
 
 /// Facts about both sides.
@@ -71,6 +75,72 @@ pub struct Setup {
     /// Encrypt the migration stream; `None` leaves the backend's TLS settings as they
     /// are.
     pub tls: Option<TlsSetup>,
+    /// How the stream uses the link: multifd, compression, XBZRLE, zero pages, the
+    /// devices' channel.
+    pub stream: StreamSetup,
+}
+
+/// The stream's efficiency settings. Multifd and XBZRLE are set to what is asked, on
+/// or off, so that a setting some earlier user left does not shape this stream; what is
+/// `None` is left as the backend has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StreamSetup {
+    /// Parallel channels, on both sides (the destination before it listens); `None`:
+    /// multifd off on both sides.
+    pub multifd_channels: Option<u8>,
+    /// How multifd channels compress, on both sides (with multifd only).
+    pub multifd_compression: Option<MultifdCompression>,
+    /// The compression's level, on the source.
+    pub multifd_compression_level: Option<u8>,
+    /// XBZRLE's cache on the source, in bytes; `None`: XBZRLE off.
+    pub xbzrle_cache_bytes: Option<u64>,
+    /// Where the source finds zero pages.
+    pub zero_page_detection: Option<ZeroPageDetection>,
+    /// The channel for the devices' state, set on each device (by QOM path, the same on
+    /// both sides).
+    pub device_state_transfer: Option<DeviceTransferSetup>,
+}
+
+/// Which channel the VFIO devices' state takes, for these devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceTransferSetup {
+    /// The channel.
+    pub transfer: DeviceStateTransfer,
+    /// The devices' QOM paths.
+    pub qom_paths: Vec<String>,
+}
+
+/// A QEMU `OnOffAuto` property's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnOffAuto {
+    /// On.
+    On,
+    /// Off.
+    Off,
+    /// QEMU decides.
+    Auto,
+}
+
+impl OnOffAuto {
+    /// Reads QEMU's word for it.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "on" => Some(OnOffAuto::On),
+            "off" => Some(OnOffAuto::Off),
+            "auto" => Some(OnOffAuto::Auto),
+            _ => None,
+        }
+    }
+
+    /// QEMU's word for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            OnOffAuto::On => "on",
+            OnOffAuto::Off => "off",
+            OnOffAuto::Auto => "auto",
+        }
+    }
 }
 
 /// TLS for the migration stream: x509 credentials on both sides, each verifying the
@@ -99,4 +169,7 @@ pub struct DeviceInfo {
     pub type_name: String,
     /// Whether it emits `VFIO_MIGRATION` events (`migration-events`), when readable.
     pub migration_events: Option<bool>,
+    /// Whether its state goes over multifd channels (`x-migration-multifd-transfer`,
+    /// QEMU 10.0); `None` when it has no such property.
+    pub multifd_transfer: Option<OnOffAuto>,
 }

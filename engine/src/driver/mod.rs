@@ -37,8 +37,10 @@ use tokio::sync::mpsc;
 
 pub use error::DriverError;
 pub use event::DriverEvent;
-pub use facts::{DeviceInfo, PairFacts, Setup, SideFacts, Throttle, TlsSetup};
-pub use sample::{DirtyRate, DirtyRateMode, Sample};
+pub use facts::{
+    DeviceInfo, DeviceTransferSetup, OnOffAuto, PairFacts, Setup, SideFacts, StreamSetup, Throttle, TlsSetup,
+};
+pub use sample::{DirtyRate, DirtyRateMode, Sample, StreamStats, XbzrleStats};
 pub use status::{DeviceState, MigrationStatus, RunState, Side};
 pub use survey::{DeviceSurvey, SideSurvey};
 

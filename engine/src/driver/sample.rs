@@ -51,6 +51,38 @@ pub struct Sample {
     pub cpu_throttle_percentage: Option<u64>,
     /// QEMU's error text for a failed migration.
     pub error: Option<String>,
+    /// What the stream's efficiency settings did.
+    pub stream: StreamStats,
+}
+
+/// What multifd, compression, zero-page detection and XBZRLE did, from QEMU's
+/// statistics, so that a report shows the settings at work (or not). Each is `None`
+/// when QEMU did not report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StreamStats {
+    /// Bytes sent over the multifd channels, after compression (`ram.multifd-bytes`).
+    pub multifd_bytes: Option<u64>,
+    /// Bytes of the pages sent whole, before any compression (`ram.normal-bytes`).
+    pub normal_bytes: Option<u64>,
+    /// Zero pages found and sent as a flag (`ram.duplicate`).
+    pub zero_pages: Option<u64>,
+    /// XBZRLE's statistics, while it is on (`xbzrle-cache`).
+    pub xbzrle: Option<XbzrleStats>,
+}
+
+/// XBZRLE's statistics (`query-migrate`'s `xbzrle-cache`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct XbzrleStats {
+    /// The cache's size.
+    pub cache_size: u64,
+    /// Bytes sent as deltas.
+    pub bytes: u64,
+    /// Pages sent as deltas.
+    pub pages: u64,
+    /// Pages not in the cache, sent whole.
+    pub cache_miss: u64,
+    /// Pages whose delta was larger than the page, sent whole.
+    pub overflow: u64,
 }
 
 impl Sample {

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use super::OnOffAuto;
+
 /// One side's facts for `check`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SideSurvey {
@@ -41,4 +43,6 @@ pub struct DeviceSurvey {
     pub enable_migration: Option<String>,
     /// `migration-events`.
     pub migration_events: Option<bool>,
+    /// `x-migration-multifd-transfer` (QEMU 10.0).
+    pub multifd_transfer: Option<OnOffAuto>,
 }

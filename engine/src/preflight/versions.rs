@@ -17,13 +17,18 @@
 //! | `switchover-ack` capability, both sides | 8.1 | devices with `precopy = true` |
 //! | `migration-events` property, `VFIO_MIGRATION` event | 9.1 | `[[devices]]` |
 //! | `exit-on-error` argument of `migrate-incoming` | 9.1 | `destination.listen` |
+//! | `multifd` capability (no longer `x-multifd`) | 4.0 | `migration.multifd_channels`, both sides |
+//! | `multifd-compression` parameter | 5.0 | `migration.multifd_compression`, both sides |
+//! | `xbzrle-cache-size` parameter | 2.11 | `migration.xbzrle_cache` |
+//! | `zero-page-detection` parameter | 9.0 | `migration.zero_page_detection` |
+//! | `x-migration-multifd-transfer` vfio-pci property | 10.0 | `migration.device_state_transfer`, both sides |
 //!
 //! The kernel dirty rate (`calc-dirty-rate` in milliseconds, 8.2) is not required: the
 //! convergence loop falls back to QEMU's statistics, and says so.
 
 use std::fmt;
 
-use plans::{Plan, Step, ThrottleMethod};
+use plans::{MultifdCompression, Plan, Step, ThrottleMethod};
 use serde::{Serialize, Serializer};
 
 use crate::driver::{Capabilities, PairFacts, Side};
@@ -131,6 +136,47 @@ fn needs(plan: &Plan, caps: Capabilities) -> Vec<Need> {
     if !plan.devices.is_empty() {
         need("migration-events", Release::new(9, 1), Sides::Source, "devices");
     }
+    let m = &plan.migration;
+    if m.multifd_channels.is_some() {
+        need(
+            "multifd",
+            Release::new(4, 0),
+            Sides::Both,
+            "migration.multifd_channels",
+        );
+    }
+    if m.multifd_channels.is_some() && m.multifd_compression != MultifdCompression::None {
+        need(
+            "multifd-compression",
+            Release::new(5, 0),
+            Sides::Both,
+            "migration.multifd_compression",
+        );
+    }
+    if m.xbzrle_cache.is_some() {
+        need(
+            "xbzrle-cache-size",
+            Release::new(2, 11),
+            Sides::Source,
+            "migration.xbzrle_cache",
+        );
+    }
+    if m.zero_page_detection.is_some() {
+        need(
+            "zero-page-detection",
+            Release::new(9, 0),
+            Sides::Source,
+            "migration.zero_page_detection",
+        );
+    }
+    if m.device_state_transfer.is_some() {
+        need(
+            "x-migration-multifd-transfer",
+            Release::new(10, 0),
+            Sides::Both,
+            "migration.device_state_transfer",
+        );
+    }
     if plan.destination.listen.is_some() && caps.listen {
         need(
             "exit-on-error",
@@ -217,6 +263,7 @@ mod tests {
             dirty_ring_size: None,
             kvm: false,
             ram_bytes: None,
+            migration_capabilities: None,
         };
         PairFacts {
             source: side(source),
@@ -291,6 +338,32 @@ mod tests {
         );
         let found = found(&plan, "9.0.0", "9.0.0");
         assert_eq!(found, [(Side::Destination, "exit-on-error", "9.1".to_string())]);
+    }
+
+    #[test]
+    fn stream_choices_need_the_release_that_brought_each_on_the_sides_that_use_it() {
+        let plan = plan_with(
+            "listen = \"tcp:127.0.0.1:4444\"",
+            "[migration]\nmultifd_channels = 4\nmultifd_compression = \"zstd\"\nzero_page_detection = \"legacy\"\n[policy]\nescalation = [\"abort\"]",
+        );
+        let old_source = found(&plan, "8.2.0", "9.1.0");
+        assert_eq!(
+            old_source,
+            [(Side::Source, "zero-page-detection", "9.0".to_string())]
+        );
+        let plan = plan_with(
+            "listen = \"tcp:127.0.0.1:4444\"",
+            "[migration]\nmultifd_channels = 4\ndevice_state_transfer = \"multifd\"\n[[devices]]\nid = \"gpu0\"\n[policy]\nescalation = [\"abort\"]",
+        );
+        let old_destination = found(&plan, "10.0.2", "9.2.0");
+        assert_eq!(
+            old_destination,
+            [(
+                Side::Destination,
+                "x-migration-multifd-transfer",
+                "10.0".to_string()
+            )]
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::model::*;
 use crate::reader::{At, Mistakes, TableReader};
 use crate::text::{bounded, quoted};
 
-use super::tls;
+use super::{stream, tls};
 
 /// The keys of `[source]`: an endpoint's only.
 const SOURCE_KEYS: &[&str] = &["qmp"];
@@ -163,7 +163,8 @@ fn split_host_port(text: &str) -> Result<(&str, u16), HostPortError> {
     Ok((host, port))
 }
 
-/// The keys of `[migration]`: the stream's route, post-copy, and its TLS keys.
+/// The keys of `[migration]`: the stream's route, post-copy, its TLS keys and its
+/// efficiency keys.
 const MIGRATION_KEYS: &[&str] = &[
     "uri",
     "postcopy",
@@ -172,6 +173,12 @@ const MIGRATION_KEYS: &[&str] = &[
     tls::KEYS[2],
     tls::KEYS[3],
     tls::KEYS[4],
+    stream::KEYS[0],
+    stream::KEYS[1],
+    stream::KEYS[2],
+    stream::KEYS[3],
+    stream::KEYS[4],
+    stream::KEYS[5],
 ];
 
 pub(super) fn read_migration(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes) -> Option<Migration> {
@@ -182,6 +189,7 @@ pub(super) fn read_migration(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes)
     }
     let postcopy = r.boolean(m, "postcopy");
     let tls = tls::read_tls(&r, m);
+    let stream = stream::read_stream(&r, m);
     r.finish(m);
     // A directory left out follows `tls_dir`, set by `defaults::follow` once all is read.
     let d = Migration::default();
@@ -193,6 +201,12 @@ pub(super) fn read_migration(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes)
         tls_dir_source: tls.dir_source.unwrap_or(d.tls_dir_source),
         tls_dir_destination: tls.dir_destination.unwrap_or(d.tls_dir_destination),
         tls_hostname: tls.hostname,
+        multifd_channels: stream.multifd_channels,
+        multifd_compression: stream.multifd_compression,
+        multifd_compression_level: stream.multifd_compression_level,
+        xbzrle_cache: stream.xbzrle_cache,
+        zero_page_detection: stream.zero_page_detection,
+        device_state_transfer: stream.device_state_transfer,
     })
 }
 

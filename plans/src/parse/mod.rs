@@ -9,6 +9,7 @@ mod limits;
 mod policy;
 mod security;
 mod spans;
+mod stream;
 mod tls;
 
 use std::ops::Range;

@@ -21,7 +21,11 @@ const PROPERTIES: &[(&str, &str)] = &[
     ("migration-events", "bool"),
     ("x-pre-copy-dirty-page-tracking", "OnOffAuto"),
     ("x-device-dirty-page-tracking", "OnOffAuto"),
+    ("x-migration-multifd-transfer", "OnOffAuto"),
 ];
+
+/// The values an `OnOffAuto` property takes.
+const ON_OFF_AUTO: [&str; 3] = ["on", "off", "auto"];
 
 impl Model {
     /// The children QEMU would add to `qom-list /machine/peripheral`: one
@@ -74,11 +78,23 @@ impl Model {
                 "enable-migration" | "x-pre-copy-dirty-page-tracking" | "x-device-dirty-page-tracking" => {
                     json!("on")
                 }
+                "x-migration-multifd-transfer" => json!(dev.multifd_transfer),
                 _ => json!(dev.events),
             };
             return Some(return_line(value, id));
         }
-        // qom-set. qdev refuses to change a static property of a realized device.
+        // qom-set. qdev refuses to change a static property of a realized device, except
+        // the one QEMU 10.0 marks as settable after realize.
+        if property == "x-migration-multifd-transfer" {
+            let word = arguments.get("value").and_then(Value::as_str);
+            return Some(match ON_OFF_AUTO.iter().find(|w| Some(**w) == word) {
+                Some(w) => {
+                    dev.multifd_transfer = w;
+                    return_line(json!({}), id)
+                }
+                None => error_line("GenericError", "Parameter 'value' does not accept value", id),
+            });
+        }
         if property == "migration-events" && dev.cfg.allow_runtime_migration_events {
             return Some(match arguments.get("value").and_then(Value::as_bool) {
                 Some(on) => {

@@ -70,6 +70,9 @@ pub(crate) struct Dev {
     pub(crate) present: bool,
     /// The live `migration-events` property.
     pub(crate) events: bool,
+    /// The live `x-migration-multifd-transfer` property (`on`, `off`, `auto`), which
+    /// QEMU 10.0 lets a realized device change.
+    pub(crate) multifd_transfer: &'static str,
     /// Took part in the current migration.
     in_migration: bool,
     /// When it entered pre-copy in this migration.
@@ -152,6 +155,7 @@ impl Model {
             .iter()
             .map(|device| Dev {
                 events: device.migration_events,
+                multifd_transfer: "auto",
                 cfg: device.clone(),
                 state: StateMachine::new(),
                 present: true,

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use engine::driver::{
-    DeviceInfo, DirtyRate, DirtyRateMode, MigrationStatus, RunState, Sample, Setup, Side, SideFacts, Throttle,
+    DeviceInfo, DirtyRate, DirtyRateMode, MigrationStatus, OnOffAuto, RunState, Sample, Setup, Side,
+    SideFacts, StreamStats, Throttle,
 };
 
 use super::model::{Model, Probe};
@@ -80,6 +81,8 @@ impl Model {
             dirty_ring_size: (side == Side::Source && self.dirty_ring).then_some(DIRTY_RING_SIZE),
             kvm: self.kvm,
             ram_bytes: Some(self.ram_bytes),
+            // The simulated stream is one connection whatever is asked: nothing to judge.
+            migration_capabilities: None,
         }
     }
 
@@ -184,6 +187,7 @@ impl Model {
             vfio_transferred_bytes: None,
             cpu_throttle_percentage: None,
             error: None,
+            stream: StreamStats::default(),
         };
         let Some(m) = &self.mig else {
             return s;
@@ -394,6 +398,7 @@ impl Model {
                 qom_path: d.cfg.qom_path(),
                 type_name: "vfio-pci".into(),
                 migration_events: Some(d.events),
+                multifd_transfer: Some(OnOffAuto::Auto),
             })
             .collect()
     }
