@@ -212,3 +212,20 @@ fn guest_ram_that_differs_between_the_sides_is_not_ready() {
         "guest RAM differs: source 1024 MiB, destination 512 MiB"
     );
 }
+
+#[test]
+fn a_guest_dirtying_faster_than_the_link_under_an_abort_policy_is_predicted_not_to_meet_the_limits() {
+    let _one = ONE_AT_A_TIME.lock();
+    let pair = pair(256, 200);
+    let (code, answer) = check(pair.dir(), &plan_for(&pair, LIMITS, "escalation = [\"abort\"]"));
+    assert_eq!(code, 3, "{answer:#}");
+    let outcome = row(&answer, "predict.outcome");
+    assert_eq!(outcome["status"], "fail");
+    assert!(
+        outcome["finding"]
+            .as_str()
+            .is_some_and(|f| f.contains("is not below bandwidth 128MiB/s")),
+        "{outcome}"
+    );
+    assert_eq!(answer["prediction"]["forecast"]["kind"], "cannot_meet_limits");
+}

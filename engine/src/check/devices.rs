@@ -65,6 +65,10 @@ fn problem_row(problem: &Problem) -> Row {
             format!("device.{id}.listed"),
             "add a [[devices]] entry for it, or set vm.allow_unlisted_devices = true".to_string(),
         ),
+        Problem::DeviceTransferUnsupported { id } => (
+            format!("device.{id}.state_transfer"),
+            "drop migration.device_state_transfer, or upgrade QEMU to 10.0 on both sides".to_string(),
+        ),
         other => ("devices".to_string(), other.to_string()),
     };
     Row::fail(id, problem.to_string(), hint)

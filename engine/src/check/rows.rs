@@ -198,6 +198,12 @@ fn needed_capabilities(plan: &Plan) -> Vec<(&'static str, &'static [Side], &'sta
         needed.push(("return-path", BOTH, "devices with precopy = true"));
         needed.push(("switchover-ack", BOTH, "devices with precopy = true"));
     }
+    if plan.migration.multifd_channels.is_some() {
+        needed.push(("multifd", BOTH, "migration.multifd_channels"));
+    }
+    if plan.migration.xbzrle_cache.is_some() {
+        needed.push(("xbzrle", SOURCE, "migration.xbzrle_cache"));
+    }
     let throttles = plan.policy.escalation.contains(&Step::Throttle);
     match plan.policy.throttle {
         ThrottleMethod::AutoConverge if throttles => {
@@ -265,4 +271,188 @@ fn viommu(plan: &Plan, src: &SideSurvey) -> Option<Row> {
             "migrate without a guest IOMMU where you can, or test this VM's migration before relying on it",
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each `fail` row of the monitors' checks, produced from facts as QEMU reports
+    //! them (the real-QEMU tests in `cli/tests/check_qemu.rs` produce the others).
+
+    use super::*;
+    use crate::driver::{DeviceSurvey, MigrationStatus, RunState, SideFacts};
+
+    fn side(version: &str, run_state: RunState, migration: &str) -> SideFacts {
+        SideFacts {
+            version: version.into(),
+            run_state,
+            migration: MigrationStatus::parse(migration),
+            blocked_reasons: Vec::new(),
+            dirty_ring_size: None,
+            kvm: true,
+            ram_bytes: Some(1 << 30),
+            migration_capabilities: None,
+        }
+    }
+
+    fn survey(capabilities: &[&str], devices: &[(&str, &str)]) -> SideSurvey {
+        SideSurvey {
+            machine: Some("pc-i440fx-10.0".into()),
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+            devices: devices
+                .iter()
+                .map(|(id, enable)| DeviceSurvey {
+                    id: id.to_string(),
+                    type_name: "vfio-pci".into(),
+                    enable_migration: Some(enable.to_string()),
+                    migration_events: Some(true),
+                    ..DeviceSurvey::default()
+                })
+                .collect(),
+            ..SideSurvey::default()
+        }
+    }
+
+    const ALL: &[&str] = &[
+        "events",
+        "pause-before-switchover",
+        "return-path",
+        "switchover-ack",
+        "auto-converge",
+        "dirty-limit",
+    ];
+
+    fn reading(source: SideFacts, destination: SideFacts) -> Reading {
+        Reading {
+            facts: Some(PairFacts { source, destination }),
+            source: Some(survey(ALL, &[("gpu0", "on")])),
+            destination: Some(survey(ALL, &[("gpu0", "on")])),
+            ..Reading::default()
+        }
+    }
+
+    fn ready() -> Reading {
+        reading(
+            side("10.0.2", RunState::Running, "none"),
+            side("10.0.2", RunState::InMigrate, "none"),
+        )
+    }
+
+    fn plan(extra: &str) -> Plan {
+        let text = format!(
+            "[vm]\nname = \"t\"\n[source]\nqmp = \"unix:/run/s.qmp\"\n[destination]\nqmp = \"unix:/run/d.qmp\"\nlisten = \"tcp:127.0.0.1:4444\"\n[[devices]]\nid = \"gpu0\"\nstate_size = \"64MiB\"\n{extra}"
+        );
+        plans::load("plan.toml", &text).expect("a valid plan")
+    }
+
+    fn status_of(rows: &[Row], id: &str) -> crate::check::Status {
+        rows.iter()
+            .find(|r| r.id == id)
+            .map(|r| r.status)
+            .unwrap_or_else(|| panic!("no row {id} in {rows:#?}"))
+    }
+
+    use crate::check::Status::{Fail, Pass};
+
+    #[test]
+    fn a_ready_pair_passes_every_monitor_row() {
+        let rows = monitor_rows(&plan(""), &ready());
+        let failing: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.status != Pass && r.status != crate::check::Status::Warn)
+            .collect();
+        assert!(failing.is_empty(), "{failing:#?}");
+    }
+
+    #[test]
+    fn a_qemu_too_old_for_the_plans_devices_fails_its_side() {
+        let r = reading(
+            side("8.2.0", RunState::Running, "none"),
+            side("10.0.2", RunState::InMigrate, "none"),
+        );
+        let rows = monitor_rows(&plan(""), &r);
+        assert_eq!(status_of(&rows, "source.qemu_version"), Fail);
+    }
+
+    #[test]
+    fn a_migration_already_under_way_fails_the_placement() {
+        let r = reading(
+            side("10.0.2", RunState::Running, "active"),
+            side("10.0.2", RunState::InMigrate, "active"),
+        );
+        let rows = monitor_rows(&plan(""), &r);
+        assert_eq!(status_of(&rows, "vm.placement"), Fail);
+    }
+
+    #[test]
+    fn a_vm_already_on_the_destination_passes_the_placement_and_asks_nothing_of_the_destination() {
+        let r = reading(
+            side("10.0.2", RunState::PostMigrate, "completed"),
+            side("10.0.2", RunState::Running, "completed"),
+        );
+        let rows = monitor_rows(&plan(""), &r);
+        assert_eq!(status_of(&rows, "vm.placement"), Pass);
+        assert!(rows.iter().all(|r| r.id != "destination.incoming"));
+    }
+
+    #[test]
+    fn machine_types_that_differ_fail_with_both_named() {
+        let mut r = ready();
+        if let Some(d) = r.destination.as_mut() {
+            d.machine = Some("pc-q35-10.0".into());
+        }
+        let rows = monitor_rows(&plan(""), &r);
+        let row = rows.iter().find(|r| r.id == "vm.machine").expect("machine row");
+        assert_eq!(row.status, Fail);
+        assert!(row.finding.contains("pc-i440fx-10.0") && row.finding.contains("pc-q35-10.0"));
+    }
+
+    #[test]
+    fn switchover_ack_missing_on_the_destination_fails_for_a_precopy_device() {
+        let mut r = ready();
+        r.destination = Some(survey(&["events", "return-path"], &[("gpu0", "on")]));
+        let rows = monitor_rows(&plan(""), &r);
+        let row = rows
+            .iter()
+            .find(|r| r.id == "capability.switchover-ack")
+            .expect("row");
+        assert_eq!(row.status, Fail);
+        assert!(row.finding.contains("destination"), "{}", row.finding);
+    }
+
+    #[test]
+    fn a_dirty_limit_without_the_dirty_ring_fails() {
+        let rows = monitor_rows(&plan("[policy]\nthrottle = \"dirty-limit\"\n"), &ready());
+        assert_eq!(status_of(&rows, "source.dirty_ring"), Fail);
+    }
+
+    #[test]
+    fn a_device_with_migration_disabled_or_missing_on_the_destination_fails() {
+        let mut r = ready();
+        r.source = Some(survey(ALL, &[("gpu0", "off")]));
+        r.destination = Some(survey(ALL, &[("nic1", "on")]));
+        let rows = monitor_rows(&plan(""), &r);
+        assert_eq!(status_of(&rows, "device.gpu0.enable_migration"), Fail);
+        assert_eq!(status_of(&rows, "device.gpu0.destination"), Fail);
+    }
+
+    #[test]
+    fn multifd_channels_need_multifd_on_both_sides() {
+        let mut r = ready();
+        r.destination = Some(survey(
+            &["events", "return-path", "switchover-ack"],
+            &[("gpu0", "on")],
+        ));
+        let rows = monitor_rows(&plan("[migration]\nmultifd_channels = 4\n"), &r);
+        assert_eq!(status_of(&rows, "capability.multifd"), Fail);
+    }
+
+    #[test]
+    fn a_guest_iommu_with_vfio_devices_warns_and_never_fails() {
+        let mut r = ready();
+        if let Some(s) = r.source.as_mut() {
+            s.viommu = vec!["intel-iommu".into()];
+        }
+        let rows = monitor_rows(&plan(""), &r);
+        assert_eq!(status_of(&rows, "vm.viommu"), crate::check::Status::Warn);
+    }
 }
