@@ -16,7 +16,7 @@ use crate::phase::Phase;
 use crate::phase::PhaseClock;
 use crate::phase::PhaseTiming;
 use crate::placement::Sides;
-use crate::policy::{Action, PassRecord, Skipped, Trigger};
+use crate::policy::{Action, Because, PassRecord, Skipped};
 use crate::preflight::Problem;
 use crate::state::{Observed, Run};
 use crate::verify::Where;
@@ -61,9 +61,10 @@ pub struct ActionRecord {
     pub at: Duration,
     /// The escalation step's name (`on-deadline` for the deadline's forcing).
     pub step: &'static str,
-    /// Why, in words.
+    /// Why, in words: what set the policy off and, for a throttle, what it was computed
+    /// from.
     #[serde(serialize_with = "words")]
-    pub reason: Trigger,
+    pub reason: Because,
     /// What was done.
     #[serde(flatten)]
     pub action: Action,
