@@ -113,8 +113,12 @@ pub struct Report {
     pub peak_dirty_rate: Option<u64>,
     /// Final downtime limit, ms.
     pub downtime_limit_ms: u64,
-    /// From QEMU's `pre-switchover` event to `migrate-continue` sent, µs.
+    /// From QEMU's `pre-switchover` event to `migrate-continue` issued, µs: what the
+    /// hold adds to the guest's pause.
     pub switchover_latency_us: Option<u64>,
+    /// From the same event to QEMU's reply to `migrate-continue`, µs. Longer: QEMU
+    /// answers from its main loop, which may be busy with the device stage meanwhile.
+    pub switchover_reply_us: Option<u64>,
     /// Policy actions in order.
     pub actions: Vec<ActionRecord>,
     /// Each VFIO device's state timeline.
@@ -162,6 +166,7 @@ impl Report {
             peak_dirty_rate: None,
             downtime_limit_ms: plan.limits.downtime.as_millis() as u64,
             switchover_latency_us: None,
+            switchover_reply_us: None,
             actions: Vec::new(),
             devices: Vec::new(),
             gate_opened_ms: None,
@@ -283,6 +288,7 @@ impl Report {
         self.peak_dirty_rate = seen.history.iter().map(|r| r.dirty_rate).max();
         self.downtime_limit_ms = seen.downtime_limit_ms.max(self.downtime_limit_ms);
         self.switchover_latency_us = seen.switchover_latency.map(|d| d.as_micros() as u64);
+        self.switchover_reply_us = seen.switchover_reply.map(|d| d.as_micros() as u64);
         self.devices = seen.gate.report();
         self.gate_opened_ms = seen.gate.opened_at_ms().filter(|_| !self.devices.is_empty());
         self.actions = seen.actions;
