@@ -292,7 +292,60 @@ fn forcing_that_the_device_state_would_push_past_the_ceiling_is_skipped_and_the_
         e.contains("completing would need") && e.contains("more than limits.max_downtime (5000ms)"),
         "{e}"
     );
+    // The skipped step is in `actions`, on the abort it led to.
+    let actions = report["actions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(actions.len(), 1, "{report:#}");
+    assert_eq!(actions[0]["action"], "abort");
+    let skipped = actions[0]["skipped"][0].as_str().unwrap_or_default();
+    assert!(skipped.starts_with("force-downtime: needs "), "{skipped}");
     assert_eq!(status(&m.source), "running");
+}
+
+#[test]
+fn a_dirty_limit_that_works_is_not_aborted_while_syncs_burst_near_the_threshold() {
+    // The demo's throttle scenario: 72 MiB of device state needs a 1 s downtime limit, so
+    // with the RAM left near 128 MiB QEMU syncs again and again, a few hundred ms apart,
+    // while kernel rates measured before the dirty limit held still arrive.
+    let _one = ONE_AT_A_TIME.lock();
+    let m = modelled(
+        256,
+        200,
+        vec![
+            device("gpu0", true, 64, Fault::None),
+            device("nic0", false, 8, Fault::None),
+        ],
+    );
+    if !m.pair.accel.dirty_ring {
+        panic!(
+            "this test needs KVM with the dirty ring; the rig chose {:?}",
+            m.pair.accel
+        );
+    }
+    let plan = plan(
+        &m,
+        &format!("{GPU}{NIC}"),
+        "downtime = \"1s\"\nmax_downtime = \"5s\"\ndeadline = \"90s\"",
+        "escalation = [\"throttle\", \"abort\"]\nthrottle = \"dirty-limit\"",
+    );
+    let (code, report) = run(m.pair.dir(), &plan);
+    assert_eq!(code, 0, "{report:#}");
+    let actions = report["actions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        (1..=2).contains(&actions.len()) && actions.iter().all(|a| a["action"] == "throttle"),
+        "set once, corrected at most once: {report:#}"
+    );
+    let reason = actions[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("must fall to"), "{reason}");
+    // Whatever was measured before the limit held was not what the policy judged.
+    let at = actions[0]["at"].as_u64().unwrap_or(0);
+    let stale = report["pass_history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["elapsed"].as_u64() > Some(at) && p["rate_since"].as_u64() < Some(at + 1000))
+        .count();
+    eprintln!("boundaries after the limit with a rate measured before it held: {stale}");
+    assert_eq!(status(&m.destination), "running");
 }
 
 #[test]

@@ -153,6 +153,42 @@ fn e_a_dirty_limit_makes_a_stalled_workload_converge() {
 }
 
 #[test]
+fn e2_an_auto_converge_throttle_is_computed_and_lands_in_one_step() {
+    let _one = ONE_AT_A_TIME.lock();
+    let pair = pair(256, 200);
+    let plan = plan_for(
+        &pair,
+        "max_bandwidth = \"128MiB/s\"\nmax_downtime = \"6s\"\ndeadline = \"120s\"",
+        "escalation = [\"throttle\", \"force-downtime\", \"abort\"]\nthrottle = \"auto-converge\"",
+    );
+    let (code, report) = run(pair.dir(), &plan);
+    assert_eq!(code, 0, "{report:#}");
+    let first = &report["actions"][0];
+    assert_eq!(first["action"], "throttle", "{report:#}");
+    assert_eq!(first["throttle"]["method"], "auto-converge");
+    let percent = first["throttle"]["max"].as_u64().expect("a percentage");
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("throttle {percent}%: dirty")),
+        "{first:#}"
+    );
+    // QEMU went from the armed 1% to the computed percentage at one trigger: no boundary
+    // shows a throttle in between, as the old ramp (1, 11, 21, ...) did.
+    let seen: Vec<u64> = report["pass_history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["cpu_throttle"].as_u64())
+        .collect();
+    assert!(seen.iter().all(|t| *t <= 1 || *t >= percent), "ramped: {seen:?}");
+    assert!(seen.contains(&percent), "QEMU never reached {percent}%: {seen:?}");
+    assert_eq!(status(&pair.destination.qmp_socket), "running");
+    assert_guest_alive(&pair.destination);
+}
+
+#[test]
 fn f_sigint_cancels_and_leaves_the_vm_running_on_the_source() {
     let _one = ONE_AT_A_TIME.lock();
     let pair = pair(256, 200);

@@ -15,7 +15,7 @@ use crate::driver::{DirtyRateMode, DriverEvent, MigrationStatus, Sample, Side, S
 use crate::events::{EngineEvent, Progress};
 use crate::gate::GateViolation;
 use crate::outcome::Reason;
-use crate::policy::{self, Action, Context, Decision, PassRecord, PolicyState};
+use crate::policy::{self, Action, Applied, Because, Context, Decision, PassRecord, PolicyState};
 use crate::report::ActionRecord;
 use crate::state::{display_id, Run};
 
@@ -53,6 +53,43 @@ impl RateSource {
     }
 }
 
+/// A finished kernel dirty-rate measurement.
+#[derive(Debug, Clone)]
+struct Measurement {
+    bytes_per_sec: u64,
+    per_vcpu: Vec<u64>,
+    /// When it began (just before it was asked for).
+    since: Instant,
+}
+
+/// QEMU's statistics rate (`ram.dirty-pages-rate`) changes at a sync at least a second
+/// after the last change and covers the time since: when it last changed is when the
+/// window of the current value began.
+#[derive(Debug, Clone, Copy)]
+struct StatsRate {
+    value: u64,
+    since: Instant,
+    changed_at: Instant,
+}
+
+impl StatsRate {
+    fn new(at: Instant) -> Self {
+        StatsRate {
+            value: 0,
+            since: at,
+            changed_at: at,
+        }
+    }
+
+    fn update(&mut self, value: u64, at: Instant) {
+        if value != self.value {
+            self.since = self.changed_at;
+            self.changed_at = at;
+            self.value = value;
+        }
+    }
+}
+
 /// The loop's working state.
 pub(crate) struct Converge<'r, 'a> {
     run: &'r mut Run<'a>,
@@ -61,8 +98,10 @@ pub(crate) struct Converge<'r, 'a> {
     state: PolicyState,
     ctx: Context,
     rate_source: RateSource,
-    kernel_rate: Option<u64>,
-    measuring: bool,
+    kernel_rate: Option<Measurement>,
+    /// When the kernel measurement under way began.
+    measuring: Option<Instant>,
+    stats_rate: StatsRate,
     last_sync: u64,
     hard_deadline: Duration,
     status: MigrationStatus,
@@ -92,7 +131,8 @@ impl<'r, 'a> Converge<'r, 'a> {
             ctx: Context::of(plan),
             rate_source,
             kernel_rate: None,
-            measuring: false,
+            measuring: None,
+            stats_rate: StatsRate::new(started),
             last_sync: 0,
             hard_deadline: plan.limits.deadline,
             status: MigrationStatus::Setup,
@@ -196,6 +236,7 @@ impl<'r, 'a> Converge<'r, 'a> {
         if let Some(end) = ended(&sample) {
             return Some(end);
         }
+        self.stats_rate.update(sample.stats_dirty_rate(), sample.at);
         self.poll_kernel_rate(&sample).await;
         self.emit_progress(&sample);
         if sample.dirty_sync_count > self.last_sync && sample.status == MigrationStatus::Active {
@@ -224,11 +265,15 @@ impl<'r, 'a> Converge<'r, 'a> {
         let Some(kernel) = self.run.driver.kernel_dirty_rate() else {
             return;
         };
-        if self.measuring {
+        if let Some(since) = self.measuring {
             match kernel.dirty_rate().await {
                 Ok(Some(rate)) => {
-                    self.kernel_rate = Some(rate.bytes_per_sec);
-                    self.measuring = false;
+                    self.kernel_rate = Some(Measurement {
+                        bytes_per_sec: rate.bytes_per_sec,
+                        per_vcpu: rate.per_vcpu,
+                        since,
+                    });
+                    self.measuring = None;
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -237,8 +282,10 @@ impl<'r, 'a> Converge<'r, 'a> {
                 }
             }
         }
+        // Taken before asking: a measurement never counts as starting later than it did.
+        let since = Instant::now();
         match kernel.start_dirty_rate(mode, calc_time).await {
-            Ok(()) => self.measuring = true,
+            Ok(()) => self.measuring = Some(since),
             Err(e) => self.fall_back_to_stats(&e.to_string()),
         }
     }
@@ -248,13 +295,21 @@ impl<'r, 'a> Converge<'r, 'a> {
             "kernel dirty-rate measurement unavailable ({why}); using migration statistics"
         ));
         self.rate_source = RateSource::Stats;
-        self.measuring = false;
+        self.measuring = None;
     }
 
     fn dirty_rate(&self, sample: &Sample) -> Option<u64> {
-        match self.rate_source {
-            RateSource::Kernel(_) => self.kernel_rate.or(Some(sample.stats_dirty_rate())),
-            RateSource::Stats => Some(sample.stats_dirty_rate()),
+        match (self.rate_source, &self.kernel_rate) {
+            (RateSource::Kernel(_), Some(m)) => Some(m.bytes_per_sec),
+            _ => Some(sample.stats_dirty_rate()),
+        }
+    }
+
+    /// When the measurement behind [`Self::dirty_rate`] began, and its per-vCPU rates.
+    fn rate_window(&self) -> (Instant, Vec<u64>) {
+        match (self.rate_source, &self.kernel_rate) {
+            (RateSource::Kernel(_), Some(m)) => (m.since, m.per_vcpu.clone()),
+            _ => (self.stats_rate.since, Vec::new()),
         }
     }
 
@@ -277,6 +332,7 @@ impl<'r, 'a> Converge<'r, 'a> {
     }
 
     async fn on_boundary(&mut self, sample: &Sample) -> Option<LoopEnd> {
+        let (rate_since, vcpu_rates) = self.rate_window();
         let record = PassRecord {
             pass: sample.dirty_sync_count,
             elapsed: self.started.elapsed(),
@@ -285,6 +341,8 @@ impl<'r, 'a> Converge<'r, 'a> {
             dirty_rate: self.dirty_rate(sample).unwrap_or(0),
             bandwidth: sample.bandwidth,
             cpu_throttle: sample.cpu_throttle_percentage.unwrap_or(0),
+            rate_since: rate_since.saturating_duration_since(self.started),
+            vcpu_rates,
         };
         self.run.sink.emit(EngineEvent::Pass(record.clone()));
         self.run.seen.history.push(record);
@@ -326,25 +384,49 @@ impl<'r, 'a> Converge<'r, 'a> {
     }
 
     async fn carry_out(&mut self, decision: Decision) -> Option<LoopEnd> {
-        let (step, action, trigger, skipped) = match decision {
+        let pass = self
+            .last_sync
+            .max(self.run.seen.history.last().map_or(0, |r| r.pass));
+        let (step, action, because, skipped) = match decision {
             Decision::Continue => return None,
             Decision::Abort(abort) => {
+                // Recorded like any step, so the abort and the steps passed over on the
+                // way to it are in `actions` and on stderr; the cancel itself follows.
+                let record = ActionRecord {
+                    pass,
+                    at: self.started.elapsed(),
+                    step: "abort",
+                    reason: Because {
+                        trigger: abort.trigger,
+                        sizing: None,
+                    },
+                    action: Action::Abort,
+                    skipped: abort.skipped,
+                    failed: None,
+                };
+                self.run.sink.emit(EngineEvent::Action(record.clone()));
+                self.run.seen.actions.push(record);
                 let pass = self.run.seen.history.last().map(|r| r.pass);
-                return Some(LoopEnd::Stopped(Reason::Policy { pass, abort }));
+                return Some(LoopEnd::Stopped(Reason::Policy {
+                    pass,
+                    abort: abort.reason,
+                }));
             }
             Decision::Escalate {
                 step,
                 action,
-                trigger,
+                because,
                 skipped,
-            } => (step, action, trigger, skipped),
+            } => (step, action, because, skipped),
         };
         let result = self.apply(&action).await;
+        let at = self.started.elapsed();
+        if result.is_ok() {
+            self.note_throttle(&because, at);
+        }
         let record = ActionRecord {
-            pass: self
-                .last_sync
-                .max(self.run.seen.history.last().map_or(0, |r| r.pass)),
-            at: self.started.elapsed(),
+            pass,
+            at,
             step: self
                 .run
                 .plan
@@ -352,7 +434,7 @@ impl<'r, 'a> Converge<'r, 'a> {
                 .escalation
                 .get(step)
                 .map_or("on-deadline", |s| s.name()),
-            reason: trigger,
+            reason: because,
             action,
             skipped,
             failed: result.as_ref().err().map(ToString::to_string),
@@ -360,12 +442,31 @@ impl<'r, 'a> Converge<'r, 'a> {
         self.run.sink.emit(EngineEvent::Action(record.clone()));
         self.run.seen.actions.push(record);
         self.state.next_step = step + 1;
+        self.state.acted_at = Some(at);
         // The pass under way straddles the action; judge only passes that start after it.
         self.state.since = self.run.seen.history.len() + 1;
         match result {
             Err(error) if error.disconnected => Some(LoopEnd::Stopped(Reason::failed_request(error))),
             _ => None,
         }
+    }
+
+    /// Remembers a sized throttle, so the policy can check it at the next boundary.
+    fn note_throttle(&mut self, because: &Because, at: Duration) {
+        let Some(sizing) = &because.sizing else {
+            return;
+        };
+        let corrections = match (&because.trigger, &self.state.throttle) {
+            (policy::Trigger::Check { .. }, Some(applied)) => applied.corrections + 1,
+            _ => 0,
+        };
+        self.state.throttle = Some(Applied {
+            setting: sizing.setting,
+            target_rate: sizing.target_rate,
+            aim: sizing.aim,
+            corrections,
+            at,
+        });
     }
 
     /// Carries out one policy action on the source.
@@ -387,6 +488,8 @@ impl<'r, 'a> Converge<'r, 'a> {
                 self.state.forced = true;
                 self.run.seen.stopped_by_us = true;
             }
+            // The cancel is recover's first step.
+            Action::Abort => {}
         }
         Ok(())
     }

@@ -13,7 +13,8 @@
 //!    records each dirty-sync boundary.
 //! 5. [`policy`] — a pure function from those boundaries to a decision: continue,
 //!    throttle, force downtime, or abort; [`estimate`] is the one downtime arithmetic
-//!    it and the progress display share.
+//!    it and the progress display share; [`sizing`] computes a throttle from the
+//!    measured dirty rate and bandwidth.
 //! 6. [`report`] — the final record; [`outcome::Reason`] says why, typed, and
 //!    [`exit`] maps it to the documented exit code.
 //!
@@ -38,6 +39,7 @@ mod recover;
 pub mod repair;
 pub mod report;
 pub mod run;
+pub mod sizing;
 mod state;
 mod verify;
 mod words;

@@ -16,7 +16,7 @@ use crate::phase::Phase;
 use crate::phase::PhaseClock;
 use crate::phase::PhaseTiming;
 use crate::placement::Sides;
-use crate::policy::{Action, PassRecord, Skipped, Trigger};
+use crate::policy::{Action, Because, PassRecord, Skipped};
 use crate::preflight::Problem;
 use crate::state::{Observed, Run};
 use crate::verify::Where;
@@ -61,9 +61,10 @@ pub struct ActionRecord {
     pub at: Duration,
     /// The escalation step's name (`on-deadline` for the deadline's forcing).
     pub step: &'static str,
-    /// Why, in words.
+    /// Why, in words: what set the policy off and, for a throttle, what it was computed
+    /// from.
     #[serde(serialize_with = "words")]
-    pub reason: Trigger,
+    pub reason: Because,
     /// What was done.
     #[serde(flatten)]
     pub action: Action,
@@ -115,8 +116,12 @@ pub struct Report {
     pub peak_dirty_rate: Option<u64>,
     /// Final downtime limit, ms.
     pub downtime_limit_ms: u64,
-    /// From QEMU's `pre-switchover` event to `migrate-continue` sent, µs.
+    /// From QEMU's `pre-switchover` event to `migrate-continue` issued, µs: what the
+    /// hold adds to the guest's pause.
     pub switchover_latency_us: Option<u64>,
+    /// From the same event to QEMU's reply to `migrate-continue`, µs. Longer: QEMU
+    /// answers from its main loop, which may be busy with the device stage meanwhile.
+    pub switchover_reply_us: Option<u64>,
     /// Policy actions in order.
     pub actions: Vec<ActionRecord>,
     /// Each VFIO device's state timeline.
@@ -165,6 +170,7 @@ impl Report {
             peak_dirty_rate: None,
             downtime_limit_ms: plan.limits.downtime.as_millis() as u64,
             switchover_latency_us: None,
+            switchover_reply_us: None,
             actions: Vec::new(),
             devices: Vec::new(),
             gate_opened_ms: None,
@@ -287,6 +293,7 @@ impl Report {
         self.peak_dirty_rate = seen.history.iter().map(|r| r.dirty_rate).max();
         self.downtime_limit_ms = seen.downtime_limit_ms.max(self.downtime_limit_ms);
         self.switchover_latency_us = seen.switchover_latency.map(|d| d.as_micros() as u64);
+        self.switchover_reply_us = seen.switchover_reply.map(|d| d.as_micros() as u64);
         self.devices = seen.gate.report();
         self.gate_opened_ms = seen.gate.opened_at_ms().filter(|_| !self.devices.is_empty());
         self.actions = seen.actions;

@@ -212,15 +212,20 @@ async fn switchover(run: &mut Run<'_>, at: Instant) -> Ending {
         let ctx = Context::of(run.plan);
         let (remaining, bandwidth) = (sample.remaining_bytes, sample.bandwidth);
         if let Err(abort) = policy::check_switchover_pause(run.plan, remaining, bandwidth, ctx) {
+            run.note(format!("cancelling at pre-switchover: {abort}"));
             return Ending::Stopped(Reason::Policy { pass: None, abort });
         }
     }
     let Some(hold) = run.driver.switchover_hold() else {
         return crate::verify::wait_for_completion(run, patience).await;
     };
+    // What the guest's pause gains is the time until the command goes out; the reply
+    // comes back once QEMU has acted on it, after the pause has moved on.
+    let issued = Instant::now();
     match hold.continue_switchover().await {
         Ok(()) => {
-            run.seen.switchover_latency = Some(at.elapsed());
+            run.seen.switchover_latency = Some(issued.saturating_duration_since(at));
+            run.seen.switchover_reply = Some(at.elapsed());
             crate::verify::wait_for_completion(run, patience).await
         }
         Err(error) => Ending::Stopped(Reason::ContinueFailed { error }),

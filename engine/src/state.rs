@@ -119,6 +119,8 @@ pub(crate) struct Observed {
     pub(crate) throttled: bool,
     pub(crate) stopped_by_us: bool,
     pub(crate) switchover_latency: Option<Duration>,
+    /// From the `pre-switchover` event to the `migrate-continue` reply.
+    pub(crate) switchover_reply: Option<Duration>,
     pub(crate) gate: DeviceGate,
     /// The downtime limit in force, ms.
     pub(crate) downtime_limit_ms: u64,
@@ -142,6 +144,7 @@ impl Observed {
             throttled: false,
             stopped_by_us: false,
             switchover_latency: None,
+            switchover_reply: None,
             gate: DeviceGate::new(Vec::new(), Instant::now(), Duration::ZERO),
             downtime_limit_ms,
             started: None,

@@ -9,8 +9,9 @@ use plans::units::format_bytes as b;
 use crate::gate::GateViolation;
 use crate::outcome::Reason;
 use crate::placement::{Placement, Sides};
-use crate::policy::{AbortReason, Skipped, StallReason, Trigger};
+use crate::policy::{AbortReason, Because, Skipped, StallReason, Trigger};
 use crate::preflight::Problem;
+use crate::sizing::{Aim, Bound, Setting, Sizing, COMFORT, PASSES_TO_FIT};
 
 impl Display for StallReason {
     fn fmt(&self, f: &mut Formatter<'_>) -> Result {
@@ -97,6 +98,95 @@ impl Display for Trigger {
         match self {
             Trigger::Stall(stall) => stall.fmt(f),
             Trigger::Deadline { deadline_ms } => write!(f, "limits.deadline ({deadline_ms}ms) passed"),
+            Trigger::Check {
+                dirty_rate,
+                target_rate,
+            } => write!(
+                f,
+                "dirty rate {}/s measured under the throttle is still above the {}/s it aimed for",
+                b(*dirty_rate),
+                b(*target_rate)
+            ),
+        }
+    }
+}
+
+impl Display for Because {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        self.trigger.fmt(f)?;
+        match &self.sizing {
+            Some(sizing) => write!(f, "; {sizing}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Display for Setting {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        match self {
+            Setting::Percent { percent } => write!(f, "throttle {percent}%"),
+            Setting::Limit { mib_per_sec } => write!(f, "dirty limit {mib_per_sec}MiB/s per vCPU"),
+        }
+    }
+}
+
+/// `throttle 76%: dirty 200MiB/s at 1% must fall to 60MiB/s for 256MiB left to shrink
+/// below 56MiB (bandwidth 128MiB/s × downtime-limit 1000ms, less 72MiB of device state)
+/// within 2 passes`.
+impl Display for Sizing {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        write!(f, "{}: dirty {}/s", self.setting, b(self.dirty_rate))?;
+        if let Some(limit) = self.measured_under_limit {
+            write!(f, " under {limit}MiB/s")?;
+        } else if self.measured_at_percent > 0 {
+            write!(f, " at {}%", self.measured_at_percent)?;
+        }
+        let target = b(self.target_rate);
+        match self.aim {
+            Aim::Fit {
+                remaining,
+                budget,
+                bandwidth,
+                downtime_ms,
+                device_bytes,
+            } => {
+                write!(
+                    f,
+                    " must fall to {target}/s for {} left to shrink below {} (bandwidth {}/s × downtime-limit {downtime_ms}ms",
+                    b(remaining),
+                    b(budget),
+                    b(bandwidth)
+                )?;
+                if device_bytes > 0 {
+                    write!(f, ", less {} of device state", b(device_bytes))?;
+                }
+                write!(f, ") within {PASSES_TO_FIT} passes")?;
+            }
+            Aim::UnderBandwidth { bandwidth } => write!(
+                f,
+                " must fall below {COMFORT} × bandwidth {}/s ({target}/s)",
+                b(bandwidth)
+            )?,
+            Aim::NoBandwidth => f.write_str(" with no bandwidth measured yet: the plan's value")?,
+        }
+        match self.bound {
+            Some(Bound::ThrottleMax { percent }) => write!(f, "; held at policy.throttle_max ({percent}%)"),
+            Some(Bound::ThrottleInitial { percent }) => {
+                write!(f, "; at least policy.throttle_initial ({percent}%)")
+            }
+            Some(Bound::ThrottleIncrement { percent }) => {
+                write!(
+                    f,
+                    "; at least policy.throttle_increment above the last ({percent}%)"
+                )
+            }
+            Some(Bound::DirtyLimitFloor { mib_per_sec }) => {
+                write!(
+                    f,
+                    "; raised to policy.dirty_limit ({mib_per_sec}MiB/s), the floor"
+                )
+            }
+            None => Ok(()),
         }
     }
 }

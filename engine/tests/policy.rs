@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use engine::driver::Throttle;
-use engine::policy::{self, AbortReason, Action, Context, Decision, PassRecord, PolicyState, StallReason};
+use engine::policy::{
+    self, Abort, AbortReason, Action, Applied, Context, Decision, PassRecord, PolicyState, StallReason,
+};
+use engine::sizing::{Aim, Setting};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -37,7 +40,8 @@ fn pass(n: u64, remaining_mib: u64, dirty_mib: u64, bandwidth_mib: u64) -> PassR
         transferred: n * 256 * MIB,
         dirty_rate: dirty_mib * MIB,
         bandwidth: bandwidth_mib * MIB,
-        cpu_throttle: 0,
+        rate_since: Duration::from_secs(n) - Duration::from_millis(1500),
+        ..PassRecord::default()
     }
 }
 
@@ -78,12 +82,16 @@ fn one_stalled_pass_is_not_enough() {
 fn dirtying_faster_than_the_link_aborts_after_stall_passes() {
     let p = plan("escalation = [\"abort\"]");
     match policy::decide(&p, &hot_guest(), &state(), CTX) {
-        Decision::Abort(AbortReason::NotConverging {
-            stall:
-                StallReason::DirtyRateAboveBandwidth {
-                    dirty_rate,
-                    bandwidth,
+        Decision::Abort(Abort {
+            reason:
+                AbortReason::NotConverging {
+                    stall:
+                        StallReason::DirtyRateAboveBandwidth {
+                            dirty_rate,
+                            bandwidth,
+                        },
                 },
+            ..
         }) => {
             assert_eq!(dirty_rate, 200 * MIB);
             assert_eq!(bandwidth, 128 * MIB);
@@ -102,8 +110,11 @@ fn remaining_that_does_not_shrink_is_a_stall_even_below_bandwidth() {
     ];
     assert!(matches!(
         policy::decide(&p, &history, &state(), CTX),
-        Decision::Abort(AbortReason::NotConverging {
-            stall: StallReason::NoProgress { .. }
+        Decision::Abort(Abort {
+            reason: AbortReason::NotConverging {
+                stall: StallReason::NoProgress { .. }
+            },
+            ..
         })
     ));
 }
@@ -118,16 +129,244 @@ fn what_fits_the_downtime_limit_is_never_a_stall() {
 
 #[test]
 fn the_first_step_of_the_escalation_is_taken_first() {
-    let p = plan("escalation = [\"throttle\", \"force-downtime\", \"abort\"]\nthrottle = \"dirty-limit\"\ndirty_limit = \"40MiB/s\"");
-    match policy::decide(&p, &hot_guest(), &state(), CTX) {
+    let p = plan("escalation = [\"throttle\", \"force-downtime\", \"abort\"]\nthrottle = \"dirty-limit\"");
+    assert!(matches!(
+        policy::decide(&p, &hot_guest(), &state(), CTX),
+        Decision::Escalate {
+            step: 0,
+            action: Action::Throttle { .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_dirty_limit_is_sized_so_that_what_is_left_fits_within_two_passes() {
+    let p =
+        plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"dirty-limit\"\ndirty_limit = \"10MiB/s\"");
+    // 256 MiB left, 38.4 MiB fits 300 ms at 128 MiB/s: 128 × √(38.4/256) = 49.6 MiB/s.
+    let (throttle, because) = throttled(policy::decide(&p, &hot_guest(), &state(), CTX));
+    assert_eq!(throttle, Throttle::DirtyLimit { mib_per_sec: 49 });
+    let words = because.to_string();
+    assert!(
+        words.starts_with("dirty rate 200MiB/s is not below bandwidth 128MiB/s; dirty limit 49MiB/s per vCPU: dirty 200MiB/s must fall to 49.57MiB/s for 256MiB left to shrink below 38.4MiB (bandwidth 128MiB/s × downtime-limit 300ms) within 2 passes"),
+        "{words}"
+    );
+}
+
+#[test]
+fn a_dirty_limit_never_goes_below_the_plans_floor() {
+    let p =
+        plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"dirty-limit\"\ndirty_limit = \"60MiB/s\"");
+    let (throttle, because) = throttled(policy::decide(&p, &hot_guest(), &state(), CTX));
+    assert_eq!(throttle, Throttle::DirtyLimit { mib_per_sec: 60 });
+    assert!(
+        because
+            .to_string()
+            .ends_with("; raised to policy.dirty_limit (60MiB/s), the floor"),
+        "{because}"
+    );
+}
+
+#[test]
+fn a_dirty_limit_shares_the_aim_among_the_vcpus_that_dirty() {
+    let p =
+        plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"dirty-limit\"\ndirty_limit = \"1MiB/s\"");
+    let mut history = hot_guest();
+    // One vCPU idles at 2 MiB/s, two dirty 99 MiB/s each: they share 47.6 MiB/s.
+    history[1].vcpu_rates = vec![2 * MIB, 99 * MIB, 99 * MIB];
+    let (throttle, _) = throttled(policy::decide(&p, &history, &state(), CTX));
+    assert_eq!(throttle, Throttle::DirtyLimit { mib_per_sec: 23 });
+}
+
+#[test]
+fn auto_converge_jumps_to_the_computed_throttle_in_one_step() {
+    let p = plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"auto-converge\"");
+    let mut history = hot_guest();
+    for r in &mut history {
+        r.cpu_throttle = 1; // armed at setup
+    }
+    // 200 MiB/s to 49.6 MiB/s with 99% of the vCPU time: keep 0.99 × 0.248 of it.
+    let (throttle, because) = throttled(policy::decide(&p, &history, &state(), CTX));
+    assert_eq!(
+        throttle,
+        Throttle::AutoConverge {
+            initial: 76,
+            increment: 75,
+            max: 76
+        },
+        "QEMU lands on 76% at its next trigger whether or not it throttles yet"
+    );
+    assert!(
+        because
+            .to_string()
+            .contains("throttle 76%: dirty 200MiB/s at 1% must fall to 49.57MiB/s"),
+        "{because}"
+    );
+}
+
+#[test]
+fn a_computed_throttle_is_held_at_throttle_max() {
+    let p = plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"auto-converge\"\nthrottle_max = 50");
+    let (throttle, because) = throttled(policy::decide(&p, &hot_guest(), &state(), CTX));
+    assert!(
+        matches!(throttle, Throttle::AutoConverge { max: 50, .. }),
+        "{throttle:?}"
+    );
+    assert!(
+        because
+            .to_string()
+            .ends_with("; held at policy.throttle_max (50%)"),
+        "{because}"
+    );
+}
+
+/// The policy state after a throttle aimed at 49.6 MiB/s was set at +4 s.
+fn throttled_at_4s(setting: Setting) -> PolicyState {
+    PolicyState {
+        next_step: 1,
+        since: 2,
+        acted_at: Some(Duration::from_secs(4)),
+        throttle: Some(Applied {
+            setting,
+            target_rate: 49 * MIB,
+            aim: Aim::UnderBandwidth { bandwidth: 128 * MIB },
+            corrections: 0,
+            at: Duration::from_secs(4),
+        }),
+        ..state()
+    }
+}
+
+#[test]
+fn a_throttle_far_above_its_aim_is_corrected_once_at_the_next_boundary() {
+    let p = plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"auto-converge\"");
+    let mut history = hot_guest();
+    // QEMU applied the throttle at the sync of pass 4 (+6 s); pass 5's rate is the
+    // first measured under it.
+    let mut applied = pass(4, 256, 200, 128);
+    applied.elapsed = Duration::from_secs(6);
+    applied.rate_since = Duration::from_millis(4_500);
+    applied.cpu_throttle = 76;
+    history.push(applied);
+    let mut next = pass(5, 256, 180, 128);
+    next.elapsed = Duration::from_secs(8);
+    next.rate_since = Duration::from_millis(6_200);
+    next.cpu_throttle = 76;
+    history.push(next);
+    let mut s = throttled_at_4s(Setting::Percent { percent: 76 });
+    // 180 MiB/s with 24% of the time left: 49 MiB/s needs 1 − 0.24 × 49/180 = 94%.
+    match policy::decide(&p, &history, &s, CTX) {
         Decision::Escalate {
             step: 0,
             action: Action::Throttle { throttle },
+            because,
             ..
         } => {
-            assert_eq!(throttle, Throttle::DirtyLimit { mib_per_sec: 40 });
+            assert_eq!(
+                throttle,
+                Throttle::AutoConverge {
+                    initial: 94,
+                    increment: 18,
+                    max: 94
+                }
+            );
+            assert!(
+                because.to_string().starts_with("dirty rate 180MiB/s measured under the throttle is still above the 49MiB/s it aimed for; throttle 94%: dirty 180MiB/s at 76%"),
+                "{because}"
+            );
         }
-        other => panic!("expected throttle, got {other:?}"),
+        other => panic!("expected a correction, got {other:?}"),
+    }
+    if let Some(applied) = &mut s.throttle {
+        applied.corrections = 1;
+    }
+    assert_eq!(
+        policy::decide(&p, &history, &s, CTX),
+        Decision::Continue,
+        "corrected once only"
+    );
+}
+
+#[test]
+fn a_throttle_near_its_aim_is_left_alone() {
+    let p = plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"dirty-limit\"");
+    let mut history = hot_guest();
+    let mut next = pass(4, 200, 55, 128);
+    next.elapsed = Duration::from_secs(7);
+    next.rate_since = Duration::from_secs(5);
+    history.push(next);
+    let s = throttled_at_4s(Setting::Limit { mib_per_sec: 49 });
+    assert_eq!(policy::decide(&p, &history, &s, CTX), Decision::Continue);
+}
+
+#[test]
+fn a_boundary_measured_before_the_last_action_took_effect_is_not_judged() {
+    // A dirty limit went on at +4 s. QEMU re-synced three times near its threshold, each
+    // boundary carrying a kernel rate measured from +3.2 s, before the limit held.
+    let p = plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"dirty-limit\"");
+    let mut history = hot_guest();
+    for (n, at_ms) in [(4, 4_100), (5, 4_300), (6, 4_600), (7, 5_500)] {
+        let mut r = pass(n, 150, 156, 129);
+        r.elapsed = Duration::from_millis(at_ms);
+        r.rate_since = Duration::from_millis(3_200);
+        history.push(r);
+    }
+    let mut s = throttled_at_4s(Setting::Limit { mib_per_sec: 49 });
+    s.throttle = s.throttle.map(|t| Applied { corrections: 1, ..t });
+    assert_eq!(policy::decide(&p, &history, &s, CTX), Decision::Continue);
+    // A rate measured after the limit held is evidence again.
+    let mut fresh = pass(8, 150, 156, 129);
+    fresh.elapsed = Duration::from_millis(7_500);
+    fresh.rate_since = Duration::from_millis(5_100);
+    history.push(fresh.clone());
+    fresh.pass = 9;
+    fresh.elapsed = Duration::from_millis(9_500);
+    fresh.transferred += 200 * MIB;
+    history.push(fresh);
+    assert!(policy::decide(&p, &history, &s, CTX).abort_reason().is_some());
+}
+
+#[test]
+fn a_burst_of_syncs_near_the_threshold_counts_as_one_pass() {
+    let p = plan("escalation = [\"abort\"]");
+    // Remaining hovers at 140–150 MiB while QEMU syncs 100–300 ms apart; the guest dirties
+    // below the link. One pass's worth of evidence, not three.
+    let mut history = vec![pass(4, 150, 100, 128)];
+    history[0].elapsed = Duration::from_secs(8);
+    for (n, at_ms, left) in [(5, 10_000, 140), (6, 10_100, 150), (7, 10_300, 145)] {
+        let mut r = pass(n, left, 100, 128);
+        r.elapsed = Duration::from_millis(at_ms);
+        r.transferred = history[0].transferred + 150 * MIB + (n - 5) * 13 * MIB;
+        history.push(r);
+    }
+    assert_eq!(policy::decide(&p, &history, &state(), CTX), Decision::Continue);
+}
+
+#[test]
+fn passes_a_second_apart_count_as_passes_even_when_small() {
+    let p = plan("escalation = [\"abort\"]");
+    let mut history = vec![
+        pass(4, 150, 100, 128),
+        pass(5, 150, 100, 128),
+        pass(6, 150, 100, 128),
+    ];
+    for r in &mut history {
+        r.transferred = 0;
+    }
+    assert!(policy::decide(&p, &history, &state(), CTX)
+        .abort_reason()
+        .is_some());
+}
+
+fn throttled(decision: Decision) -> (Throttle, policy::Because) {
+    match decision {
+        Decision::Escalate {
+            action: Action::Throttle { throttle },
+            because,
+            ..
+        } => (throttle, because),
+        other => panic!("expected a throttle, got {other:?}"),
     }
 }
 
@@ -182,7 +421,10 @@ fn forcing_beyond_the_ceiling_is_skipped_and_the_policy_aborts_saying_why() {
     let p = plan("escalation = [\"force-downtime\", \"abort\"]");
     let big = vec![pass(2, 900, 200, 128), pass(3, 900, 200, 128)];
     match policy::decide(&p, &big, &state(), CTX) {
-        Decision::Abort(AbortReason::NeedsMoreDowntime { needed_ms, max_ms }) => {
+        Decision::Abort(Abort {
+            reason: AbortReason::NeedsMoreDowntime { needed_ms, max_ms },
+            ..
+        }) => {
             assert_eq!(max_ms, 5000);
             assert!(needed_ms > 5000, "{needed_ms}");
         }
@@ -200,8 +442,11 @@ fn a_device_state_too_large_for_the_limit_is_a_stall_from_the_first_boundary() {
     let history = vec![pass(2, 10, 1, 128), pass(3, 5, 1, 128)];
     assert!(matches!(
         policy::decide(&p, &history, &state(), ctx),
-        Decision::Abort(AbortReason::NotConverging {
-            stall: StallReason::DeviceStateTooLarge { .. }
+        Decision::Abort(Abort {
+            reason: AbortReason::NotConverging {
+                stall: StallReason::DeviceStateTooLarge { .. }
+            },
+            ..
         })
     ));
 }
@@ -213,7 +458,10 @@ fn exhausting_the_escalation_aborts() {
     s.next_step = 1;
     assert!(matches!(
         policy::decide(&p, &hot_guest(), &s, CTX),
-        Decision::Abort(AbortReason::EscalationExhausted { .. })
+        Decision::Abort(Abort {
+            reason: AbortReason::EscalationExhausted { .. },
+            ..
+        })
     ));
 }
 
@@ -222,7 +470,10 @@ fn the_deadline_aborts_by_default() {
     let p = plan("escalation = [\"throttle\", \"abort\"]");
     assert!(matches!(
         policy::decide_at_deadline(&p, &hot_guest(), &state(), CTX),
-        Decision::Abort(AbortReason::Deadline { deadline_ms: 600_000 })
+        Decision::Abort(Abort {
+            reason: AbortReason::Deadline { deadline_ms: 600_000 },
+            ..
+        })
     ));
 }
 
@@ -240,7 +491,10 @@ fn the_deadline_can_force_once_then_aborts() {
     forced.forced = true;
     assert!(matches!(
         policy::decide_at_deadline(&p, &hot_guest(), &forced, CTX),
-        Decision::Abort(AbortReason::Deadline { .. })
+        Decision::Abort(Abort {
+            reason: AbortReason::Deadline { .. },
+            ..
+        })
     ));
 }
 
@@ -265,23 +519,4 @@ fn remaining_scattering_near_the_threshold_is_not_a_stall() {
     // around it (27, 60, 36 MiB) before one fits.
     let history = vec![pass(5, 27, 50, 128), pass(6, 60, 50, 128), pass(7, 36, 50, 128)];
     assert_eq!(policy::decide(&p, &history, &state(), CTX), Decision::Continue);
-}
-
-#[test]
-fn auto_converge_gets_to_ramp_up_to_its_maximum_before_the_next_step() {
-    let p = plan("escalation = [\"throttle\", \"abort\"]\nthrottle = \"auto-converge\"\nthrottle_max = 90");
-    let mut s = state();
-    s.next_step = 1;
-    let mut ramping = hot_guest();
-    for r in &mut ramping {
-        r.cpu_throttle = 41;
-    }
-    assert_eq!(policy::decide(&p, &ramping, &s, CTX), Decision::Continue);
-    for r in &mut ramping {
-        r.cpu_throttle = 90;
-    }
-    assert!(matches!(
-        policy::decide(&p, &ramping, &s, CTX),
-        Decision::Abort(_)
-    ));
 }

@@ -118,12 +118,14 @@ pub mod policy {
     pub const ON_DEADLINE: Step = Step::Abort;
     /// Auto-converge: unlike a dirty limit, it needs no KVM dirty ring.
     pub const THROTTLE: ThrottleMethod = ThrottleMethod::AutoConverge;
-    /// Per-vCPU dirty limit for the `dirty-limit` method.
-    pub const DIRTY_LIMIT: Rate = Rate(50 * 1024 * 1024);
-    /// Auto-converge: first throttle percentage (QEMU's own default), unless
+    /// The lowest per-vCPU dirty limit the `dirty-limit` method sets, whatever the
+    /// computed one: QEMU holds a limit only to within 25 MB/s, and a very low one
+    /// (its own default is 1 MB/s) stalls the guest.
+    pub const DIRTY_LIMIT: Rate = Rate(10 * 1024 * 1024);
+    /// Auto-converge: the least first throttle percentage (QEMU's own default), unless
     /// `throttle_max` is lower (see [`throttle_initial`]).
     pub const THROTTLE_INITIAL: u8 = 20;
-    /// Auto-converge: percentage added each pass (QEMU's own default).
+    /// Auto-converge: the least a correction adds (QEMU's own default increment).
     pub const THROTTLE_INCREMENT: u8 = 10;
     /// Auto-converge: the most the guest is throttled (QEMU's own default).
     pub const THROTTLE_MAX: u8 = 99;

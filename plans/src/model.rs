@@ -516,11 +516,13 @@ pub struct Policy {
     pub on_deadline: Step,
     /// Throttle method.
     pub throttle: ThrottleMethod,
-    /// vCPU dirty limit for the `dirty-limit` method.
+    /// The lowest per-vCPU dirty limit the `dirty-limit` method sets (the limit itself is
+    /// computed from the dirty rate and bandwidth).
     pub dirty_limit: Rate,
-    /// Auto-converge: first throttle percentage; when left out, at most `throttle_max`.
+    /// Auto-converge: the least first throttle percentage (the throttle itself is
+    /// computed); when left out, at most `throttle_max`.
     pub throttle_initial: u8,
-    /// Auto-converge: percentage added each pass.
+    /// Auto-converge: the least percentage a correction adds.
     pub throttle_increment: u8,
     /// Auto-converge: the most the guest is throttled, in percent.
     pub throttle_max: u8,

@@ -412,6 +412,7 @@ impl Driver for QmpDriver {
             cpu_throttle_initial: param("cpu-throttle-initial").map(|v| v as u8 as _),
             cpu_throttle_increment: param("cpu-throttle-increment").map(|v| v as u8 as _),
             max_cpu_throttle: param("max-cpu-throttle").map(|v| v as u8 as _),
+            cpu_throttle_tailslow: params.get("cpu-throttle-tailslow").and_then(Value::as_bool),
             ..MigrateSetParameters::default()
         });
         let mut new = MigrateSetParameters {
@@ -426,6 +427,9 @@ impl Driver for QmpDriver {
             new.cpu_throttle_initial = Some(1);
             new.cpu_throttle_increment = Some(1);
             new.max_cpu_throttle = Some(1);
+            // With tailslow QEMU adds less than the increment near the end: a sized
+            // throttle must land where it was set.
+            new.cpu_throttle_tailslow = Some(false);
         }
         self.set_parameters(new).await?;
         stream::configure(self, &setup.stream).await?;

@@ -27,6 +27,10 @@ pub fn rate_text(bytes_per_sec: u64) -> String {
 pub fn action_text(a: &ActionRecord) -> String {
     let what = match &a.action {
         Action::Throttle { throttle } => match throttle {
+            // Sized throttles set all three so that QEMU lands on `max` at its next trigger.
+            engine::driver::Throttle::AutoConverge { initial, max, .. } if initial == max => {
+                format!("auto-converge throttle to {max}%")
+            }
             engine::driver::Throttle::AutoConverge {
                 initial,
                 increment,
@@ -40,6 +44,7 @@ pub fn action_text(a: &ActionRecord) -> String {
         },
         Action::RaiseDowntime { to_ms } => format!("downtime limit raised to {}", ms_text(*to_ms)),
         Action::StopGuest => "guest stopped to finish".to_string(),
+        Action::Abort => "migration cancelled".to_string(),
     };
     let mut text = format!(
         "pass {} (+{}): {}: {what} — {}",

@@ -9,22 +9,21 @@
 //! policy is applied as `policy.rs` applies it: a stalled pass is one where the guest
 //! dirties at least as fast as the link sends, or `remaining` stops shrinking; after
 //! `stall_passes` of them the next escalation step is taken. A throttle is modelled by
-//! what it is meant to reach (a dirty rate that lets the next pass fit), within the
-//! plan's ceilings.
+//! what `sizing.rs` aims it at (a dirty rate that lets what is left fit within two
+//! passes), within the plan's ceilings, taking effect at once.
 
 use std::time::Duration;
 
 use plans::{Plan, Step, ThrottleMethod};
 use serde::Serialize;
 
-use crate::estimate;
+use crate::estimate::{self, Context};
+use crate::sizing::{self, Measured};
 
 /// How fast QEMU skips zero pages, bytes/s; measured on the rig as above.
 const ZERO_SCAN_BYTES_PER_SEC: f64 = 8.0 * 1024.0 * 1024.0 * 1024.0;
 /// Passes after which the model gives up (QEMU would go on; the policy never lets it).
 const MAX_PASSES: u32 = 1000;
-/// A throttle aims the dirty rate at this fraction of the bandwidth.
-const THROTTLE_TARGET: f64 = 0.5;
 
 /// What the prediction starts from.
 #[derive(Debug, Clone, Serialize)]
@@ -147,7 +146,7 @@ impl Sim<'_> {
             if stalled >= self.plan.convergence.stall_passes.max(1) {
                 stalled = 0;
                 best = f64::MAX;
-                if let Err(why) = self.escalate(pass, pending_ms, device) {
+                if let Err(why) = self.escalate(pass, left, device) {
                     return self.cannot(pass, why);
                 }
             }
@@ -175,14 +174,15 @@ impl Sim<'_> {
     }
 
     /// Takes the next escalation step; `Err` with the number that fails on abort.
-    fn escalate(&mut self, pass: u32, pending_ms: f64, device: f64) -> Result<(), String> {
+    fn escalate(&mut self, pass: u32, left: f64, device: f64) -> Result<(), String> {
+        let pending_ms = (left + device) / self.bandwidth * 1000.0;
         let policy = &self.plan.policy;
         let max_ms = ms(self.plan.limits.max_downtime);
         while let Some(step) = policy.escalation.get(self.next_step).copied() {
             self.next_step += 1;
             match step {
                 Step::Throttle => {
-                    self.dirty = self.throttled(self.dirty);
+                    self.dirty = self.throttled(self.dirty, left, device);
                     self.record(step, pass);
                     return Ok(());
                 }
@@ -214,11 +214,24 @@ impl Sim<'_> {
         ))
     }
 
-    /// The dirty rate a throttle leaves: aimed at half the bandwidth, no lower than the
-    /// plan's ceilings allow.
-    fn throttled(&self, dirty: f64) -> f64 {
+    /// The dirty rate a throttle leaves: what `sizing.rs` aims for with `left` still to
+    /// send, within the plan's ceiling (`throttle_max`) or floor (`dirty_limit`).
+    fn throttled(&self, dirty: f64, left: f64, device: f64) -> f64 {
         let policy = &self.plan.policy;
-        let target = self.bandwidth * THROTTLE_TARGET;
+        let measured = Measured {
+            dirty_rate: dirty as u64,
+            vcpu_rates: &[],
+            bandwidth: self.bandwidth as u64,
+            remaining: left as u64,
+            cpu_throttle: 0,
+            downtime_ms: self.limit_ms as u64,
+        };
+        let ctx = Context {
+            device_bytes: device as u64,
+            fallback_bandwidth: Some(self.bandwidth as u64),
+        };
+        let (target, _) = sizing::aim(&measured, ctx);
+        let target = target as f64;
         match policy.throttle {
             ThrottleMethod::AutoConverge => {
                 let most = f64::from(policy.throttle_max) / 100.0;

@@ -8,7 +8,7 @@ use engine::driver::{
     SideFacts, StreamStats, Throttle,
 };
 
-use super::model::{Model, Probe};
+use super::model::{Model, Probe, DIRTY_LIMIT_PERIOD};
 use super::{MIB, PAGE_SIZE};
 
 /// The version both sides report.
@@ -324,6 +324,9 @@ impl Model {
                     ));
                 }
                 self.dirty_limit_mib = (*mib_per_sec > 0).then_some(*mib_per_sec);
+                self.dirty_limit_pending = self
+                    .dirty_limit_mib
+                    .map(|limit| (limit, self.now + DIRTY_LIMIT_PERIOD));
                 Ok(())
             }
         }
@@ -333,6 +336,8 @@ impl Model {
     /// migration by itself).
     pub(super) fn release_throttle(&mut self) -> Reply<()> {
         self.dirty_limit_mib = None;
+        self.dirty_limit_holding = None;
+        self.dirty_limit_pending = None;
         Ok(())
     }
 

@@ -38,7 +38,8 @@
 //!   rises; every second time the throttle starts at `cpu-throttle-initial` or rises by
 //!   `cpu-throttle-increment`, up to `max-cpu-throttle`); the guest then dirties
 //!   `(1 - throttle)` as fast. A vCPU dirty limit (`set-vcpu-dirty-limit`, KVM dirty ring
-//!   only) caps the guest's rate (one vCPU).
+//!   only) caps the guest's rate (one vCPU) from one period (1 s) after it is set: QEMU's
+//!   dirty limit measures each vCPU's rate over a period before it first slows it.
 //! - **Dirty-rate measurement** (`calc-dirty-rate`): distinct bytes written over the
 //!   window, in whole MiB/s; dirty-ring mode needs the ring, dirty-bitmap mode needs it
 //!   off, and under TCG the bitmap reads 0.

@@ -33,6 +33,9 @@ pub(super) const CANCEL_TIME: Duration = Duration::from_millis(15);
 pub(super) const RATE_PERIOD: Duration = Duration::from_secs(1);
 /// QEMU's `throttle-trigger-threshold` default, percent.
 pub(super) const THROTTLE_TRIGGER_THRESHOLD: u64 = 50;
+/// QEMU's dirty limit measures each vCPU's rate over a period (1 s) before it first
+/// adjusts the vCPU's sleep: a limit set now holds from one period later.
+pub(super) const DIRTY_LIMIT_PERIOD: Duration = Duration::from_secs(1);
 /// QEMU's default `max-bandwidth` (`MAX_THROTTLE`).
 pub(super) const DEFAULT_MAX_BANDWIDTH: u64 = 128 * MIB;
 
@@ -207,7 +210,12 @@ pub(super) struct Model {
     pub(super) params: Params,
     /// What `configure` found, for `restore`.
     pub(super) saved: Option<(Caps, Params)>,
+    /// The dirty limit as set (`query-vcpu-dirty-limit`).
     pub(super) dirty_limit_mib: Option<u64>,
+    /// The limit that holds the guest now, and the one set but not yet holding (from
+    /// when).
+    pub(super) dirty_limit_holding: Option<u64>,
+    pub(super) dirty_limit_pending: Option<(u64, Instant)>,
     /// Auto-converge's throttle, percent (0: inactive).
     pub(super) throttle_pct: u8,
     pub(super) mig: Option<Migration>,
@@ -246,6 +254,8 @@ impl Model {
             params: Params::default(),
             saved: None,
             dirty_limit_mib: None,
+            dirty_limit_holding: None,
+            dirty_limit_pending: None,
             throttle_pct: 0,
             mig: None,
             dst_status: MigrationStatus::None,
@@ -299,7 +309,7 @@ impl Model {
     /// vCPU, a dirty limit caps it.
     pub(super) fn guest_rate(&self) -> f64 {
         let mut rate = self.dirty_rate as f64 * (1.0 - f64::from(self.throttle_pct) / 100.0);
-        if let Some(limit) = self.dirty_limit_mib {
+        if let Some(limit) = self.dirty_limit_holding {
             rate = rate.min((limit * MIB) as f64);
         }
         rate
@@ -334,6 +344,9 @@ impl Model {
         let mut times: Vec<Instant> = Vec::new();
         if let Probe::Measuring { end, .. } = &self.probe {
             times.push(*end);
+        }
+        if let Some((_, from)) = self.dirty_limit_pending {
+            times.push(from);
         }
         if let Some(m) = &self.mig {
             match &m.stage {
@@ -400,6 +413,13 @@ impl Model {
 
     fn fire_one(&mut self) -> bool {
         let now = self.now;
+        if let Some((limit, from)) = self.dirty_limit_pending {
+            if from <= now {
+                self.dirty_limit_holding = Some(limit);
+                self.dirty_limit_pending = None;
+                return true;
+            }
+        }
         if let Probe::Measuring { end, .. } = &self.probe {
             if *end <= now {
                 self.finish_probe();
