@@ -202,6 +202,19 @@ fn features(table: &'static [(u32, u32, &'static str)], release: Release) -> Vec
         .collect()
 }
 
+/// The release and version `program --version` prints after `marker`, and how the
+/// program is shown; a `warn` row when it does not run or prints none.
+fn installed(id: &str, tree: &Tree, program: &Path, marker: &str) -> Result<(Release, String, String), Row> {
+    let shown = shown(tree, program);
+    let hint = format!("check that `{shown} --version` runs");
+    let output = version_output(program, VERSION_TIMEOUT)
+        .map_err(|error| Row::warn(id, format!("{shown}: {error}"), hint.clone()))?;
+    let first = output.lines().next().unwrap_or("").to_string();
+    let (release, version) = version_in(&output, marker)
+        .ok_or_else(|| Row::warn(id, format!("{shown} printed no version: {first:?}"), hint.clone()))?;
+    Ok((release, version, shown))
+}
+
 /// `host.qemu`: the installed QEMU and its VFIO migration features.
 pub(crate) fn qemu_row(tree: &Tree) -> Row {
     const ID: &str = "host.qemu";
@@ -216,26 +229,9 @@ pub(crate) fn qemu_row(tree: &Tree) -> Row {
             "install QEMU 9.1 or newer (Debian: qemu-system-x86; RHEL: qemu-kvm)",
         );
     };
-    let shown = shown(tree, &program);
-    let output = match version_output(&program, VERSION_TIMEOUT) {
-        Ok(output) => output,
-        Err(error) => {
-            return Row::warn(
-                ID,
-                format!("{shown}: {error}"),
-                format!("check that `{shown} --version` runs"),
-            )
-        }
-    };
-    let Some((release, version)) = version_in(&output, "version") else {
-        return Row::warn(
-            ID,
-            format!(
-                "{shown} printed no version: {:?}",
-                output.lines().next().unwrap_or("")
-            ),
-            format!("check that `{shown} --version` runs"),
-        );
+    let (release, version, shown) = match installed(ID, tree, &program, "version") {
+        Ok(found) => found,
+        Err(row) => return row,
     };
     let brought = features(QEMU_FEATURES, release);
     let with = if brought.is_empty() {
@@ -268,26 +264,9 @@ pub(crate) fn libvirt_row(tree: &Tree) -> Row {
             "libvirt not installed (no libvirtd, virtqemud or virsh); the QMP backend does not need it",
         );
     };
-    let shown = shown(tree, &program);
-    let output = match version_output(&program, VERSION_TIMEOUT) {
-        Ok(output) => output,
-        Err(error) => {
-            return Row::warn(
-                ID,
-                format!("{shown}: {error}"),
-                format!("check that `{shown} --version` runs"),
-            )
-        }
-    };
-    let Some((release, version)) = version_in(&output, ")") else {
-        return Row::warn(
-            ID,
-            format!(
-                "{shown} printed no version: {:?}",
-                output.lines().next().unwrap_or("")
-            ),
-            format!("check that `{shown} --version` runs"),
-        );
+    let (release, version, shown) = match installed(ID, tree, &program, ")") {
+        Ok(found) => found,
+        Err(row) => return row,
     };
     let brought = features(LIBVIRT_FEATURES, release);
     if release < LIBVIRT_NEEDED {
