@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use backends::host::{self, DeviceHost, Host};
+use backends::host::{self, Host};
 use engine::check::{CheckReport, Row, Status};
-use engine::driver::{Side, SideSurvey};
-use plans::{Plan, QmpAddress, Step};
+use engine::driver::Side;
+use plans::{Plan, QmpAddress};
 
 use crate::args::{CheckSide, Output};
 use crate::render::print_json;
@@ -55,18 +55,17 @@ pub fn run(request: Request) -> i32 {
             let mut found = Vec::new();
             for (side, survey) in [Side::Source, Side::Destination].into_iter().zip(surveys) {
                 if is_local(&plan, side) {
-                    let (rows, devices) = device_rows(&plan, &host, side, survey.as_ref());
+                    let (rows, devices) = host::plan_rows(&plan, &host, side, survey.as_ref());
                     report.add_rows(rows);
-                    found.push(devices);
+                    found.push((side, devices));
                 }
             }
-            if let [source, destination] = found.as_slice() {
-                report.add_rows(across_hosts(source, destination));
+            if let [(_, source), (_, destination)] = found.as_slice() {
+                report.add_rows(host::across_hosts(source, destination));
             }
             report.host_devices = found
                 .iter()
-                .flatten()
-                .map(|(side, d)| json_of(*side, d))
+                .flat_map(|(side, devices)| devices.iter().map(|d| json_of(*side, d)))
                 .collect();
             report
         }
@@ -93,7 +92,7 @@ async fn one_side(plan: &Plan, host: &Host, side: Side) -> CheckReport {
         },
         None => None,
     };
-    let (rows, facts) = device_rows(plan, host, side, survey.as_ref());
+    let (rows, facts) = host::plan_rows(plan, host, side, survey.as_ref());
     let mut report = CheckReport::new(
         Some(plan.vm.name.clone()),
         vec![Row::pass(
@@ -102,7 +101,7 @@ async fn one_side(plan: &Plan, host: &Host, side: Side) -> CheckReport {
         )],
     );
     report.add_rows(rows);
-    report.host_devices = facts.iter().map(|(side, d)| json_of(*side, d)).collect();
+    report.host_devices = facts.iter().map(|d| json_of(side, d)).collect();
     report
 }
 
@@ -119,78 +118,8 @@ fn is_local(plan: &Plan, side: Side) -> bool {
     }
 }
 
-/// This host's rows for each device of the plan on `side`: its address from that side's
-/// QEMU (`host` property), else, on the source, from the plan.
-fn device_rows(
-    plan: &Plan,
-    host: &Host,
-    side: Side,
-    survey: Option<&SideSurvey>,
-) -> (Vec<Row>, Vec<(Side, DeviceHost)>) {
-    let mut rows = Vec::new();
-    let mut facts = Vec::new();
-    for device in &plan.devices {
-        let from_qemu = survey
-            .and_then(|s| s.devices.iter().find(|d| d.id == device.id))
-            .and_then(|d| d.host.clone());
-        let from_plan = device.host.clone().filter(|_| side == Side::Source);
-        let Some(address) = from_qemu.or(from_plan) else {
-            rows.push(Row::warn(
-                format!("device.{}.{side}_host", device.id),
-                format!("the {side} host's address for {} is not known: its QEMU did not say, and the plan's `host` is the source's", device.id),
-                format!("make the {side} monitor reachable from here, or run check where it is"),
-            ));
-            continue;
-        };
-        let (mut device_rows, found) = host::device_rows(host, &device.id, &address);
-        if found.predicts_non_convergence() {
-            device_rows.push(no_dirty_tracking(plan, &device.id));
-        }
-        for row in &mut device_rows {
-            row.id = row.id.replacen(
-                &format!("device.{}.", device.id),
-                &format!("device.{}.{side}.", device.id),
-                1,
-            );
-        }
-        rows.extend(device_rows);
-        facts.push((side, found));
-    }
-    (rows, facts)
-}
-
-/// Both hosts' view of the same device, compared (a vGPU must match in driver version,
-/// board and type).
-fn across_hosts(source: &[(Side, DeviceHost)], destination: &[(Side, DeviceHost)]) -> Vec<Row> {
-    source
-        .iter()
-        .filter_map(|(_, s)| {
-            let (_, d) = destination.iter().find(|(_, d)| d.plan_id == s.plan_id)?;
-            host::compare_across_hosts(s, d)
-        })
-        .collect()
-}
-
-fn json_of(side: Side, found: &DeviceHost) -> serde_json::Value {
+fn json_of(side: Side, found: &host::DeviceHost) -> serde_json::Value {
     serde_json::json!({"side": side, "device": serde_json::to_value(found).unwrap_or(serde_json::Value::Null)})
-}
-
-/// A device QEMU cannot track dirty pages for: every mapped page is dirty on every pass,
-/// so pre-copy cannot converge; only forcing the whole of RAM into the pause finishes.
-fn no_dirty_tracking(plan: &Plan, id: &str) -> Row {
-    let finding = format!("{id} has neither device DMA logging nor IOMMU dirty tracking: QEMU counts every mapped page dirty on every pass, so pre-copy cannot converge");
-    match plan.policy.escalation.contains(&Step::ForceDowntime) {
-        true => Row::warn(
-            format!("device.{id}.converges"),
-            format!("{finding}; only force-downtime, with all of guest RAM in the pause, can finish it"),
-            "use a host whose IOMMU tracks dirty pages (iommufd) or a driver with DMA logging",
-        ),
-        false => Row::fail(
-            format!("device.{id}.converges"),
-            format!("{finding}, and the plan's escalation has no force-downtime"),
-            "use a host whose IOMMU tracks dirty pages (iommufd) or a driver with DMA logging",
-        ),
-    }
 }
 
 fn print(report: &CheckReport, output: Output) {

@@ -126,3 +126,75 @@ fn a_device_without_any_dirty_tracking_fails_a_plan_that_cannot_force_the_downti
     ]);
     assert_eq!(status(&answer, "device.nic0.source.converges"), "warn");
 }
+
+/// A plan whose devices (`id`, source address, precopy) are on the source.
+fn plan_with(dir: &Path, devices: &[(&str, &str, bool)]) -> PathBuf {
+    let path = dir.join("devices-plan.toml");
+    let mut text = format!(
+        "[vm]\nname = \"v\"\n[source]\nqmp = \"unix:{0}/src.qmp\"\n[destination]\nqmp = \"unix:{0}/dst.qmp\"\nlisten = \"tcp:127.0.0.1:4444\"\n",
+        dir.display()
+    );
+    for (id, address, precopy) in devices {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"{id}\"\nhost = \"{address}\"\nprecopy = {precopy}\nstate_size = \"8MiB\"\n"
+        ));
+    }
+    std::fs::write(&path, text).expect("write plan");
+    path
+}
+
+#[test]
+fn several_devices_fail_when_one_of_them_has_no_p2p_and_the_row_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = plan_with(
+        dir.path(),
+        &[("nic0", "0000:3b:00.1", false), ("nic1", "0000:5e:00.0", false)],
+    );
+    let root = fixture("intel-ssads");
+    let (code, answer) = check(&[
+        "--side",
+        "source",
+        "--sysfs-root",
+        root.to_str().expect("utf-8"),
+        plan.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 3);
+    let row = answer["rows"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["id"] == "devices.source.p2p"))
+        .expect("p2p row");
+    assert_eq!(row["status"], "fail");
+    assert!(
+        row["finding"]
+            .as_str()
+            .is_some_and(|f| f.contains("nic1 without P2P")),
+        "{row}"
+    );
+}
+
+#[test]
+fn a_plan_declaring_precopy_for_a_driver_without_it_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = fixture("amd-hdsup");
+    let root = root.to_str().expect("utf-8");
+    let declared = plan_with(dir.path(), &[("accel0", "0000:c1:00.1", true)]);
+    let (code, answer) = check(&[
+        "--side",
+        "source",
+        "--sysfs-root",
+        root,
+        declared.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 3, "{answer:#}");
+    assert_eq!(status(&answer, "device.accel0.source.precopy"), "fail");
+    let honest = plan_with(dir.path(), &[("accel0", "0000:c1:00.1", false)]);
+    let (code, answer) = check(&[
+        "--side",
+        "source",
+        "--sysfs-root",
+        root,
+        honest.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(status(&answer, "device.accel0.source.precopy"), "pass");
+    assert_eq!(code, 0, "{answer:#}");
+}

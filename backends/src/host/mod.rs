@@ -30,6 +30,7 @@ pub mod drivers;
 mod iommu;
 mod kvm;
 mod pci;
+mod plan;
 mod tools;
 mod tree;
 
@@ -39,6 +40,7 @@ pub use checks::host_rows;
 pub use compare::compare_across_hosts;
 pub use device::{device_rows, DeviceHost, DirtyTracking};
 pub use pci::Vgpu;
+pub use plan::{across_hosts, plan_rows};
 pub use tools::ProbeError;
 
 /// A host, seen through its file tree from `root`.
