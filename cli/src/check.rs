@@ -147,3 +147,29 @@ fn line(row: &Row, width: usize) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_puts_hints_under_their_rows_and_the_verdict_last() {
+        let report = CheckReport::new(
+            Some("vm".into()),
+            vec![
+                Row::pass("source.reachable", "answers"),
+                Row::fail("vm.ram", "guest RAM differs", "start it with the source's -m"),
+            ],
+        );
+        let text = table(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("STATUS CHECK"));
+        assert!(lines[1].starts_with("pass   source.reachable  answers"));
+        assert!(lines[2].starts_with("fail   vm.ram            guest RAM differs"));
+        assert!(lines[3].trim_start().starts_with("hint: start it with"));
+        assert_eq!(
+            lines[4],
+            "verdict: not ready: 1 of 2 checks failed; first: guest RAM differs"
+        );
+    }
+}
