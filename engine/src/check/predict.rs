@@ -22,6 +22,9 @@ use crate::sizing::{self, Measured};
 
 /// How fast QEMU skips zero pages, bytes/s; measured on the rig as above.
 const ZERO_SCAN_BYTES_PER_SEC: f64 = 8.0 * 1024.0 * 1024.0 * 1024.0;
+/// How long a dirty limit takes to hold: QEMU adjusts each vCPU's throttle once per
+/// `x-vcpu-dirty-limit-period` (1 s by default).
+const DIRTY_LIMIT_LAG_MS: f64 = 1000.0;
 /// Passes after which the model gives up (QEMU would go on; the policy never lets it).
 const MAX_PASSES: u32 = 1000;
 
@@ -92,6 +95,7 @@ pub fn predict(plan: &Plan, inputs: &Inputs) -> Prediction {
         plan,
         bandwidth,
         dirty: inputs.dirty_bytes_per_sec as f64,
+        throttle_lands: None,
         limit_ms: ms(plan.limits.downtime),
         t_ms: inputs.ram_bytes.saturating_sub(inputs.data_bytes) as f64 / ZERO_SCAN_BYTES_PER_SEC * 1000.0,
         steps: Vec::new(),
@@ -104,6 +108,9 @@ struct Sim<'a> {
     plan: &'a Plan,
     bandwidth: f64,
     dirty: f64,
+    /// The dirty rate a throttle will leave, and from when (ms): QEMU's dirty limit
+    /// holds from its next period on.
+    throttle_lands: Option<(f64, f64)>,
     limit_ms: f64,
     t_ms: f64,
     steps: Vec<StepAt>,
@@ -118,8 +125,8 @@ impl Sim<'_> {
         let deadline = ms(self.plan.limits.deadline);
         for pass in 1..=MAX_PASSES {
             let pass_ms = send / self.bandwidth * 1000.0;
+            let left = (self.dirtied(pass_ms) / 1000.0).min(data);
             self.t_ms += pass_ms;
-            let left = (self.dirty * pass_ms / 1000.0).min(data);
             let pending_ms = (left + device) / self.bandwidth * 1000.0;
             if pending_ms <= self.limit_ms {
                 return self.converged(pass, pending_ms);
@@ -158,6 +165,22 @@ impl Sim<'_> {
         )
     }
 
+    /// Bytes × 1000 the guest dirties over the next `pass_ms`, with a throttle landing
+    /// on the way taken into account (and made the rate from then on).
+    fn dirtied(&mut self, pass_ms: f64) -> f64 {
+        let end = self.t_ms + pass_ms;
+        match self.throttle_lands {
+            Some((at, rate)) if at < end => {
+                let before = (at - self.t_ms).max(0.0);
+                let out = self.dirty * before + rate * (pass_ms - before);
+                self.dirty = rate;
+                self.throttle_lands = None;
+                out
+            }
+            _ => self.dirty * pass_ms,
+        }
+    }
+
     /// When the link gains on the guest by at least the policy's progress margin: the
     /// time until what is left (with what the guest dirties meanwhile) fits the
     /// threshold, as a flow, `(left - threshold) / (bandwidth - dirty rate)`.
@@ -182,7 +205,11 @@ impl Sim<'_> {
             self.next_step += 1;
             match step {
                 Step::Throttle => {
-                    self.dirty = self.throttled(self.dirty, left, device);
+                    let lag = match self.plan.policy.throttle {
+                        ThrottleMethod::DirtyLimit => DIRTY_LIMIT_LAG_MS,
+                        ThrottleMethod::AutoConverge => 0.0,
+                    };
+                    self.throttle_lands = Some((self.t_ms + lag, self.throttled(self.dirty, left, device)));
                     self.record(step, pass);
                     return Ok(());
                 }
