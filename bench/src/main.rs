@@ -13,7 +13,8 @@
 //!    migration driven by a bare QMP client, as a ratio, alternating in one run.
 //!
 //! `vfio-migrate-bench predict [--runs N]` instead measures `check`'s prediction against
-//! the migration that follows it, on five workloads.
+//! the migration that follows it, on five workloads (`BENCH_ONLY=TEXT` keeps those
+//! whose name contains TEXT).
 
 mod bare;
 mod child;
