@@ -223,6 +223,7 @@ impl<'r, 'a> Converge<'r, 'a> {
             Ok(s) => s,
             Err(error) => return Some(LoopEnd::Stopped(Reason::failed_request(error))),
         };
+        self.run.seen.peak_bandwidth = self.run.seen.peak_bandwidth.max(sample.bandwidth);
         self.run.seen.last_sample = Some(sample.clone());
         self.status = sample.status.clone();
         if sample.status == MigrationStatus::Active {

@@ -210,7 +210,12 @@ async fn switchover(run: &mut Run<'_>, at: Instant) -> Ending {
     }
     if let Some(sample) = &run.seen.last_sample {
         let ctx = Context::of(run.plan);
-        let (remaining, bandwidth) = (sample.remaining_bytes, sample.bandwidth);
+        // The link carries at least what it carried at its busiest: the last sample of an
+        // idle guest shows how little there was to send, not how fast it goes.
+        let (remaining, bandwidth) = (
+            sample.remaining_bytes,
+            sample.bandwidth.max(run.seen.peak_bandwidth),
+        );
         if let Err(abort) = policy::check_switchover_pause(run.plan, remaining, bandwidth, ctx) {
             run.note(format!("cancelling at pre-switchover: {abort}"));
             return Ending::Stopped(Reason::Policy { pass: None, abort });

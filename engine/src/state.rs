@@ -114,6 +114,10 @@ pub(crate) struct Observed {
     pub(crate) history: Vec<PassRecord>,
     pub(crate) actions: Vec<ActionRecord>,
     pub(crate) last_sample: Option<Sample>,
+    /// The highest throughput any sample showed, bytes/s: what the link carried while
+    /// there was data to send. An idle guest leaves little to send near the end, and
+    /// QEMU's throughput then says more about the guest than about the link.
+    pub(crate) peak_bandwidth: u64,
     pub(crate) source_stopped_at: Option<Instant>,
     pub(crate) resumed_at: Option<(Side, Instant)>,
     pub(crate) throttled: bool,
@@ -139,6 +143,7 @@ impl Observed {
             history: Vec::new(),
             actions: Vec::new(),
             last_sample: None,
+            peak_bandwidth: 0,
             source_stopped_at: None,
             resumed_at: None,
             throttled: false,
