@@ -134,6 +134,20 @@ pub fn missing(view: &View, all: &[Series]) -> Vec<String> {
             "no threshold line: the report does not say the downtime limit before it was raised".to_string(),
         );
     }
+    let threshold_start = all
+        .iter()
+        .find(|s| s.id == "threshold")
+        .and_then(|s| s.points.first());
+    let bandwidth_start = all
+        .iter()
+        .find(|s| s.id == "bandwidth")
+        .and_then(|s| s.points.first());
+    if threshold_start.map(|p| p.0) > bandwidth_start.map(|p| p.0) {
+        notes.push(
+            "the threshold line starts at the first raise: the report does not say the downtime limit before it"
+                .to_string(),
+        );
+    }
     if !has("dirty-kernel") && !view.pass_history.is_empty() && has("dirty-stats") {
         notes.push("no kernel dirty-rate measurement was in by any pass boundary: the dirty rate is QEMU's statistic".to_string());
     }
