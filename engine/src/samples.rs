@@ -73,7 +73,7 @@ impl Default for Samples {
 impl Samples {
     /// Takes one tick's point.
     pub(crate) fn push(&mut self, point: SamplePoint) {
-        let keep = self.seen % self.stride == 0;
+        let keep = self.seen.is_multiple_of(self.stride);
         self.seen += 1;
         if !keep {
             self.last = Some(point);
@@ -88,7 +88,7 @@ impl Samples {
                 i % 2 == 1
             });
             self.stride *= 2;
-            if (self.seen - 1) % self.stride != 0 {
+            if !(self.seen - 1).is_multiple_of(self.stride) {
                 self.last = Some(point);
                 return;
             }

@@ -48,12 +48,11 @@ pub fn tick_step(max: f64, wanted: usize) -> f64 {
         return 1.0;
     }
     let magnitude = 10f64.powf(rough.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
+    [1.0, 2.0, 5.0, 10.0]
         .into_iter()
         .map(|m| m * magnitude)
         .find(|s| *s >= rough)
-        .unwrap_or(10.0 * magnitude);
-    step
+        .unwrap_or(10.0 * magnitude)
 }
 
 /// A step in powers of two times 1, 2 or 5 for byte values, so ticks read `256MiB`, not
