@@ -37,6 +37,9 @@ _vfio__migrate() {
             vfio__migrate,recover)
                 cmd="vfio__migrate__subcmd__recover"
                 ;;
+            vfio__migrate,report)
+                cmd="vfio__migrate__subcmd__report"
+                ;;
             vfio__migrate,schema)
                 cmd="vfio__migrate__subcmd__schema"
                 ;;
@@ -64,6 +67,9 @@ _vfio__migrate() {
             vfio__migrate__subcmd__help,recover)
                 cmd="vfio__migrate__subcmd__help__subcmd__recover"
                 ;;
+            vfio__migrate__subcmd__help,report)
+                cmd="vfio__migrate__subcmd__help__subcmd__report"
+                ;;
             vfio__migrate__subcmd__help,schema)
                 cmd="vfio__migrate__subcmd__help__subcmd__schema"
                 ;;
@@ -77,7 +83,7 @@ _vfio__migrate() {
 
     case "${cmd}" in
         vfio__migrate)
-            opts="-o -q -h -V --output --quiet --state-dir --help --version migrate recover check validate schema demo guard completions help"
+            opts="-o -q -h -V --output --quiet --state-dir --report-html --report-svg --help --version migrate recover check validate schema demo report guard completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -92,6 +98,14 @@ _vfio__migrate() {
                     return 0
                     ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report-html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report-svg)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -163,7 +177,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__demo)
-            opts="-o -q -h --scenario --keep --no-devices --sim --output --quiet --state-dir --help"
+            opts="-o -q -h --scenario --keep --no-devices --sim --report-html --report-svg --output --quiet --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -174,6 +188,14 @@ _vfio__migrate() {
                     return 0
                     ;;
                 --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report-html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report-svg)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -223,7 +245,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__help)
-            opts="migrate recover check validate schema demo guard completions help"
+            opts="migrate recover check validate schema demo report guard completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -334,6 +356,20 @@ _vfio__migrate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        vfio__subcmd__migrate__subcmd__help__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         vfio__subcmd__migrate__subcmd__help__subcmd__schema)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -363,12 +399,20 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__migrate)
-            opts="-o -q -h --output --quiet --state-dir --help"
+            opts="-o -q -h --report-html --report-svg --output --quiet --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --report-html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report-svg)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
                     return 0
@@ -395,6 +439,40 @@ _vfio__migrate() {
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfio__subcmd__migrate__subcmd__report)
+            opts="-o -q -h --html --svg --output --quiet --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --svg)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
                     return 0

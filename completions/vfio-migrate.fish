@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vfio_migrate_global_optspecs
-    string join \n o/output= q/quiet state-dir= h/help V/version
+    string join \n o/output= q/quiet state-dir= report-html= report-svg= h/help V/version
 end
 
 function __fish_vfio_migrate_needs_command
@@ -28,6 +28,8 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s o -l output -
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -l report-html -d 'Also draw the report as one self-contained HTML page (a chart over time with device lanes, the numbers, the policy\'s actions and the plan\'s limits) into FILE' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -l report-svg -d 'Also draw the report\'s chart alone as an SVG file, for embedding' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s V -l version -d 'Print version'
@@ -37,9 +39,12 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "check" -d 'C
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "validate" -d 'Check a plan without contacting any host (exit 0 valid, 2 invalid)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "schema" -d 'Print the plan\'s JSON Schema'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "demo" -d 'Start two local QEMUs with a bundled dirtying guest and migrate it between them'
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "report" -d 'Draw a saved JSON report (as `--output json` writes it, or the last line of `--output ndjson`) as an HTML page and/or an SVG chart'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "guard" -d 'Watch a run and repair if it dies (started by each run; not for people)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "completions" -d 'Print shell completions'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -l report-html -d 'Also draw the report as one self-contained HTML page (a chart over time with device lanes, the numbers, the policy\'s actions and the plan\'s limits) into FILE' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -l report-svg -d 'Also draw the report\'s chart alone as an SVG file, for embedding' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
@@ -80,6 +85,8 @@ abort\t'256 MiB at 200 MiB/s over 128 MiB/s: never converges; the policy aborts'
 force\t'The same stalled workload; the policy raises the downtime limit to finish'
 throttle\t'The same stalled workload; a vCPU dirty limit makes it converge'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l keep -d 'Write the generated plan into this directory instead of the temporary one' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l report-html -d 'Also draw the report as one self-contained HTML page (a chart over time with device lanes, the numbers, the policy\'s actions and the plan\'s limits) into FILE' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l report-svg -d 'Also draw the report\'s chart alone as an SVG file, for embedding' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
@@ -88,6 +95,14 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l no-de
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l sim -d 'Use the built-in simulated hypervisor pair instead of starting QEMU (chosen automatically when qemu-system-x86_64 is not installed)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -l html -d 'Write the self-contained HTML page here' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -l svg -d 'Write the SVG chart here' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
+json\t'One JSON report object on stdout; nothing else on stdout'
+ndjson\t'One JSON object per line: events as they happen, then the report'"
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -s q -l quiet -d 'No progress display, only the result'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
@@ -100,12 +115,13 @@ ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "migrate" -d 'Migrate the VM as the plan says'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "recover" -d 'Look at both sides of a plan and repair what a run that died left behind: cancel a migration nobody drives, put back changed settings, resume a paused source unless the destination runs the VM (exit 0 settled, 4 a person must decide)'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "check" -d 'Check, changing nothing, whether the plan will work and what it will cost: both monitors, the plan\'s devices on this host\'s kernel, and a prediction from one dirty-rate measurement (exit 0 ready, 3 not ready, 2 invalid plan). With --host, whether this host can send or receive VFIO migrations at all'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "validate" -d 'Check a plan without contacting any host (exit 0 valid, 2 invalid)'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "schema" -d 'Print the plan\'s JSON Schema'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "demo" -d 'Start two local QEMUs with a bundled dirtying guest and migrate it between them'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "guard" -d 'Watch a run and repair if it dies (started by each run; not for people)'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "completions" -d 'Print shell completions'
-complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo guard completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo report guard completions help" -f -a "migrate" -d 'Migrate the VM as the plan says'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo report guard completions help" -f -a "recover" -d 'Look at both sides of a plan and repair what a run that died left behind: cancel a migration nobody drives, put back changed settings, resume a paused source unless the destination runs the VM (exit 0 settled, 4 a person must decide)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo report guard completions help" -f -a "check" -d 'Check, changing nothing, whether the plan will work and what it will cost: both monitors, the plan\'s devices on this host\'s kernel, and a prediction from one dirty-rate measurement (exit 0 ready, 3 not ready, 2 invalid plan). With --host, whether this host can send or receive VFIO migrations at all'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo report guard completions help" -f -a "validate" -d 'Check a plan without contacting any host (exit 0 valid, 2 invalid)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo report guard completions help" -f -a "schema" -d 'Print the plan\'s JSON Schema'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo report guard completions help" -f -a "demo" -d 'Start two local QEMUs with a bundled dirtying guest and migrate it between them'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo report guard completions help" -f -a "report" -d 'Draw a saved JSON report (as `--output json` writes it, or the last line of `--output ndjson`) as an HTML page and/or an SVG chart'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo report guard completions help" -f -a "guard" -d 'Watch a run and repair if it dies (started by each run; not for people)'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo report guard completions help" -f -a "completions" -d 'Print shell completions'
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate recover check validate schema demo report guard completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use engine::ExitStatus;
 
 /// Live-migrate a QEMU/KVM VM that owns VFIO devices, as a TOML plan describes.
@@ -33,9 +33,26 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Drawings of the run's report (with PLAN).
+    #[command(flatten)]
+    pub report_files: ReportFiles,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Where a run draws its report, besides printing it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ReportFiles {
+    /// Also draw the report as one self-contained HTML page (a chart over time with
+    /// device lanes, the numbers, the policy's actions and the plan's limits) into FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report_html: Option<PathBuf>,
+
+    /// Also draw the report's chart alone as an SVG file, for embedding.
+    #[arg(long, value_name = "FILE")]
+    pub report_svg: Option<PathBuf>,
 }
 
 /// Output formats.
@@ -57,6 +74,9 @@ pub enum Command {
     Migrate {
         /// The plan file.
         plan: PathBuf,
+        /// Drawings of the run's report.
+        #[command(flatten)]
+        report_files: ReportFiles,
     },
     /// Look at both sides of a plan and repair what a run that died left behind: cancel
     /// a migration nobody drives, put back changed settings, resume a paused source
@@ -114,6 +134,24 @@ pub enum Command {
         /// automatically when qemu-system-x86_64 is not installed).
         #[arg(long)]
         sim: bool,
+        /// Drawings of the run's report (the HTML page goes to
+        /// ./vfio-migrate-demo-report.html, or into the --keep directory, unless
+        /// --report-html says where).
+        #[command(flatten)]
+        report_files: ReportFiles,
+    },
+    /// Draw a saved JSON report (as `--output json` writes it, or the last line of
+    /// `--output ndjson`) as an HTML page and/or an SVG chart.
+    #[command(group(ArgGroup::new("drawings").required(true).multiple(true).args(["html", "svg"])))]
+    Report {
+        /// The JSON report; `-` reads it from stdin.
+        json: PathBuf,
+        /// Write the self-contained HTML page here.
+        #[arg(long, value_name = "OUT")]
+        html: Option<PathBuf>,
+        /// Write the SVG chart here.
+        #[arg(long, value_name = "OUT")]
+        svg: Option<PathBuf>,
     },
     /// Watch a run and repair if it dies (started by each run; not for people).
     #[command(hide = true)]

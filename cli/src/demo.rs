@@ -126,16 +126,18 @@ pub fn run(
     keep: Option<&Path>,
     devices: bool,
     sim: bool,
+    charts: &crate::chart::Files,
     output: Output,
     quiet: bool,
 ) -> i32 {
+    let charts = &with_page(charts, keep);
     if sim || !qemu_installed() {
         if !sim && !quiet {
             eprintln!(
                 "vfio-migrate demo: qemu-system-x86_64 is not installed; using the simulated hypervisor pair"
             );
         }
-        return run_simulated(scenario, keep, devices, output, quiet);
+        return run_simulated(scenario, keep, devices, charts, output, quiet);
     }
     let stage = match Stage::set_up(scenario, keep, devices, quiet) {
         Ok(stage) => stage,
@@ -143,7 +145,7 @@ pub fn run(
     };
     // The demo keeps its locks and journal beside its plan, not in the machine's state.
     let state = stage.plan_path.with_file_name("state");
-    let code = crate::migrate_guarded(&stage.plan, &stage.plan_path, output, quiet, Some(&state));
+    let code = crate::migrate_guarded(&stage.plan, &stage.plan_path, output, quiet, Some(&state), charts);
     if !quiet {
         stage.show_guest(code);
     }
@@ -280,6 +282,25 @@ fn start_proxies(pair: &QemuPair) -> Result<Proxies, String> {
     })
 }
 
+/// The page the demo always draws: where `--report-html` says, else beside the kept
+/// plan, else in the current directory, because the demo's own directory is removed
+/// with its QEMUs when it ends. Absolute, so the path it prints can be opened from
+/// anywhere.
+pub fn with_page(charts: &crate::chart::Files, keep: Option<&Path>) -> crate::chart::Files {
+    let html = charts.html.clone().unwrap_or_else(|| match keep {
+        Some(dir) => dir.join("demo-report.html"),
+        None => PathBuf::from("vfio-migrate-demo-report.html"),
+    });
+    let html = match html.is_absolute() {
+        true => html,
+        false => std::env::current_dir().map_or(html.clone(), |cwd| cwd.join(&html)),
+    };
+    crate::chart::Files {
+        html: Some(html),
+        svg: charts.svg.clone(),
+    }
+}
+
 fn qemu_installed() -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths).any(|dir| dir.join("qemu-system-x86_64").is_file())
@@ -288,7 +309,14 @@ fn qemu_installed() -> bool {
 
 /// The same scenario on the built-in simulated pair: QEMU's migration behaviour
 /// modelled in process, in real time, with the guest's workload as its dirty rate.
-fn run_simulated(scenario: Scenario, keep: Option<&Path>, devices: bool, output: Output, quiet: bool) -> i32 {
+fn run_simulated(
+    scenario: Scenario,
+    keep: Option<&Path>,
+    devices: bool,
+    charts: &crate::chart::Files,
+    output: Output,
+    quiet: bool,
+) -> i32 {
     const MIB: u64 = 1 << 20;
     let guest = guest_for(scenario);
     let vm = SimVm {
@@ -331,7 +359,7 @@ fn run_simulated(scenario: Scenario, keep: Option<&Path>, devices: bool, output:
         }
     }
     match plans::load("<demo plan>", &text) {
-        Ok(plan) => crate::migrate_with(&plan, &mut SimDriver::new(vm), output, quiet, None),
+        Ok(plan) => crate::migrate_with(&plan, &mut SimDriver::new(vm), output, quiet, None, charts),
         Err(e) => {
             eprintln!("{e}");
             engine::ExitStatus::InvalidPlan.code()

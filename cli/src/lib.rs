@@ -5,9 +5,11 @@
 //! [`run`].
 
 pub mod args;
+pub mod chart;
 mod check;
 #[cfg(feature = "demo")]
 pub mod demo;
+mod draw;
 pub mod exit;
 pub mod generate;
 mod guardian;
@@ -18,7 +20,7 @@ pub mod state;
 
 use std::path::Path;
 
-use args::{Cli, Command, Output};
+use args::{Cli, Command, Output, ReportFiles};
 use plans::Plan;
 use render::Renderer;
 
@@ -26,9 +28,25 @@ use render::Renderer;
 pub fn run(cli: Cli) -> i32 {
     let output = cli.output;
     let state_dir = cli.state_dir.as_deref();
+    let top = files(&cli.report_files, None);
+    let draws_a_run = matches!(
+        cli.command,
+        None | Some(Command::Migrate { .. }) | Some(Command::Demo { .. })
+    );
+    if !top.is_empty() && !draws_a_run {
+        return exit::usage(
+            output,
+            "--report-html and --report-svg draw a run's report: give them with `vfio-migrate PLAN` or `vfio-migrate migrate PLAN` (`vfio-migrate report FILE.json --html OUT` draws a saved one)",
+        );
+    }
     match (cli.command, cli.plan) {
-        (Some(Command::Migrate { plan }), _) | (None, Some(plan)) => {
-            migrate_file(&plan, output, cli.quiet, state_dir)
+        (Some(Command::Migrate { plan, report_files }), _) => {
+            let charts = files(&report_files, Some(&top));
+            migrate_file(&plan, output, cli.quiet, state_dir, &charts)
+        }
+        (None, Some(plan)) => migrate_file(&plan, output, cli.quiet, state_dir, &top),
+        (Some(Command::Report { json, html, svg }), _) => {
+            draw::run(&json, &chart::Files { html, svg }, output)
         }
         (Some(Command::Recover { plan }), _) => recover::recover_file(&plan, output, state_dir),
         (Some(Command::Guard { plan }), _) => guardian::watch(&plan, &state::state_dir(state_dir)),
@@ -60,9 +78,18 @@ pub fn run(cli: Cli) -> i32 {
                 keep,
                 no_devices,
                 sim,
+                report_files,
             }),
             _,
-        ) => demo::run(scenario, keep.as_deref(), !no_devices, sim, output, cli.quiet),
+        ) => demo::run(
+            scenario,
+            keep.as_deref(),
+            !no_devices,
+            sim,
+            &files(&report_files, Some(&top)),
+            output,
+            cli.quiet,
+        ),
         // Declared in every build so `--help`, the man page and the completions do not
         // depend on features; a build without the demo says how to get one.
         #[cfg(not(feature = "demo"))]
@@ -75,6 +102,20 @@ pub fn run(cli: Cli) -> i32 {
             output,
             "no plan given: try `vfio-migrate PLAN.toml`, or `vfio-migrate demo`",
         ),
+    }
+}
+
+/// The drawings asked for: the subcommand's options, else those before it.
+fn files(asked: &ReportFiles, before: Option<&chart::Files>) -> chart::Files {
+    chart::Files {
+        html: asked
+            .report_html
+            .clone()
+            .or_else(|| before.and_then(|b| b.html.clone())),
+        svg: asked
+            .report_svg
+            .clone()
+            .or_else(|| before.and_then(|b| b.svg.clone())),
     }
 }
 
@@ -108,9 +149,15 @@ fn validate_file(path: &Path, output: Output) -> i32 {
     }
 }
 
-fn migrate_file(path: &Path, output: Output, quiet: bool, state_dir: Option<&Path>) -> i32 {
+fn migrate_file(
+    path: &Path,
+    output: Output,
+    quiet: bool,
+    state_dir: Option<&Path>,
+    charts: &chart::Files,
+) -> i32 {
     match load_plan(path, output) {
-        Ok(plan) => migrate_guarded(&plan, path, output, quiet, state_dir),
+        Ok(plan) => migrate_guarded(&plan, path, output, quiet, state_dir, charts),
         Err(code) => code,
     }
 }
@@ -124,6 +171,7 @@ pub fn migrate_guarded(
     output: Output,
     quiet: bool,
     state_dir: Option<&Path>,
+    charts: &chart::Files,
 ) -> i32 {
     let dir = state::state_dir(state_dir);
     let lock = match state::VmLock::acquire(&dir, &state::vm_keys(plan)) {
@@ -164,7 +212,7 @@ pub fn migrate_guarded(
         }
     };
     let mut driver = backends::open(plan);
-    let rc = migrate_with(plan, driver.as_mut(), output, quiet, Some(&mut journal));
+    let rc = migrate_with(plan, driver.as_mut(), output, quiet, Some(&mut journal), charts);
     if let Err(e) = journal.finish(rc) {
         eprintln!(
             "vfio-migrate: warning: cannot mark the journal {} finished: {e}",
@@ -177,13 +225,15 @@ pub fn migrate_guarded(
     rc
 }
 
-/// Migrates a loaded plan with any driver (a backend, or the simulator for the demo).
+/// Migrates a loaded plan with any driver (a backend, or the simulator for the demo),
+/// and draws the report into `charts` afterwards.
 pub fn migrate_with(
     plan: &Plan,
     driver: &mut dyn engine::Driver,
     output: Output,
     quiet: bool,
     journal: Option<&mut state::Journal>,
+    charts: &chart::Files,
 ) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -202,6 +252,7 @@ pub fn migrate_with(
             None => engine::migrate(plan, driver, &mut renderer, interrupt).await,
         };
         renderer.finish(output, &report);
+        charts.write_for_run(&report, quiet);
         report.rc
     })
 }

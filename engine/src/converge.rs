@@ -17,6 +17,7 @@ use crate::gate::GateViolation;
 use crate::outcome::Reason;
 use crate::policy::{self, Action, Applied, Because, Context, Decision, PassRecord, PolicyState};
 use crate::report::ActionRecord;
+use crate::samples::SamplePoint;
 use crate::state::{display_id, Run};
 
 /// How the loop ended.
@@ -225,6 +226,7 @@ impl<'r, 'a> Converge<'r, 'a> {
         };
         self.run.seen.peak_bandwidth = self.run.seen.peak_bandwidth.max(sample.bandwidth);
         self.run.seen.last_sample = Some(sample.clone());
+        self.run.seen.samples.push(SamplePoint::of(&sample, self.started));
         self.status = sample.status.clone();
         if sample.status == MigrationStatus::Active {
             let was_open = self.run.seen.gate.is_open();
@@ -306,6 +308,14 @@ impl<'r, 'a> Converge<'r, 'a> {
         }
     }
 
+    /// Where [`Self::dirty_rate`] comes from now, in the words of [`RateSource::name`].
+    fn dirty_rate_source(&self) -> &'static str {
+        match (self.rate_source, &self.kernel_rate) {
+            (source @ RateSource::Kernel(_), Some(_)) => source.name(),
+            _ => RateSource::Stats.name(),
+        }
+    }
+
     /// When the measurement behind [`Self::dirty_rate`] began, and its per-vCPU rates.
     fn rate_window(&self) -> (Instant, Vec<u64>) {
         match (self.rate_source, &self.kernel_rate) {
@@ -340,6 +350,7 @@ impl<'r, 'a> Converge<'r, 'a> {
             remaining: sample.remaining_bytes,
             transferred: sample.transferred_bytes,
             dirty_rate: self.dirty_rate(sample).unwrap_or(0),
+            dirty_rate_source: self.dirty_rate_source(),
             bandwidth: sample.bandwidth,
             cpu_throttle: sample.cpu_throttle_percentage.unwrap_or(0),
             rate_since: rate_since.saturating_duration_since(self.started),

@@ -39,6 +39,7 @@ mod recover;
 pub mod repair;
 pub mod report;
 pub mod run;
+pub mod samples;
 pub mod sizing;
 mod state;
 mod verify;

@@ -78,6 +78,11 @@ pub struct PassRecord {
     pub transferred: u64,
     /// Dirty rate in bytes/s (kernel or statistics, as the plan says).
     pub dirty_rate: u64,
+    /// Where `dirty_rate` came from: `kernel:dirty-ring` or `kernel:dirty-bitmap` (the
+    /// kernel's dirty log, through `calc-dirty-rate`), or `stats` (QEMU's
+    /// `dirty-pages-rate`, which a kernel run also uses until its first measurement is
+    /// in). A chart marks the two apart: they measure different things.
+    pub dirty_rate_source: &'static str,
     /// Throughput in bytes/s.
     pub bandwidth: u64,
     /// Auto-converge's throttle at the boundary, percent (0 when not throttling).

@@ -18,6 +18,7 @@ use crate::phase::PhaseTiming;
 use crate::placement::Sides;
 use crate::policy::{Action, Because, PassRecord, Skipped};
 use crate::preflight::Problem;
+use crate::samples::SamplePoint;
 use crate::state::{Observed, Run};
 use crate::verify::Where;
 
@@ -75,6 +76,28 @@ pub struct ActionRecord {
     pub failed: Option<String>,
 }
 
+/// The parts of the plan that judged the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSettings {
+    /// `[limits]`: downtime, its ceiling, bandwidth, deadline, saving timeout.
+    pub limits: plans::Limits,
+    /// `[convergence]`: where dirty rates come from, the sample interval, stall passes.
+    pub convergence: plans::Convergence,
+    /// `[policy]`: the escalation and its settings.
+    pub policy: plans::Policy,
+}
+
+impl PlanSettings {
+    /// The settings of `plan`.
+    pub fn of(plan: &Plan) -> Self {
+        PlanSettings {
+            limits: plan.limits.clone(),
+            convergence: plan.convergence.clone(),
+            policy: plan.policy.clone(),
+        }
+    }
+}
+
 /// The final report of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -130,6 +153,15 @@ pub struct Report {
     pub gate_opened_ms: Option<u64>,
     /// Measurements at each pass boundary.
     pub pass_history: Vec<PassRecord>,
+    /// QEMU's statistics at each tick of the convergence loop, at most
+    /// [`crate::samples::MAX_SAMPLES`] of them (thinned evenly on long runs).
+    pub samples: Vec<SamplePoint>,
+    /// When the source stopped the guest (its `STOP` event), ms since `migrate`: where
+    /// `paused_ms` begins.
+    pub paused_at_ms: Option<u64>,
+    /// The plan's limits, convergence settings and policy, as the plan's own words, so
+    /// the report (and a chart drawn from it) stands alone.
+    pub plan: PlanSettings,
     /// Time spent in each phase.
     pub phases: Vec<PhaseTiming>,
     /// What went wrong, when the VM did not move, in words.
@@ -175,6 +207,9 @@ impl Report {
             devices: Vec::new(),
             gate_opened_ms: None,
             pass_history: Vec::new(),
+            samples: Vec::new(),
+            paused_at_ms: None,
+            plan: PlanSettings::of(plan),
             phases,
             error: None,
             reason: None,
@@ -290,6 +325,7 @@ impl Report {
             }
         }
         self.paused_ms = seen.paused_ms();
+        self.paused_at_ms = seen.source_stopped_at.map(|at| seen.ms_since_start(at));
         self.peak_dirty_rate = seen.history.iter().map(|r| r.dirty_rate).max();
         self.downtime_limit_ms = seen.downtime_limit_ms.max(self.downtime_limit_ms);
         self.switchover_latency_us = seen.switchover_latency.map(|d| d.as_micros() as u64);
@@ -298,6 +334,7 @@ impl Report {
         self.gate_opened_ms = seen.gate.opened_at_ms().filter(|_| !self.devices.is_empty());
         self.actions = seen.actions;
         self.pass_history = seen.history;
+        self.samples = seen.samples.into_points();
     }
 
     /// The exit status this report stands for.

@@ -16,6 +16,7 @@ use crate::gate::DeviceGate;
 use crate::phase::{Phase, PhaseClock};
 use crate::policy::PassRecord;
 use crate::report::ActionRecord;
+use crate::samples::Samples;
 
 /// How long to wait for a cancel to take effect, or for completion after switchover.
 pub(crate) const SETTLE: Duration = Duration::from_secs(15);
@@ -112,6 +113,8 @@ pub(crate) fn display_id(id: &str, qom_path: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct Observed {
     pub(crate) history: Vec<PassRecord>,
+    /// The statistics of every tick (thinned on long runs).
+    pub(crate) samples: Samples,
     pub(crate) actions: Vec<ActionRecord>,
     pub(crate) last_sample: Option<Sample>,
     /// The highest throughput any sample showed, bytes/s: what the link carried while
@@ -141,6 +144,7 @@ impl Observed {
     pub(crate) fn default_for(downtime_limit_ms: u64) -> Self {
         Observed {
             history: Vec::new(),
+            samples: Samples::default(),
             actions: Vec::new(),
             last_sample: None,
             peak_bandwidth: 0,

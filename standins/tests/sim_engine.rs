@@ -298,3 +298,29 @@ async fn stopping_the_guest_completes_but_qemu_downtime_leaves_out_the_pause() {
     );
     assert_eq!(run.sim.guest_pages_lost(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_report_carries_each_ticks_statistics_where_the_pause_began_and_the_plans_settings() {
+    let plan = plan("[limits]\nmax_bandwidth = \"128MiB/s\"\n");
+    let run = run(&plan, vm(256, 50)).await;
+    let r = &run.report;
+    assert_eq!(r.result, Outcome::Migrated, "{}", describe(&run));
+    assert!(
+        r.samples.len() > r.pass_history.len(),
+        "a sample per tick, more than boundaries"
+    );
+    assert!(
+        r.samples.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+        "in time order"
+    );
+    assert!(r.samples.iter().any(|s| s.remaining > 0 && s.bandwidth > 0));
+    let stopped = r.paused_at_ms.expect("the source stopped the guest");
+    assert!(stopped <= r.total_ms, "{stopped} after the end {}", r.total_ms);
+    assert!(r
+        .pass_history
+        .iter()
+        .all(|p| p.dirty_rate_source.starts_with("kernel") || p.dirty_rate_source == "stats"));
+    let json = serde_json::to_value(r).expect("the report serializes");
+    assert_eq!(json["plan"]["limits"]["max_bandwidth"], "128MiB/s");
+    assert!(json["plan"]["policy"]["escalation"].is_array());
+}

@@ -2,7 +2,7 @@
 //! people, JSON on stdout for programs. stdout carries only results, so
 //! `--output json | jq` and Ansible's `from_json` always get clean input.
 
-mod human;
+pub(crate) mod human;
 mod progress;
 
 use std::io::{IsTerminal, Write};
