@@ -76,10 +76,24 @@ pub(crate) async fn wait_for_completion(run: &mut Run<'_>, patience: Duration) -
     let deadline = Instant::now() + SETTLE.max(patience);
     loop {
         // Events first: the status change usually arrives before a poll would see it.
-        while let Ok(event) = run.events.try_recv() {
+        while let Some(event) = run.try_next_event() {
             if completes(run, &event) {
                 return read_final_stats(run).await;
             }
+        }
+        if Instant::now() >= deadline {
+            return Ending::Stopped(Reason::SwitchoverTimedOut);
+        }
+        // Wait for the event before asking: a query right behind `migrate-continue`
+        // holds QEMU's main lock while its migration thread needs it to go on, which
+        // adds to the guest's pause.
+        tokio::select! {
+            event = run.next_event() => if let Some(event) = event {
+                if completes(run, &event) {
+                    return read_final_stats(run).await;
+                }
+            },
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
         match run.driver.sample().await {
             Ok(s) => {
@@ -99,17 +113,6 @@ pub(crate) async fn wait_for_completion(run: &mut Run<'_>, patience: Duration) -
             }
             Err(error) if error.disconnected => return Ending::Stopped(Reason::failed_request(error)),
             Err(_) => {}
-        }
-        if Instant::now() >= deadline {
-            return Ending::Stopped(Reason::SwitchoverTimedOut);
-        }
-        tokio::select! {
-            event = run.events.recv() => if let Some(event) = event {
-                if completes(run, &event) {
-                    return read_final_stats(run).await;
-                }
-            },
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
 }
