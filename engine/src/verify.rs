@@ -12,6 +12,9 @@ use crate::recover::state_of;
 use crate::report::RunningOn;
 use crate::state::{Run, SETTLE};
 
+/// How often a destination still loading is asked whether it has finished.
+const DESTINATION_POLL: Duration = Duration::from_millis(1);
+
 /// What an operator must be told when both sides run the guest.
 pub(crate) const BOTH_RUNNING: &str =
     "BOTH sides report running: stop one by hand after checking which has the newer state";
@@ -78,7 +81,7 @@ pub(crate) async fn wait_for_completion(run: &mut Run<'_>, patience: Duration) -
         // Events first: the status change usually arrives before a poll would see it.
         while let Some(event) = run.try_next_event() {
             if completes(run, &event) {
-                return read_final_stats(run).await;
+                return Ending::Completed;
             }
         }
         if Instant::now() >= deadline {
@@ -90,7 +93,7 @@ pub(crate) async fn wait_for_completion(run: &mut Run<'_>, patience: Duration) -
         tokio::select! {
             event = run.next_event() => if let Some(event) = event {
                 if completes(run, &event) {
-                    return read_final_stats(run).await;
+                    return Ending::Completed;
                 }
             },
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -129,12 +132,13 @@ fn completes(run: &mut Run<'_>, event: &DriverEvent) -> bool {
     )
 }
 
-/// Reads the final statistics (downtime, total time) once QEMU reports completion.
-async fn read_final_stats(run: &mut Run<'_>) -> Ending {
+/// Reads the source's final statistics (downtime, total time): they no longer change
+/// once QEMU reports completion, so they are read after the destination has started,
+/// not during the guest's pause.
+async fn read_final_stats(run: &mut Run<'_>) {
     if let Ok(s) = run.driver.sample().await {
         run.seen.last_sample = Some(s);
     }
-    Ending::Completed
 }
 
 /// After completion: start the destination if it waits paused (never before completion),
@@ -142,15 +146,18 @@ async fn read_final_stats(run: &mut Run<'_>) -> Ending {
 pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
     let mut notes = Vec::new();
     let mut dst = state_of(run.driver, Side::Destination).await;
-    // The destination finishes loading a moment after the source reports completion.
+    // The destination finishes loading a moment after the source reports completion,
+    // usually within a few milliseconds, while the guest is paused: ask again every
+    // millisecond (a query costs QEMU far less than a millisecond of the guest's pause).
     let settle = Instant::now() + SETTLE;
     while matches!(dst, RunState::InMigrate) && Instant::now() < settle {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(DESTINATION_POLL).await;
         dst = state_of(run.driver, Side::Destination).await;
     }
     if matches!(dst, RunState::Paused { .. }) && run.plan.destination.resume {
         dst = start_destination(run, &mut notes).await;
     }
+    read_final_stats(run).await;
     let src = state_of(run.driver, Side::Source).await;
     // The source QEMU may live on (or be used again): leave it as the run found it. The
     // TLS credentials the run added go too, on both sides, once the destination runs.
