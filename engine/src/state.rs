@@ -183,6 +183,8 @@ pub(crate) struct Observed {
     pub(crate) downtime_limit_ms: u64,
     /// When `migrate` was sent.
     pub(crate) started: Option<Instant>,
+    /// The destination said its incoming migration completed (its own event).
+    pub(crate) destination_loaded: bool,
 }
 
 impl Observed {
@@ -205,6 +207,7 @@ impl Observed {
             gate: DeviceGate::new(Vec::new(), Instant::now(), Duration::ZERO),
             downtime_limit_ms,
             started: None,
+            destination_loaded: false,
         }
     }
 
@@ -219,6 +222,10 @@ impl Observed {
             DriverEvent::Resume { side, at } if self.source_stopped_at.is_some() => {
                 self.resumed_at.get_or_insert((*side, *at));
             }
+            DriverEvent::DestinationMigration {
+                status: MigrationStatus::Completed,
+                ..
+            } => self.destination_loaded = true,
             _ => {}
         }
     }

@@ -147,15 +147,21 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
     let mut notes = Vec::new();
     let mut dst = state_of(run.driver, Side::Destination).await;
     // The destination finishes loading a moment after the source reports completion,
-    // usually within a few milliseconds, while the guest is paused: ask again every
-    // millisecond (a query costs QEMU far less than a millisecond of the guest's pause).
+    // while the guest is paused: its `completed` event ends the wait at once; without
+    // events it is asked again every millisecond.
     let settle = Instant::now() + SETTLE;
     while matches!(dst, RunState::InMigrate) && Instant::now() < settle {
-        tokio::time::sleep(DESTINATION_POLL).await;
+        tokio::select! {
+            event = run.next_event() => if let Some(event) = event {
+                run.record_late(&event, MigrationStatus::Completed);
+            },
+            _ = tokio::time::sleep(DESTINATION_POLL) => {}
+        }
         dst = state_of(run.driver, Side::Destination).await;
     }
     if matches!(dst, RunState::Paused { .. }) && run.plan.destination.resume {
-        dst = start_destination(run, &mut notes).await;
+        let reported = run.seen.destination_loaded;
+        dst = start_destination(run, reported, &mut notes).await;
     }
     read_final_stats(run).await;
     let src = state_of(run.driver, Side::Source).await;
@@ -171,12 +177,13 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
 }
 
 /// Starts a destination that waits paused, only once it reports its incoming migration
-/// completed; returns its run state afterwards.
-async fn start_destination(run: &mut Run<'_>, notes: &mut Vec<String>) -> RunState {
-    let loaded = matches!(
-        run.driver.destination_migration().await,
-        Ok(MigrationStatus::Completed)
-    );
+/// completed (its event, `reported`, or asked now); returns its run state afterwards.
+async fn start_destination(run: &mut Run<'_>, reported: bool, notes: &mut Vec<String>) -> RunState {
+    let loaded = reported
+        || matches!(
+            run.driver.destination_migration().await,
+            Ok(MigrationStatus::Completed)
+        );
     if !loaded {
         notes.push(
             "the destination did not report the incoming migration completed; it was left paused".into(),
