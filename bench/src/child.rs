@@ -8,13 +8,27 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "hwm.rs"]
+mod hwm;
+
 /// One measured run.
 pub struct Measured {
     pub code: i32,
     pub report: Value,
     pub wall: Duration,
     pub cpu: Duration,
+    /// `ru_maxrss` from `wait4`: KiB on Linux, the largest of the child and of the
+    /// descendants it waited for (the guardian, which the run reaps).
     pub max_rss_kib: i64,
+    /// The run's own peak, `VmHWM` from `/proc/PID/status`, read until it exits.
+    #[allow(dead_code)] // the streams benchmark prints only `ru_maxrss`
+    pub hwm_kib: Option<u64>,
+    /// The guardian's peak, read the same way.
+    #[allow(dead_code)] // the streams benchmark prints only `ru_maxrss`
+    pub guardian_hwm_kib: Option<u64>,
+    /// The most threads the run had at once.
+    #[allow(dead_code)] // the streams benchmark prints only `ru_maxrss`
+    pub threads: Option<u64>,
 }
 
 pub fn run(bin: &Path, dir: &Path, plan: &str) -> Measured {
@@ -39,6 +53,7 @@ pub fn run(bin: &Path, dir: &Path, plan: &str) -> Measured {
             std::process::exit(1);
         }
     };
+    let peaks = hwm::watch(child.id());
     let mut stdout = String::new();
     if let Some(mut out) = child.stdout.take() {
         use std::io::Read;
@@ -52,6 +67,7 @@ pub fn run(bin: &Path, dir: &Path, plan: &str) -> Measured {
     // `status` and `usage` are valid, writable out-pointers for the call's duration.
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = started.elapsed();
+    let peaks = peaks.join().unwrap_or_default();
     let code = if rc == pid && libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -65,6 +81,9 @@ pub fn run(bin: &Path, dir: &Path, plan: &str) -> Measured {
         wall,
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss,
+        hwm_kib: peaks.run,
+        guardian_hwm_kib: peaks.guardian,
+        threads: peaks.threads,
     }
 }
 

@@ -1,23 +1,31 @@
 //! Benchmarks on the real rig; prints numbers, asserts nothing.
 //!
 //! ```text
-//! cargo build --release -p vfio-migrate && cargo run --release -p vfio-migrate-bench -- [--runs N]
+//! cargo build --release -p vfio-migrate && cargo run --release -p vfio-migrate-bench -- [SECTION] [--runs N] [--cap SECS]
 //! ```
 //!
-//! 1. Reaction: a workload that cannot converge (256 MiB dirtied at 200 MiB/s over a
+//! Sections (all of them, in this order, when none is named):
+//!
+//! 1. `reaction`: a workload that cannot converge (256 MiB dirtied at 200 MiB/s over a
 //!    128 MiB/s link, policy abort): passes and seconds until the policy acted.
-//! 2. Switchover latency: from QEMU's `pre-switchover` event to `migrate-continue`
-//!    issued, p50/p99 over N idle migrations (it adds to the guest's pause).
-//! 3. The tool's CPU time and peak RSS over a converging migration (from `wait4`).
-//! 4. Total time of a converging migration driven by the tool against the same
-//!    migration driven by a bare QMP client, as a ratio, alternating in one run.
+//! 2. `gate`: from QEMU's `pre-switchover` to its `device` (QEMU's timestamps), the tool
+//!    against a raw client that answers at once, 11 idle migrations each (or N if more).
+//! 3. `converging`: the converging workload, tool and bare client taking turns, 10
+//!    rounds: the guest's pause and total time on QEMU's timestamps, the tool's CPU and
+//!    peak memory (`wait4` and `/proc`).
+//! 4. `peers`: the tool's "make it converge" plans against the peers' algorithms on the
+//!    issue's three workloads, N rounds (default 3), each migration cancelled at the cap
+//!    (default 60 s).
 //!
 //! `vfio-migrate-bench predict [--runs N]` instead measures `check`'s prediction against
 //! the migration that follows it, on five workloads (`BENCH_ONLY=TEXT` keeps those
 //! whose name contains TEXT).
 
-mod bare;
 mod child;
+mod converging;
+mod gate;
+mod observe;
+mod peers;
 mod predict;
 
 use std::path::PathBuf;
@@ -75,12 +83,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     percentile(&v, 50.0)
 }
 
-fn main() {
-    let runs: usize = std::env::args()
-        .skip_while(|a| a != "--runs")
+fn flag(name: &str) -> Option<usize> {
+    std::env::args()
+        .skip_while(|a| a != name)
         .nth(1)
         .and_then(|n| n.parse().ok())
-        .unwrap_or(20);
+}
+
+fn main() {
+    let runs = flag("--runs");
+    let cap = Duration::from_secs(flag("--cap").unwrap_or(60) as u64);
     let bin = binary();
     if !bin.exists() {
         eprintln!(
@@ -89,18 +101,36 @@ fn main() {
         );
         std::process::exit(1);
     }
-
-    if std::env::args().nth(1).as_deref() == Some("predict") {
-        predict::accuracy(&bin, runs.min(5));
+    let section = std::env::args().nth(1).filter(|a| !a.starts_with("--"));
+    let wants = |name: &str| section.as_deref().is_none_or(|s| s == name);
+    if section.as_deref() == Some("predict") {
+        predict::accuracy(&bin, runs.unwrap_or(5).min(5));
         return;
     }
+    if let Some(accel) = rig_accel() {
+        println!("(accelerator: {accel})");
+    }
+    if wants("reaction") {
+        reaction(&bin);
+    }
+    if wants("gate") {
+        gate::compare(&bin, runs.unwrap_or(11).max(11));
+    }
+    if wants("converging") {
+        converging::compare(&bin, 10);
+    }
+    if wants("peers") {
+        peers::side_by_side(&bin, runs.unwrap_or(3), cap);
+    }
+}
 
-    // 1. Reaction to a workload that cannot converge.
+/// How soon the policy acts on a workload that cannot converge.
+fn reaction(bin: &std::path::Path) {
     println!("== reaction: 256 MiB dirtied at 200 MiB/s over 128 MiB/s, policy abort");
     for i in 0..3 {
         let p = pair(256, 200);
         let r = child::run(
-            &bin,
+            bin,
             p.dir(),
             &plan(
                 &p,
@@ -119,72 +149,6 @@ fn main() {
             r.report["error"].as_str().unwrap_or("-")
         );
     }
-    if let Some(accel) = rig_accel() {
-        println!("(accelerator: {accel})");
-    }
-
-    // 2. Switchover latency.
-    println!("== switchover latency: pre-switchover event to migrate-continue, {runs} idle migrations");
-    let mut lat = Vec::new();
-    for _ in 0..runs {
-        let p = pair(64, 0);
-        let r = child::run(&bin, p.dir(), &plan(&p, "", "[\"abort\"]"));
-        if let Some(us) = r.report["switchover_latency_us"].as_u64() {
-            lat.push(us as f64 / 1000.0);
-        } else {
-            eprintln!("bench: a run reported no switchover latency: {}", r.report);
-        }
-    }
-    lat.sort_by(f64::total_cmp);
-    println!(
-        "switchover latency ms: n={} p50={:.3} p99={:.3} max={:.3}",
-        lat.len(),
-        percentile(&lat, 50.0),
-        percentile(&lat, 99.0),
-        lat.last().copied().unwrap_or(f64::NAN)
-    );
-
-    // 3 and 4. Converging workload: tool against bare QMP, alternating.
-    println!("== converging: 256 MiB dirtied at 50 MiB/s over 128 MiB/s; tool vs bare QMP client");
-    let mut tool_total = Vec::new();
-    let mut bare_total = Vec::new();
-    for i in 0..5 {
-        let p = pair(256, 50);
-        let r = child::run(
-            &bin,
-            p.dir(),
-            &plan(&p, "max_bandwidth = \"128MiB/s\"", "[\"abort\"]"),
-        );
-        let total = r.report["total_ms"].as_u64().unwrap_or(0) as f64;
-        let cpu = r.cpu.as_secs_f64();
-        println!(
-            "tool run {}: rc {}, total {:.0}ms (wall {:.0}ms incl. connect/preflight), downtime {}ms, CPU {:.3}s = {:.2}% of a core, peak RSS {:.1} MiB",
-            i + 1,
-            r.code,
-            total,
-            r.wall.as_secs_f64() * 1000.0,
-            r.report["downtime_ms"],
-            cpu,
-            cpu / r.wall.as_secs_f64() * 100.0,
-            r.max_rss_kib as f64 / 1024.0
-        );
-        tool_total.push(total);
-        drop(p);
-        let p = pair(256, 50);
-        match bare::migrate(&p, 128 * 1024 * 1024) {
-            Ok(ms) => {
-                println!("bare run {}: total {ms:.0}ms", i + 1);
-                bare_total.push(ms);
-            }
-            Err(e) => eprintln!("bench: bare migration failed: {e}"),
-        }
-    }
-    let (t, b) = (median(tool_total), median(bare_total));
-    println!(
-        "total time median: tool {t:.0}ms, bare {b:.0}ms, ratio {:.3}",
-        t / b
-    );
-    std::thread::sleep(Duration::from_millis(10));
 }
 
 fn rig_accel() -> Option<String> {

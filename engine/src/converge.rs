@@ -146,13 +146,20 @@ impl<'r, 'a> Converge<'r, 'a> {
         let mut tick = tokio::time::interval(self.run.plan.convergence.sample_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Events read while a sample was in flight come first, in order.
+            if let Some(event) = self.run.early.pop_front() {
+                if let Some(end) = self.on_event(Some(event)).await {
+                    return end;
+                }
+                continue;
+            }
             let end = tokio::select! {
                 biased;
                 changed = self.interrupt.changed() => match changed {
                     Ok(()) if *self.interrupt.borrow() => Some(LoopEnd::Stopped(Reason::Interrupted)),
                     _ => None,
                 },
-                event = self.run.events.recv() => self.on_event(event).await,
+                event = self.run.next_event() => self.on_event(event).await,
                 _ = tick.tick() => self.on_tick().await,
             };
             if let Some(end) = end {
@@ -220,9 +227,17 @@ impl<'r, 'a> Converge<'r, 'a> {
     }
 
     async fn on_tick(&mut self) -> Option<LoopEnd> {
-        let sample = match self.run.driver.sample().await {
-            Ok(s) => s,
-            Err(error) => return Some(LoopEnd::Stopped(Reason::failed_request(error))),
+        // QEMU may stop the guest for the switchover while the query is out (a pass
+        // boundary's query often is, right before it): the event ends the wait, since
+        // QEMU answers the query before `migrate-continue` and every microsecond here is
+        // the guest's.
+        let sample = match self.run.unless_held(|driver| driver.sample()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(error)) => return Some(LoopEnd::Stopped(Reason::failed_request(error))),
+            Err((event, at)) => {
+                self.run.seen.record(&event);
+                return Some(LoopEnd::PreSwitchover(at));
+            }
         };
         self.run.seen.peak_bandwidth = self.run.seen.peak_bandwidth.max(sample.bandwidth);
         self.run.seen.last_sample = Some(sample.clone());
@@ -240,7 +255,10 @@ impl<'r, 'a> Converge<'r, 'a> {
             return Some(end);
         }
         self.stats_rate.update(sample.stats_dirty_rate(), sample.at);
-        self.poll_kernel_rate(&sample).await;
+        if let Err((event, at)) = self.poll_kernel_rate(&sample).await {
+            self.run.seen.record(&event);
+            return Some(LoopEnd::PreSwitchover(at));
+        }
         self.emit_progress(&sample);
         if sample.dirty_sync_count > self.last_sync && sample.status == MigrationStatus::Active {
             if self.last_sync > 0 || sample.dirty_sync_count > 1 {
@@ -257,19 +275,25 @@ impl<'r, 'a> Converge<'r, 'a> {
         None
     }
 
-    async fn poll_kernel_rate(&mut self, sample: &Sample) {
+    /// Reads the kernel measurement under way and starts the next one. Like the
+    /// sample, both give way to `pre-switchover` (`Err`).
+    async fn poll_kernel_rate(&mut self, sample: &Sample) -> Result<(), (DriverEvent, Instant)> {
         let RateSource::Kernel(mode) = self.rate_source else {
-            return;
+            return Ok(());
         };
-        if sample.status != MigrationStatus::Active {
-            return;
+        if sample.status != MigrationStatus::Active || self.run.driver.kernel_dirty_rate().is_none() {
+            return Ok(());
         }
         let calc_time = self.run.plan.convergence.calc_time;
-        let Some(kernel) = self.run.driver.kernel_dirty_rate() else {
-            return;
-        };
         if let Some(since) = self.measuring {
-            match kernel.dirty_rate().await {
+            let reading = self
+                .run
+                .unless_held(|driver| match driver.kernel_dirty_rate() {
+                    Some(kernel) => kernel.dirty_rate(),
+                    None => Box::pin(async { Ok(None) }),
+                })
+                .await?;
+            match reading {
                 Ok(Some(rate)) => {
                     self.kernel_rate = Some(Measurement {
                         bytes_per_sec: rate.bytes_per_sec,
@@ -278,19 +302,27 @@ impl<'r, 'a> Converge<'r, 'a> {
                     });
                     self.measuring = None;
                 }
-                Ok(None) => return,
+                Ok(None) => return Ok(()),
                 Err(e) => {
                     self.fall_back_to_stats(&e.to_string());
-                    return;
+                    return Ok(());
                 }
             }
         }
         // Taken before asking: a measurement never counts as starting later than it did.
         let since = Instant::now();
-        match kernel.start_dirty_rate(mode, calc_time).await {
+        let started = self
+            .run
+            .unless_held(|driver| match driver.kernel_dirty_rate() {
+                Some(kernel) => kernel.start_dirty_rate(mode, calc_time),
+                None => Box::pin(async { Ok(()) }),
+            })
+            .await?;
+        match started {
             Ok(()) => self.measuring = Some(since),
             Err(e) => self.fall_back_to_stats(&e.to_string()),
         }
+        Ok(())
     }
 
     fn fall_back_to_stats(&mut self, why: &str) {

@@ -18,7 +18,7 @@ use crate::converge::{Converge, LoopEnd};
 use crate::driver::{
     DeviceTransferSetup, Driver, DriverEvent, MigrationStatus, Setup, StreamSetup, TlsSetup,
 };
-use crate::estimate::Context;
+use crate::estimate::{threshold, Context};
 use crate::events::{EngineEvent, EventSink};
 use crate::gate::DeviceGate;
 use crate::outcome::{Ending, Reason};
@@ -187,7 +187,7 @@ async fn switchover(run: &mut Run<'_>, at: Instant) -> Ending {
     // read): continuing into a destination that is gone would only fail the migration
     // after the devices' final state, so cancel here instead.
     let mut lost = None;
-    while let Ok(event) = run.events.try_recv() {
+    while let Some(event) = run.try_next_event() {
         if let DriverEvent::Disconnected { side, reason } = &event {
             lost.get_or_insert(Reason::ConnectionLost {
                 side: *side,
@@ -208,15 +208,17 @@ async fn switchover(run: &mut Run<'_>, at: Instant) -> Ending {
     if let Err(violation) = run.seen.gate.check_switchover() {
         return Ending::Stopped(Reason::Device { violation });
     }
-    if let Some(sample) = &run.seen.last_sample {
-        let ctx = Context::of(run.plan);
-        // The link carries at least what it carried at its busiest: the last sample of an
-        // idle guest shows how little there was to send, not how fast it goes.
-        let (remaining, bandwidth) = (
-            sample.remaining_bytes,
-            sample.bandwidth.max(run.seen.peak_bandwidth),
-        );
-        if let Err(abort) = policy::check_switchover_pause(run.plan, remaining, bandwidth, ctx) {
+    // The pause is judged without a round trip while the guest waits: on the last
+    // sample, with RAM left at most what QEMU's own rule lets through (it stops the
+    // guest only once what is left fits its downtime limit at the bandwidth it
+    // measures; the last sample may be from mid-pass, and overstate it). A refusal is
+    // judged again on a fresh reading, taken while the guest waits, before the
+    // migration is cancelled.
+    if pause_refused(run, Bound::QemuRule).is_some() {
+        if let Ok(sample) = run.driver.sample().await {
+            run.seen.last_sample = Some(sample);
+        }
+        if let Some(abort) = pause_refused(run, Bound::Sample) {
             run.note(format!("cancelling at pre-switchover: {abort}"));
             return Ending::Stopped(Reason::Policy { pass: None, abort });
         }
@@ -235,6 +237,33 @@ async fn switchover(run: &mut Run<'_>, at: Instant) -> Ending {
         }
         Err(error) => Ending::Stopped(Reason::ContinueFailed { error }),
     }
+}
+
+/// What the RAM left at `pre-switchover` is taken to be.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// The last sample's, at most QEMU's switchover threshold (bandwidth × the
+    /// downtime limit in force).
+    QemuRule,
+    /// The last sample's, read at `pre-switchover`.
+    Sample,
+}
+
+/// Why switching over now would pause the guest longer than the plan allows, judged on
+/// the last sample (none yet: nothing to refuse on).
+fn pause_refused(run: &Run<'_>, bound: Bound) -> Option<policy::AbortReason> {
+    let sample = run.seen.last_sample.as_ref()?;
+    let ctx = Context::of(run.plan);
+    let remaining = match (bound, ctx.bandwidth(sample.bandwidth)) {
+        (Bound::QemuRule, Some(bandwidth)) => sample
+            .remaining_bytes
+            .min(threshold(bandwidth, run.seen.downtime_limit_ms)),
+        _ => sample.remaining_bytes,
+    };
+    // The link carries at least what it carried at its busiest: the last sample of an
+    // idle guest shows how little there was to send, not how fast the link goes.
+    let link = sample.bandwidth.max(run.seen.peak_bandwidth);
+    policy::check_switchover_pause(run.plan, remaining, link, ctx).err()
 }
 
 /// The report for hosts that are not ready (nothing was changed), or for a VM that is
@@ -277,7 +306,7 @@ async fn finish(mut run: Run<'_>, ending: Ending) -> Report {
     }
     let report = Report::of_run(&mut run, reason, place);
     // Drain what is left so late events do not pile up in the channel.
-    while run.events.try_recv().is_ok() {}
+    while run.try_next_event().is_some() {}
     report
 }
 

@@ -4,6 +4,9 @@
 //! Each phase module (`converge`, `verify`, `recover`) takes a [`Run`] and imports
 //! nothing from the others; `run.rs` calls them in order.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use plans::Plan;
@@ -18,6 +21,9 @@ use crate::policy::PassRecord;
 use crate::report::ActionRecord;
 use crate::samples::Samples;
 
+/// A driver call's future, as `async_trait` returns it.
+pub(crate) type BoxFuture<'s, T> = Pin<Box<dyn Future<Output = T> + Send + 's>>;
+
 /// How long to wait for a cancel to take effect, or for completion after switchover.
 pub(crate) const SETTLE: Duration = Duration::from_secs(15);
 
@@ -26,7 +32,10 @@ pub(crate) struct Run<'a> {
     pub(crate) plan: &'a Plan,
     pub(crate) driver: &'a mut dyn Driver,
     pub(crate) sink: &'a mut dyn EventSink,
-    pub(crate) events: mpsc::UnboundedReceiver<DriverEvent>,
+    events: mpsc::UnboundedReceiver<DriverEvent>,
+    /// Events read while waiting for something else (see `converge.rs`), not yet
+    /// handled: whoever reads events next takes these first, in order.
+    pub(crate) early: VecDeque<DriverEvent>,
     pub(crate) clock: PhaseClock,
     pub(crate) seen: Observed,
     pub(crate) capabilities: Option<Capabilities>,
@@ -46,9 +55,57 @@ impl<'a> Run<'a> {
             driver,
             sink,
             events,
+            early: VecDeque::new(),
             clock,
             seen: Observed::new(plan),
             capabilities: None,
+        }
+    }
+
+    /// The next event, waiting for it; `None` once both sides' streams have ended.
+    pub(crate) async fn next_event(&mut self) -> Option<DriverEvent> {
+        match self.early.pop_front() {
+            Some(event) => Some(event),
+            None => self.events.recv().await,
+        }
+    }
+
+    /// The next event if one is there.
+    pub(crate) fn try_next_event(&mut self) -> Option<DriverEvent> {
+        self.early.pop_front().or_else(|| self.events.try_recv().ok())
+    }
+
+    /// Runs `work` on the driver unless QEMU announces `pre-switchover` first (then
+    /// `Err` with the event and the instant it arrived). The guest is stopped from that
+    /// moment and waits for this run, so `work` is given up (a command's late reply is
+    /// discarded). Other events that arrive meanwhile are kept for the next reader.
+    pub(crate) async fn unless_held<'s, T>(
+        &'s mut self,
+        work: impl FnOnce(&'s mut dyn Driver) -> BoxFuture<'s, T>,
+    ) -> Result<T, (DriverEvent, Instant)> {
+        let Run {
+            driver,
+            events,
+            early,
+            ..
+        } = self;
+        let mut work = work(&mut **driver);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                biased;
+                event = events.recv(), if open => match event {
+                    Some(
+                        event @ DriverEvent::Migration {
+                            status: MigrationStatus::PreSwitchover,
+                            at,
+                        },
+                    ) => return Err((event, at)),
+                    Some(event) => early.push_back(event),
+                    None => open = false,
+                },
+                done = &mut work => return Ok(done),
+            }
         }
     }
 
@@ -71,7 +128,7 @@ impl<'a> Run<'a> {
         let until = Instant::now() + Duration::from_secs(1);
         while self.seen.source_stopped_at.is_some() && self.seen.resumed_at.is_none() {
             let left = until.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.events.recv()).await {
+            match tokio::time::timeout(left, self.next_event()).await {
                 Ok(Some(event)) => self.record_late(&event, MigrationStatus::Completed),
                 _ => break,
             }
@@ -133,6 +190,8 @@ pub(crate) struct Observed {
     pub(crate) downtime_limit_ms: u64,
     /// When `migrate` was sent.
     pub(crate) started: Option<Instant>,
+    /// The destination said its incoming migration completed (its own event).
+    pub(crate) destination_loaded: bool,
 }
 
 impl Observed {
@@ -157,6 +216,7 @@ impl Observed {
             gate: DeviceGate::new(Vec::new(), Instant::now(), Duration::ZERO),
             downtime_limit_ms,
             started: None,
+            destination_loaded: false,
         }
     }
 
@@ -171,6 +231,10 @@ impl Observed {
             DriverEvent::Resume { side, at } if self.source_stopped_at.is_some() => {
                 self.resumed_at.get_or_insert((*side, *at));
             }
+            DriverEvent::DestinationMigration {
+                status: MigrationStatus::Completed,
+                ..
+            } => self.destination_loaded = true,
             _ => {}
         }
     }

@@ -12,6 +12,9 @@ use crate::recover::state_of;
 use crate::report::RunningOn;
 use crate::state::{Run, SETTLE};
 
+/// How often a destination still loading is asked whether it has finished.
+const DESTINATION_POLL: Duration = Duration::from_millis(1);
+
 /// What an operator must be told when both sides run the guest.
 pub(crate) const BOTH_RUNNING: &str =
     "BOTH sides report running: stop one by hand after checking which has the newer state";
@@ -76,10 +79,24 @@ pub(crate) async fn wait_for_completion(run: &mut Run<'_>, patience: Duration) -
     let deadline = Instant::now() + SETTLE.max(patience);
     loop {
         // Events first: the status change usually arrives before a poll would see it.
-        while let Ok(event) = run.events.try_recv() {
+        while let Some(event) = run.try_next_event() {
             if completes(run, &event) {
-                return read_final_stats(run).await;
+                return Ending::Completed;
             }
+        }
+        if Instant::now() >= deadline {
+            return Ending::Stopped(Reason::SwitchoverTimedOut);
+        }
+        // Wait for the event before asking: a query right behind `migrate-continue`
+        // holds QEMU's main lock while its migration thread needs it to go on, which
+        // adds to the guest's pause.
+        tokio::select! {
+            event = run.next_event() => if let Some(event) = event {
+                if completes(run, &event) {
+                    return Ending::Completed;
+                }
+            },
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
         match run.driver.sample().await {
             Ok(s) => {
@@ -100,17 +117,6 @@ pub(crate) async fn wait_for_completion(run: &mut Run<'_>, patience: Duration) -
             Err(error) if error.disconnected => return Ending::Stopped(Reason::failed_request(error)),
             Err(_) => {}
         }
-        if Instant::now() >= deadline {
-            return Ending::Stopped(Reason::SwitchoverTimedOut);
-        }
-        tokio::select! {
-            event = run.events.recv() => if let Some(event) = event {
-                if completes(run, &event) {
-                    return read_final_stats(run).await;
-                }
-            },
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
     }
 }
 
@@ -126,12 +132,13 @@ fn completes(run: &mut Run<'_>, event: &DriverEvent) -> bool {
     )
 }
 
-/// Reads the final statistics (downtime, total time) once QEMU reports completion.
-async fn read_final_stats(run: &mut Run<'_>) -> Ending {
+/// Reads the source's final statistics (downtime, total time): they no longer change
+/// once QEMU reports completion, so they are read after the destination has started,
+/// not during the guest's pause.
+async fn read_final_stats(run: &mut Run<'_>) {
     if let Ok(s) = run.driver.sample().await {
         run.seen.last_sample = Some(s);
     }
-    Ending::Completed
 }
 
 /// After completion: start the destination if it waits paused (never before completion),
@@ -139,15 +146,24 @@ async fn read_final_stats(run: &mut Run<'_>) -> Ending {
 pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
     let mut notes = Vec::new();
     let mut dst = state_of(run.driver, Side::Destination).await;
-    // The destination finishes loading a moment after the source reports completion.
+    // The destination finishes loading a moment after the source reports completion,
+    // while the guest is paused: its `completed` event ends the wait at once; without
+    // events it is asked again every millisecond.
     let settle = Instant::now() + SETTLE;
     while matches!(dst, RunState::InMigrate) && Instant::now() < settle {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::select! {
+            event = run.next_event() => if let Some(event) = event {
+                run.record_late(&event, MigrationStatus::Completed);
+            },
+            _ = tokio::time::sleep(DESTINATION_POLL) => {}
+        }
         dst = state_of(run.driver, Side::Destination).await;
     }
     if matches!(dst, RunState::Paused { .. }) && run.plan.destination.resume {
-        dst = start_destination(run, &mut notes).await;
+        let reported = run.seen.destination_loaded;
+        dst = start_destination(run, reported, &mut notes).await;
     }
+    read_final_stats(run).await;
     let src = state_of(run.driver, Side::Source).await;
     // The source QEMU may live on (or be used again): leave it as the run found it. The
     // TLS credentials the run added go too, on both sides, once the destination runs.
@@ -161,12 +177,13 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
 }
 
 /// Starts a destination that waits paused, only once it reports its incoming migration
-/// completed; returns its run state afterwards.
-async fn start_destination(run: &mut Run<'_>, notes: &mut Vec<String>) -> RunState {
-    let loaded = matches!(
-        run.driver.destination_migration().await,
-        Ok(MigrationStatus::Completed)
-    );
+/// completed (its event, `reported`, or asked now); returns its run state afterwards.
+async fn start_destination(run: &mut Run<'_>, reported: bool, notes: &mut Vec<String>) -> RunState {
+    let loaded = reported
+        || matches!(
+            run.driver.destination_migration().await,
+            Ok(MigrationStatus::Completed)
+        );
     if !loaded {
         notes.push(
             "the destination did not report the incoming migration completed; it was left paused".into(),

@@ -57,6 +57,7 @@ fn drain(events: &mut UnboundedReceiver<DriverEvent>) -> Vec<String> {
     while let Ok(event) = events.try_recv() {
         out.push(match event {
             DriverEvent::Migration { status, .. } => format!("MIGRATION {status:?}"),
+            DriverEvent::DestinationMigration { status, .. } => format!("DESTINATION MIGRATION {status:?}"),
             DriverEvent::Pass { .. } => "PASS".into(),
             DriverEvent::Stop { side, .. } => format!("STOP {side}"),
             DriverEvent::Resume { side, .. } => format!("RESUME {side}"),

@@ -324,3 +324,35 @@ async fn the_report_carries_each_ticks_statistics_where_the_pause_began_and_the_
     assert_eq!(json["plan"]["limits"]["max_bandwidth"], "128MiB/s");
     assert!(json["plan"]["policy"]["escalation"].is_array());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_pause_is_still_checked_at_pre_switchover_with_the_state_the_plan_declares() {
+    // The plan declares 2 GiB of device state; the device reports 16 MiB, so QEMU's own
+    // switchover test passes and it stops the guest at pre-switchover. Answering that
+    // event no longer waits for a query in flight, but the pause is still judged there:
+    // ~16 s at 128 MiB/s is over the 5 s ceiling, so the run cancels, confirmed on a
+    // fresh reading, and the guest runs on the source.
+    let plan = plan(&format!(
+        "{}[limits]\nmax_bandwidth = \"128MiB/s\"\nmax_downtime = \"5s\"\n\
+         [policy]\nescalation = [\"abort\"]\n",
+        device_toml("gpu0", true, "2GiB")
+    ));
+    let vm = with_devices(vm(64, 10), vec![device("gpu0", true, 16 * MIB)]);
+    let run = run(&plan, vm).await;
+    let r = &run.report;
+    assert_eq!(r.result, Outcome::Aborted, "{}", describe(&run));
+    assert_eq!(r.running_on, RunningOn::Source);
+    assert!(
+        matches!(
+            r.reason,
+            Some(Reason::Policy {
+                pass: None,
+                abort: AbortReason::PauseTooLong { max_ms: 5000, .. },
+            })
+        ),
+        "{:?}",
+        r.reason
+    );
+    assert_eq!(run.sim.run_state(Side::Source), RunState::Running);
+    assert_eq!(run.sim.migration_status(), MigrationStatus::Cancelled);
+}

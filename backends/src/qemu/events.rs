@@ -52,6 +52,13 @@ pub(super) fn map(side: Side, event: &QmpEvent) -> Option<DriverEvent> {
                 at,
             })
         }
+        ("MIGRATION", Side::Destination) => {
+            let status = event.data.get("status").and_then(Value::as_str)?;
+            Some(DriverEvent::DestinationMigration {
+                status: MigrationStatus::parse(status),
+                at,
+            })
+        }
         ("MIGRATION_PASS", Side::Source) => {
             let pass = event.data.get("pass").and_then(Value::as_u64)?;
             Some(DriverEvent::Pass { pass, at })

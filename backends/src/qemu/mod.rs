@@ -368,12 +368,16 @@ impl Driver for QmpDriver {
                 setup.stream.xbzrle_cache_bytes.is_some(),
             ),
         ];
-        // The destination must agree on multifd before it listens.
-        let mut there_wanted = vec![(
-            MigrationCapability::multifd,
-            "multifd",
-            setup.stream.multifd_channels.is_some(),
-        )];
+        // The destination must agree on multifd before it listens; its events say the
+        // moment it has loaded, so its guest is started without polling while paused.
+        let mut there_wanted = vec![
+            (
+                MigrationCapability::multifd,
+                "multifd",
+                setup.stream.multifd_channels.is_some(),
+            ),
+            (MigrationCapability::events, "events", true),
+        ];
         if setup.switchover_ack {
             // The source waits for the destination to acknowledge pre-copy devices'
             // initial data; both need the return path for it.

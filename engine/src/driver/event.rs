@@ -14,6 +14,14 @@ pub enum DriverEvent {
         /// When it arrived.
         at: Instant,
     },
+    /// The destination's incoming migration status changed (when the backend has
+    /// events on that side: it is how a run learns the destination has loaded).
+    DestinationMigration {
+        /// New status.
+        status: MigrationStatus,
+        /// When it arrived.
+        at: Instant,
+    },
     /// The source started a new pass.
     Pass {
         /// Pass number.
