@@ -17,12 +17,16 @@
 //!    issue's three workloads, N rounds (default 3), each migration cancelled at the cap
 //!    (default 60 s).
 //!
+//! 5. `demos`: each demo scenario 10 times (or N), counted against what the README
+//!    says it does; needs the binary built with the cli's `demo` feature.
+//!
 //! `vfio-migrate-bench predict [--runs N]` instead measures `check`'s prediction against
 //! the migration that follows it, on five workloads (`BENCH_ONLY=TEXT` keeps those
 //! whose name contains TEXT).
 
 mod child;
 mod converging;
+mod demos;
 mod gate;
 mod observe;
 mod peers;
@@ -121,6 +125,9 @@ fn main() {
     }
     if wants("peers") {
         peers::side_by_side(&bin, runs.unwrap_or(3), cap);
+    }
+    if wants("demos") {
+        demos::repeat(&bin, runs.unwrap_or(10).max(10));
     }
 }
 

@@ -150,6 +150,7 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
     // while the guest is paused: its `completed` event ends the wait at once; without
     // events it is asked again every millisecond.
     let settle = Instant::now() + SETTLE;
+    let mut loaded_now = false;
     while matches!(dst, RunState::InMigrate) && Instant::now() < settle {
         tokio::select! {
             event = run.next_event() => if let Some(event) = event {
@@ -157,9 +158,21 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Where {
             },
             _ = tokio::time::sleep(DESTINATION_POLL) => {}
         }
+        // QEMU's own `completed` on the destination says the state is loaded: start it
+        // without asking first, since the guest is paused until it runs. (`cont` on a
+        // destination that started by itself changes nothing.)
+        if run.seen.destination_loaded && run.plan.destination.resume {
+            loaded_now = true;
+            break;
+        }
         dst = state_of(run.driver, Side::Destination).await;
     }
-    if matches!(dst, RunState::Paused { .. }) && run.plan.destination.resume {
+    // The reply that said "paused" may have overtaken nothing but its own event: take
+    // in what has arrived, so that QEMU's `completed` spares the question below.
+    while let Some(event) = run.try_next_event() {
+        run.record_late(&event, MigrationStatus::Completed);
+    }
+    if (loaded_now || matches!(dst, RunState::Paused { .. })) && run.plan.destination.resume {
         let reported = run.seen.destination_loaded;
         dst = start_destination(run, reported, &mut notes).await;
     }
