@@ -87,9 +87,7 @@ pub fn run(bin: &Path, dir: &Path, plan: &str) -> Measured {
     }
 }
 
-/// Runs `check` on a plan and returns its JSON answer (`Null` when there is none). The
-/// streams benchmark shares this module and does not check.
-#[allow(dead_code)]
+/// Runs `check` on a plan and returns its JSON answer (`Null` when there is none).
 pub fn check(bin: &Path, dir: &Path, plan: &str) -> Value {
     let path = dir.join("check-plan.toml");
     if let Err(e) = std::fs::write(&path, plan) {

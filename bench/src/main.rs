@@ -17,7 +17,9 @@
 //!    issue's three workloads, N rounds (default 3), each migration cancelled at the cap
 //!    (default 60 s).
 //!
-//! 5. `demos`: each demo scenario 10 times (or N), counted against what the README
+//! 5. `streams`: each stream choice of `[migration]` on a migration that cannot
+//!    converge by itself, 3 rounds (or N).
+//! 6. `demos`: each demo scenario 10 times (or N), counted against what the README
 //!    says it does; needs the binary built with the cli's `demo` feature.
 //!
 //! `vfio-migrate-bench predict [--runs N]` instead measures `check`'s prediction against
@@ -31,6 +33,7 @@ mod gate;
 mod observe;
 mod peers;
 mod predict;
+mod streams;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -125,6 +128,9 @@ fn main() {
     }
     if wants("peers") {
         peers::side_by_side(&bin, runs.unwrap_or(3), cap);
+    }
+    if wants("streams") {
+        streams::compare(&bin, runs.unwrap_or(3));
     }
     if wants("demos") {
         demos::repeat(&bin, runs.unwrap_or(10).max(10));

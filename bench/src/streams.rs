@@ -2,19 +2,13 @@
 //! dirtied at 200 MiB/s over a link capped at 128 MiB/s, the plan's default escalation
 //! (throttle with auto-converge, force within the downtime limit, abort), a 120 s
 //! deadline. The choices take turns in each round, on a fresh QEMU pair each run; prints
-//! each run and the medians, asserts nothing.
-//!
-//! ```text
-//! cargo build --release -p vfio-migrate -p vfio-migrate-bench
-//! target/release/vfio-migrate-bench-streams [--runs N]
-//! ```
+//! each run and the medians, asserts nothing (`scripts/bench streams`).
 
-#[path = "child.rs"]
-mod child;
-
-use std::path::PathBuf;
+use std::path::Path;
 
 use rig::{Accel, GuestParams, PairOptions, QemuPair};
+
+use crate::{child, die, median};
 
 /// The choices measured, as `[migration]` lines.
 const CHOICES: &[(&str, &str)] = &[
@@ -37,43 +31,15 @@ fn plan(pair: &QemuPair, migration: &str) -> String {
     )
 }
 
-fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("VFIO_MIGRATE_BIN") {
-        return PathBuf::from(p);
-    }
-    std::env::current_exe()
-        .unwrap_or_default()
-        .with_file_name("vfio-migrate")
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn main() {
-    let runs: usize = std::env::args()
-        .skip_while(|a| a != "--runs")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
-    let bin = binary();
-    if !bin.exists() {
-        eprintln!(
-            "bench: {} not found; build it with `cargo build --release -p vfio-migrate`",
-            bin.display()
-        );
-        std::process::exit(1);
-    }
+/// Runs every choice `runs` times, taking turns, and prints each run and the medians.
+pub fn compare(bin: &Path, runs: usize) {
+    println!("== stream choices: 256 MiB dirtied at 200 MiB/s over 128 MiB/s, {runs} rounds");
     let mut totals: Vec<Vec<f64>> = vec![Vec::new(); CHOICES.len()];
     let mut pauses: Vec<Vec<f64>> = vec![Vec::new(); CHOICES.len()];
     let mut migrated = vec![0usize; CHOICES.len()];
     for round in 0..runs {
         for (i, (name, migration)) in CHOICES.iter().enumerate() {
-            let pair = match QemuPair::start(&PairOptions {
+            let pair = QemuPair::start(&PairOptions {
                 guest: GuestParams {
                     wss_mb: 256,
                     rate_mb: 200,
@@ -81,14 +47,9 @@ fn main() {
                 accel: Accel::Auto,
                 dirty_ring: false,
                 ..PairOptions::default()
-            }) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("bench: cannot start a QEMU pair: {e}");
-                    std::process::exit(1);
-                }
-            };
-            let r = child::run(&bin, pair.dir(), &plan(&pair, migration));
+            })
+            .unwrap_or_else(|e| die(&format!("cannot start a QEMU pair: {e}")));
+            let r = child::run(bin, pair.dir(), &plan(&pair, migration));
             let total = r.report["total_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
             let paused = r.report["paused_ms"].as_u64().map(|ms| ms as f64);
             let actions: Vec<&str> = r.report["actions"]
