@@ -22,6 +22,7 @@
 //! `vfio-migrate-standins` crate.
 
 pub mod host;
+pub mod libvirt;
 mod open;
 pub mod qemu;
 pub mod qmp;

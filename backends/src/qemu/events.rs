@@ -40,7 +40,7 @@ fn spawn(side: Side, mut events: broadcast::Receiver<QmpEvent>, tx: mpsc::Unboun
 }
 
 /// Maps one QMP event; events the engine does not use are dropped here.
-pub(super) fn map(side: Side, event: &QmpEvent) -> Option<DriverEvent> {
+pub(crate) fn map(side: Side, event: &QmpEvent) -> Option<DriverEvent> {
     let at = tokio::time::Instant::from_std(event.received);
     match (event.name.as_str(), side) {
         ("STOP", _) => Some(DriverEvent::Stop { side, at }),

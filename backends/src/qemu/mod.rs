@@ -12,7 +12,7 @@
 //! Facts are validated, not guessed ([`stats`]); a side that does not answer in time is
 //! "not answering", and only a closed connection is "gone".
 
-mod events;
+pub(crate) mod events;
 pub mod stats;
 pub mod stream;
 mod survey;
