@@ -41,9 +41,17 @@ const MOUNTS: [(&str, &str); 5] = [
 ];
 
 /// The namespace's init: mounts the tree, then runs libvirtd as its child and waits, so
-/// that it reaps whatever is re-parented to it. `$1` is the tree.
+/// that it reaps whatever is re-parented to it. `$1` is the tree, `$2` the CPU libvirtd
+/// is pinned to.
+///
+/// Why pinned: libvirt's QEMU capability cache records the host's CPUID, and a cached
+/// file whose CPUID differs from what the daemon reads is probed again. On these hosts
+/// leaf 0x1f reports the x2APIC id of the CPU that runs the instruction, so a daemon on
+/// another CPU than the one that wrote the cache throws it away (~1 s). libvirt sets
+/// each QEMU's affinity to all host CPUs itself, so the guest is not pinned with it.
 const INIT: &str = r#"set -eu
 T=$1
+CPU=$2
 # The mount point must exist; outside the namespace it stays an empty directory.
 mkdir -p /run/libvirt
 mount --bind "$T/etc" /etc/libvirt
@@ -51,7 +59,7 @@ mount --bind "$T/run" /run/libvirt
 mount --bind "$T/lib" /var/lib/libvirt
 mount --bind "$T/cache" /var/cache/libvirt
 mount --bind "$T/log" /var/log/libvirt
-libvirtd --pid-file /run/libvirt/libvirtd.pid &
+taskset -c "$CPU" libvirtd --pid-file /run/libvirt/libvirtd.pid &
 wait $!
 "#;
 
@@ -136,6 +144,7 @@ impl LibvirtDaemon {
             "bash",
         ])
         .arg(tree.path())
+        .arg(first_allowed_cpu().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
@@ -481,7 +490,7 @@ migration_port_max = {}
 /// Whether libvirtd, virsh and unshare are installed and we are root; else why not.
 pub(crate) fn check_available() -> Result<(), RigError> {
     let unavailable = |why: String| Err(RigError::LibvirtUnavailable { why });
-    for tool in ["libvirtd", "virsh", "unshare", "mount", "bash"] {
+    for tool in ["libvirtd", "virsh", "unshare", "mount", "taskset", "bash"] {
         if find_in_path(tool).is_none() {
             return unavailable(format!(
                 "`{tool}` is not installed (scripts/install-deps installs libvirt)"
@@ -518,6 +527,19 @@ fn find_in_path(tool: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|dir| dir.join(tool))
         .find(|p| p.is_file())
+}
+
+/// The lowest CPU this process may run on (`Cpus_allowed_list: 0-1`), else 0.
+fn first_allowed_cpu() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|list| {
+            let first = list.trim().split([',', '-']).next()?;
+            first.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 fn is_root() -> bool {
