@@ -46,6 +46,33 @@ pub enum RigError {
         /// Each candidate with its failure.
         tried: String,
     },
+    /// libvirt cannot run here at all (not installed, or not root): a test may say it is
+    /// skipped, unless `CI_REQUIRE_LIBVIRT=1` says that it must run.
+    #[error("rig: libvirt is not usable here: {why}")]
+    LibvirtUnavailable {
+        /// What is missing.
+        why: String,
+    },
+    /// A libvirt daemon did not start or answer, or its domain did not boot.
+    #[error("rig: {side} libvirtd: {detail}\n{diagnostics}")]
+    Libvirt {
+        /// `source` or `destination`.
+        side: String,
+        /// What did not happen.
+        detail: String,
+        /// The tails of the daemon's own log, its stderr and the domain's QEMU log.
+        diagnostics: String,
+    },
+    /// A `virsh` command failed.
+    #[error("rig: `{command}` failed ({status}): {stderr}")]
+    Virsh {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// What it said.
+        stderr: String,
+    },
 }
 
 /// Wraps an I/O error with what was being done.

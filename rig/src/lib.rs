@@ -19,15 +19,21 @@
 //! (`-incoming defer -S`) with the same machine, CPU and accelerator; the QMP sockets,
 //! serial logs and a free migration port are what a migration tool needs. To try a
 //! migration by hand: `cargo run -p vfio-migrate-rig --example pair -- 256 50`.
+//!
+//! [`LibvirtPair::start`] runs the same guest as a libvirt domain instead: two private
+//! libvirt daemons side by side (each in its own mount and PID namespace), the domain
+//! running on the source, for tests of migrations that libvirt drives.
 
 mod accel;
 mod error;
+mod libvirt;
 mod pair;
 mod process;
 mod spawn;
 
 pub use accel::{Accel, AccelInfo};
 pub use error::RigError;
+pub use libvirt::{LibvirtDaemon, LibvirtPair, LibvirtPairOptions};
 pub use pair::QemuPair;
 pub use process::QemuProcess;
 

@@ -11,7 +11,7 @@ use crate::{PairOptions, MAX_WSS_MB};
 
 /// RAM the guest needs besides its working set: image, page tables, the per-page
 /// counters (4..8 MiB) and the gap below the working set, which starts at 16 MiB.
-const GUEST_OVERHEAD_MB: u32 = 32;
+pub(crate) const GUEST_OVERHEAD_MB: u32 = 32;
 
 /// A source running the guest and a destination waiting for it (`-incoming defer -S`),
 /// in a temporary directory. Dropping it kills both QEMUs, waits for them, and removes

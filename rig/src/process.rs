@@ -264,7 +264,7 @@ impl Drop for QemuProcess {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
+pub(crate) fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
@@ -274,7 +274,7 @@ fn describe(status: ExitStatus) -> String {
 }
 
 /// The command line as one could paste it into a shell (good enough for error messages).
-fn shell_words(cmd: &Command) -> String {
+pub(crate) fn shell_words(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| {
