@@ -405,6 +405,24 @@ impl LibvirtDriver {
         Ok(reply.get("return").cloned().unwrap_or(Value::Null))
     }
 
+    /// The finished migration's statistics: the destination's copy, else the source's.
+    async fn completed_stats(&self) -> Result<ffi::JobStats, DriverError> {
+        if let Some(domain) = self.destination_domain("domjobinfo").await? {
+            let stats = self
+                .call(Side::Destination, "domjobinfo", move || ffi::job_stats(&domain, true))
+                .await?;
+            if stats.kind != job::kind::NONE {
+                return Ok(stats);
+            }
+        }
+        let domain = self.source_domain("domjobinfo")?;
+        self.call(Side::Source, "domjobinfo", move || match ffi::job_stats(&domain, true) {
+            Err(e) if is_no_domain(&e) => Ok(ffi::JobStats::default()),
+            other => other,
+        })
+        .await
+    }
+
     /// The flags and typed parameters the setup implies.
     fn migration_request(&self, uri: &str) -> Result<(u32, MigrateParameters), DriverError> {
         let setup = self.setup.clone().unwrap_or_else(|| Setup {
@@ -568,12 +586,18 @@ impl Driver for LibvirtDriver {
     }
 
     async fn sample(&mut self) -> Result<Sample, DriverError> {
-        let domain = self.source_domain("domjobinfo")?;
         let job = self.job();
-        let finished = !matches!(job, Job::Running | Job::Idle);
-        let stats = self
-            .call(Side::Source, "domjobinfo", move || ffi::job_stats(&domain, finished))
-            .await?;
+        let stats = match &job {
+            // The source may no longer know the domain (`undefine_source`); libvirt hands
+            // the finished job's statistics to the destination with the domain.
+            Job::Completed => self.completed_stats().await?,
+            _ => {
+                let domain = self.source_domain("domjobinfo")?;
+                let finished = !matches!(job, Job::Running | Job::Idle);
+                self.call(Side::Source, "domjobinfo", move || ffi::job_stats(&domain, finished))
+                    .await?
+            }
+        };
         let last_event = self.shared.status.lock().map(|s| s.clone()).unwrap_or(MigrationStatus::None);
         let status = match &job {
             Job::Completed => MigrationStatus::Completed,

@@ -1,0 +1,151 @@
+//! The libvirt driver against two real libvirt daemons (the rig's `LibvirtPair`): what
+//! it reads before a run, a migration it starts and the engine would finish, a job it
+//! aborts, and what it says of each side afterwards.
+//!
+//! Without libvirt the tests say they are skipped, except under `CI_REQUIRE_LIBVIRT=1`.
+
+use std::time::Duration;
+
+use backends::libvirt::{LibvirtDriver, LibvirtTarget};
+use engine::driver::{Driver, DriverEvent, MigrationStatus, RunState, Setup, Side};
+use rig::{GuestParams, LibvirtPair, LibvirtPairOptions, RigError};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn pair(wss_mb: u32, rate_mb: u32) -> Option<LibvirtPair> {
+    let opts = LibvirtPairOptions {
+        guest: GuestParams { wss_mb, rate_mb },
+        ..LibvirtPairOptions::default()
+    };
+    match LibvirtPair::start(&opts) {
+        Ok(pair) => Some(pair),
+        Err(RigError::LibvirtUnavailable { why }) => {
+            assert!(
+                std::env::var("CI_REQUIRE_LIBVIRT").as_deref() != Ok("1"),
+                "{why}; CI_REQUIRE_LIBVIRT=1 forbids skipping"
+            );
+            eprintln!("skipped: {why}");
+            None
+        }
+        Err(e) => panic!("start a libvirt pair: {e}"),
+    }
+}
+
+fn driver(pair: &LibvirtPair, peer_to_peer: bool) -> LibvirtDriver {
+    LibvirtDriver::new(LibvirtTarget {
+        source_uri: pair.source.uri().to_string(),
+        domain: pair.domain().to_string(),
+        destination_uri: pair.destination.uri().to_string(),
+        destination_name: None,
+        peer_to_peer,
+        persist: true,
+        undefine_source: true,
+    })
+}
+
+fn setup(bandwidth_mib: u64) -> Setup {
+    Setup {
+        downtime_limit_ms: 300,
+        max_bandwidth: Some(bandwidth_mib << 20),
+        arm_auto_converge: false,
+        switchover_ack: false,
+        tls: None,
+        stream: Default::default(),
+    }
+}
+
+/// Waits for the destination's end of the migration (the driver reports it when
+/// libvirt's call returns), collecting the source's statuses on the way.
+async fn until_destination_ends(events: &mut UnboundedReceiver<DriverEvent>) -> (MigrationStatus, Vec<MigrationStatus>) {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the migration ended within 60 s")
+            .expect("events keep coming");
+        match event {
+            DriverEvent::Migration { status, .. } => seen.push(status),
+            DriverEvent::DestinationMigration { status, .. } => return (status, seen),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_migration_hands_the_domain_over_paused_until_the_destination_is_resumed() {
+    let Some(pair) = pair(64, 20) else { return };
+    let mut driver = driver(&pair, false);
+    driver.connect().await.expect("connect to both daemons");
+    let mut events = driver.take_events();
+
+    let facts = driver.inspect().await.expect("inspect");
+    assert_eq!(facts.source.run_state, RunState::Running);
+    assert!(facts.source.version.starts_with("10."), "QEMU's version: {}", facts.source.version);
+    assert_eq!(facts.destination.run_state, RunState::InMigrate, "no domain there yet");
+    assert_eq!(facts.destination.migration, MigrationStatus::Setup);
+    assert_eq!(facts.source.ram_bytes, Some(1024 << 20));
+    assert_eq!(facts.source.kvm, pair.accel.kind == "kvm");
+    assert_eq!(facts.source.dirty_ring_size.is_some(), pair.accel.dirty_ring);
+
+    driver.configure(&setup(200)).await.expect("configure");
+    driver.start("").await.expect("start");
+    let (end, statuses) = until_destination_ends(&mut events).await;
+    assert_eq!(end, MigrationStatus::Completed, "{}", pair.diagnostics());
+    assert!(statuses.contains(&MigrationStatus::Active), "QEMU's own statuses arrive: {statuses:?}");
+    assert!(statuses.contains(&MigrationStatus::Completed), "{statuses:?}");
+
+    let sample = driver.sample().await.expect("final statistics");
+    assert_eq!(sample.status, MigrationStatus::Completed);
+    assert!(sample.transferred_bytes > 64 << 20, "{sample:?}");
+    assert!(sample.downtime_ms.is_some(), "{sample:?}");
+
+    // VIR_MIGRATE_PAUSED: the destination waits for the tool.
+    assert!(matches!(driver.run_state(Side::Destination).await, Ok(RunState::Paused { .. })));
+    assert_eq!(driver.destination_migration().await, Ok(MigrationStatus::Completed));
+    assert_eq!(driver.run_state(Side::Source).await, Ok(RunState::PostMigrate));
+    driver.resume(Side::Destination).await.expect("resume the destination");
+    assert_eq!(driver.run_state(Side::Destination).await, Ok(RunState::Running));
+    driver.restore().await.expect("restore");
+
+    assert_eq!(pair.destination.domain_state(pair.domain()).expect("virsh"), "running");
+    // undefine_source: the source no longer knows the domain.
+    assert!(pair.source.domain_state(pair.domain()).is_err(), "the source's definition is gone");
+    let seen = pair.destination.heartbeats(pair.domain()).len();
+    let after = pair
+        .destination
+        .wait_for_heartbeat_after(pair.domain(), seen, Duration::from_secs(5))
+        .expect("the guest runs on the destination");
+    assert_eq!(after.errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_job_leaves_the_guest_running_on_the_source_and_nothing_on_the_destination() {
+    let Some(pair) = pair(256, 200) else { return };
+    let mut driver = driver(&pair, true);
+    driver.connect().await.expect("connect to both daemons");
+    let mut events = driver.take_events();
+    driver.configure(&setup(64)).await.expect("configure");
+    driver.start("").await.expect("start");
+    // Let it copy for a while, as a policy would before it gives up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let running = driver.sample().await.expect("statistics while running");
+    assert_eq!(running.status, MigrationStatus::Active, "{running:?}");
+    assert!(running.total_bytes >= 1024 << 20, "{running:?}");
+    driver.cancel().await.expect("abort the job");
+    let (end, _) = until_destination_ends(&mut events).await;
+    assert_eq!(end, MigrationStatus::Failed);
+    assert_eq!(driver.run_state(Side::Source).await, Ok(RunState::Running));
+    assert_eq!(driver.run_state(Side::Destination).await, Ok(RunState::InMigrate));
+    driver.restore().await.expect("restore");
+    // Cancelling again is harmless.
+    driver.cancel().await.expect("no job left to abort");
+
+    assert_eq!(pair.source.domain_state(pair.domain()).expect("virsh"), "running");
+    assert!(pair.destination.domain_state(pair.domain()).is_err(), "nothing on the destination");
+    let seen = pair.source.heartbeats(pair.domain()).len();
+    let hb = pair
+        .source
+        .wait_for_heartbeat_after(pair.domain(), seen, Duration::from_secs(5))
+        .expect("the guest still runs on the source");
+    assert_eq!(hb.errors, 0);
+}
