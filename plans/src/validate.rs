@@ -9,6 +9,7 @@ use crate::parse::Spans;
 use crate::reader::Mistakes;
 use crate::text::{bounded, quoted};
 
+mod libvirt;
 mod stream;
 mod tls;
 
@@ -18,6 +19,7 @@ pub const QEMU_MAX_DOWNTIME_MS: u64 = 2_000_000;
 /// Runs every cross-key check on a plan that read without mistakes.
 pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
     check_route(plan, spans, m);
+    libvirt::check(plan, spans, m);
     tls::check(plan, spans, m);
     stream::check(plan, spans, m);
     check_limits(&plan.limits, spans, m);
@@ -39,7 +41,8 @@ fn check_route(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
         );
     }
 
-    if plan.migration_uri().is_none() {
+    // Through libvirt the daemons pick the route when the plan names none.
+    if plan.migration_uri().is_none() && !plan.is_libvirt() {
         m.push(
             Diagnostic::new("migration.uri", spans.of("destination"), "no migration URI")
                 .hint("set `listen` in [destination] (the tool makes the destination listen there) or `uri` in [migration]"),
