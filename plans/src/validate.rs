@@ -18,6 +18,11 @@ pub const QEMU_MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Runs every cross-key check on a plan that read without mistakes.
 pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
+    // The other checks take both sides to be of one kind; a plan that mixes them hears
+    // that alone.
+    if !libvirt::check_one_kind(plan, spans, m) {
+        return;
+    }
     check_route(plan, spans, m);
     libvirt::check(plan, spans, m);
     tls::check(plan, spans, m);

@@ -29,23 +29,36 @@ const TLS_DIRS: [&str; 3] = [
     "migration.tls_dir_destination",
 ];
 
+/// Whether both sides are reached the same way; a mistake at the destination's key when
+/// they are not.
+pub(super) fn check_one_kind(plan: &Plan, spans: &Spans, m: &mut Mistakes) -> bool {
+    let (key, message, hint) = match (plan.source.libvirt(), plan.destination.endpoint.libvirt()) {
+        (Some(_), None) => (
+            "destination.qmp",
+            "the source is a libvirt domain and the destination a QMP monitor",
+            "both sides are reached the same way: give the destination `libvirt = \"qemu+ssh://HOST/system\"` too, or the source `qmp = \"...\"`",
+        ),
+        (None, Some(_)) => (
+            "destination.libvirt",
+            "the source is a QMP monitor and the destination a libvirt domain",
+            "both sides are reached the same way: give the source `libvirt = \"qemu:///system\"` and `domain` too, or the destination `qmp = \"...\"`",
+        ),
+        _ => return true,
+    };
+    m.push(Diagnostic::new(key, spans.of(key), message).hint(hint));
+    false
+}
+
+/// The keys that belong to one kind of endpoint, in a plan of the other.
 pub(super) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
     let mut refuse = |key: &str, message: String, hint: &str| {
         m.push(Diagnostic::new(key, spans.of(key), message).hint(hint));
     };
     match (plan.source.libvirt(), plan.destination.endpoint.libvirt()) {
-        (Some(source), Some(destination)) => check_libvirt_plan(plan, source, destination, spans, &mut refuse),
-        (None, None) => check_qmp_plan(plan, spans, &mut refuse),
-        (Some(_), None) => refuse(
-            "destination.qmp",
-            "the source is a libvirt domain and the destination a QMP monitor".into(),
-            "both sides are reached the same way: give the destination `libvirt = \"qemu+ssh://HOST/system\"` too, or the source `qmp = \"...\"`",
-        ),
-        (None, Some(_)) => refuse(
-            "destination.libvirt",
-            "the source is a QMP monitor and the destination a libvirt domain".into(),
-            "both sides are reached the same way: give the source `libvirt = \"qemu:///system\"` and `domain` too, or the destination `qmp = \"...\"`",
-        ),
+        (Some(source), Some(destination)) => {
+            check_libvirt_plan(plan, source, destination, spans, &mut refuse)
+        }
+        _ => check_qmp_plan(plan, spans, &mut refuse),
     }
 }
 
