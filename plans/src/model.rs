@@ -791,6 +791,30 @@ mod tests {
     }
 
     #[test]
+    fn a_libvirt_daemon_is_remote_when_its_uri_names_another_host() {
+        let at = |uri: &str| LibvirtEndpoint {
+            uri: uri.into(),
+            domain: None,
+        };
+        assert_eq!(at("qemu:///system").host(), None);
+        assert_eq!(at("qemu+unix:///system?socket=/run/a.sock").host(), None);
+        assert_eq!(
+            at("qemu+ssh://root@dst.example:22/system").host(),
+            Some("dst.example")
+        );
+        assert_eq!(
+            at("qemu+tls://[2001:db8::2]:16514/system").host(),
+            Some("2001:db8::2")
+        );
+        assert!(!at("qemu:///system").is_remote());
+        assert!(!at("qemu+ssh://localhost/system").is_remote());
+        assert!(!at("qemu+tcp://127.0.0.1/system").is_remote());
+        assert!(!at("test:///default").is_remote());
+        assert!(at("qemu+ssh://dst.example/system").is_remote());
+        assert!(at("qemu+tls://[2001:db8::2]/system").is_remote());
+    }
+
+    #[test]
     fn a_plan_is_echoed_with_the_words_it_was_written_with() {
         assert_words_are_json_names(DirtyRateSource::WORDS);
         assert_words_are_json_names(KernelDirtyMode::WORDS);

@@ -175,9 +175,7 @@ fn check_row(row: &Row, tables: &BTreeMap<String, SchemaTable>) -> Vec<String> {
         let fine = if let Some(other) = cell.strip_prefix("required, or ") {
             // Every kind requires one of the two.
             let other = other.trim_matches('`');
-            !required
-                && !branches.is_empty()
-                && branches.iter().all(|b| b.contains(key) || b.contains(other))
+            !required && !branches.is_empty() && branches.iter().all(|b| b.contains(key) || b.contains(other))
         } else if let Some(other) = cell.strip_prefix("required with ") {
             // The kinds that require `other` require the key too.
             let other = other.trim_matches('`');
