@@ -10,6 +10,13 @@ use crate::qemu::QmpDriver;
 pub fn open(plan: &Plan) -> Box<dyn Driver> {
     match (&plan.source, &plan.destination.endpoint) {
         (Endpoint::Qmp(source), Endpoint::Qmp(destination)) => Box::new(QmpDriver::new(source, destination)),
+        // TEMPORARY: stands in for the libvirt driver until it lands; replace this arm
+        // with it. `cli/src/check.rs` answers libvirt plans before reaching here.
+        (Endpoint::Libvirt(_), Endpoint::Libvirt(_)) => todo!("libvirt driver"),
+        // Validation refuses a plan whose sides are of different kinds.
+        (Endpoint::Qmp(_), Endpoint::Libvirt(_)) | (Endpoint::Libvirt(_), Endpoint::Qmp(_)) => {
+            unreachable!("validation refuses a plan that mixes QMP and libvirt sides")
+        }
     }
 }
 

@@ -145,6 +145,16 @@ pub mod security {
     pub const REMOTE_QMP: bool = false;
 }
 
+/// `[libvirt]`.
+pub mod libvirt {
+    /// Managed migration: the tool's own connections to both daemons drive it.
+    pub const PEER_TO_PEER: bool = false;
+    /// The domain is defined on the destination afterwards, as it was on the source.
+    pub const PERSIST: bool = true;
+    /// The source's definition is removed afterwards, so the VM cannot be started twice.
+    pub const UNDEFINE_SOURCE: bool = true;
+}
+
 /// Applies the defaults that follow another key to the keys the plan left out;
 /// `written` tells whether the plan wrote a key (by dotted path).
 pub(crate) fn follow(plan: &mut Plan, written: impl Fn(&str) -> bool) {

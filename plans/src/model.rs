@@ -22,6 +22,7 @@ pub struct Plan {
     /// The VM being moved.
     pub vm: Vm,
     /// Where the VM runs now.
+    #[schemars(with = "SourceKeys")]
     pub source: Endpoint,
     /// Where it should run afterwards.
     pub destination: Destination,
@@ -43,6 +44,9 @@ pub struct Plan {
     /// Guards the plan lowers on purpose; every one is up unless the plan says otherwise.
     #[serde(default)]
     pub security: Security,
+    /// How libvirt migrates, for a plan whose sides are libvirt domains.
+    #[serde(default)]
+    pub libvirt: LibvirtOptions,
 }
 
 /// The VM being moved.
@@ -58,13 +62,17 @@ pub struct Vm {
 
 /// How the tool reaches the hypervisor on one side of the migration.
 // One variant per kind of control channel, each carrying what that kind needs. Serialized
-// externally tagged, so a plan echoed as JSON keeps the key the TOML used (`"qmp": ...`)
-// and a later kind gets its own key instead of reshaping this one.
+// as the keys the plan's table holds (`"qmp": ...`, or `"libvirt": ...` with `"domain"`),
+// so a plan echoed as JSON keeps the keys the TOML used; the schema says the same through
+// `EndpointKeys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(into = "EndpointKeys")]
+#[schemars(with = "EndpointKeys")]
 pub enum Endpoint {
     /// A QEMU monitor, reached over QMP.
     Qmp(QmpAddress),
+    /// A domain of a libvirt daemon.
+    Libvirt(LibvirtEndpoint),
 }
 
 impl Endpoint {
@@ -72,16 +80,131 @@ impl Endpoint {
     pub fn qmp(&self) -> Option<&QmpAddress> {
         match self {
             Endpoint::Qmp(address) => Some(address),
+            Endpoint::Libvirt(_) => None,
+        }
+    }
+
+    /// The libvirt connection and domain, when this side is reached through libvirt.
+    pub fn libvirt(&self) -> Option<&LibvirtEndpoint> {
+        match self {
+            Endpoint::Qmp(_) => None,
+            Endpoint::Libvirt(endpoint) => Some(endpoint),
         }
     }
 }
 
 impl fmt::Display for Endpoint {
-    /// As the plan wrote it, for messages.
+    /// As the plan wrote it, for messages; a libvirt URI with any password masked.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Qmp(address) => address.fmt(f),
+            Endpoint::Libvirt(endpoint) => endpoint.fmt(f),
         }
+    }
+}
+
+/// A libvirt connection and the domain on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtEndpoint {
+    /// The connection URI: `qemu:///system`, `qemu+ssh://HOST/system`,
+    /// `qemu+tls://HOST/system`, ... (or `test:///default`, libvirt's test driver).
+    pub uri: String,
+    /// The domain, by name or UUID. Always set on the source; on the destination, the
+    /// name the domain gets there, `None` to keep its name.
+    pub domain: Option<String>,
+}
+
+impl LibvirtEndpoint {
+    /// The host the URI names, without user or port; `None` for a daemon on this host
+    /// (`qemu:///system`, `qemu+unix:///system?socket=...`).
+    pub fn host(&self) -> Option<&str> {
+        let (_, rest) = self.uri.split_once("://")?;
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
+            None => host_port.split_once(':').map_or(host_port, |(h, _)| h),
+        };
+        (!host.is_empty()).then_some(host)
+    }
+
+    /// Whether the daemon is on another host: the URI names a host that is not
+    /// `localhost` or a loopback address.
+    pub fn is_remote(&self) -> bool {
+        self.host().is_some_and(|host| {
+            host != "localhost" && !host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        })
+    }
+}
+
+impl fmt::Display for LibvirtEndpoint {
+    /// The URI, any password in it masked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::redact::redact(&self.uri))
+    }
+}
+
+/// The keys of an endpoint table, as the JSON echo and the schema show them.
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+#[schemars(transform = exclusive)]
+enum EndpointKeys {
+    /// A QEMU monitor, reached over QMP.
+    Qmp {
+        /// The monitor's socket: `unix:/path/to/qmp.sock` or `tcp:IP:PORT`.
+        qmp: QmpAddress,
+    },
+    /// A domain of a libvirt daemon.
+    Libvirt {
+        /// The connection URI: `qemu:///system`, `qemu+ssh://HOST/system`,
+        /// `qemu+tls://HOST/system`, `qemu+unix:///system?socket=PATH`; the path is
+        /// `/system` or `/session`.
+        libvirt: String,
+        /// The domain, by name or UUID; required on the source. On the destination, the
+        /// name the domain gets there; when left out, it keeps its name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
+    },
+}
+
+impl From<Endpoint> for EndpointKeys {
+    fn from(endpoint: Endpoint) -> EndpointKeys {
+        match endpoint {
+            Endpoint::Qmp(qmp) => EndpointKeys::Qmp { qmp },
+            Endpoint::Libvirt(LibvirtEndpoint { uri, domain }) => {
+                EndpointKeys::Libvirt { libvirt: uri, domain }
+            }
+        }
+    }
+}
+
+/// The source's endpoint table, for the schema: a libvirt source names its domain.
+#[derive(JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+#[schemars(rename = "SourceEndpoint", transform = exclusive)]
+#[allow(dead_code)] // Only its schema is used.
+enum SourceKeys {
+    /// A QEMU monitor, reached over QMP.
+    Qmp {
+        /// The monitor's socket: `unix:/path/to/qmp.sock` or `tcp:IP:PORT`.
+        qmp: QmpAddress,
+    },
+    /// A domain of a libvirt daemon.
+    Libvirt {
+        /// The connection URI: `qemu:///system`, `qemu+ssh://HOST/system`,
+        /// `qemu+tls://HOST/system`, `qemu+unix:///system?socket=PATH`; the path is
+        /// `/system` or `/session`.
+        libvirt: String,
+        /// The domain to migrate, by name or UUID.
+        domain: String,
+    },
+}
+
+/// An endpoint table holds the keys of exactly one kind: the schema of an untagged enum
+/// says `anyOf`, this makes it `oneOf`.
+fn exclusive(schema: &mut schemars::Schema) {
+    if let Some(branches) = schema.remove("anyOf") {
+        schema.insert("oneOf".into(), branches);
     }
 }
 
@@ -164,6 +287,18 @@ fn tls_dir() -> PathBuf {
 
 fn multifd_compression() -> MultifdCompression {
     defaults::migration::MULTIFD_COMPRESSION
+}
+
+fn peer_to_peer() -> bool {
+    defaults::libvirt::PEER_TO_PEER
+}
+
+fn persist() -> bool {
+    defaults::libvirt::PERSIST
+}
+
+fn undefine_source() -> bool {
+    defaults::libvirt::UNDEFINE_SOURCE
 }
 
 fn precopy() -> bool {
@@ -318,6 +453,9 @@ pub struct Device {
     pub id: String,
     /// The host PCI address on the source, e.g. `0000:3b:00.1`.
     pub host: Option<String>,
+    /// With libvirt endpoints, the destination host's PCI device this device becomes,
+    /// e.g. `0000:5e:00.3`, in lower case.
+    pub destination_host: Option<String>,
     /// Whether the device supports pre-copy. A device without it stays `running` until
     /// the VM stops and saves everything in stop-copy.
     #[serde(default = "precopy")]
@@ -564,9 +702,47 @@ impl Default for Security {
     }
 }
 
+/// How libvirt migrates a plan whose sides are libvirt domains (`[libvirt]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LibvirtOptions {
+    /// The source's daemon connects to the destination's itself
+    /// (`VIR_MIGRATE_PEER2PEER`); otherwise the tool connects to both (managed
+    /// migration).
+    #[serde(default = "peer_to_peer")]
+    pub peer_to_peer: bool,
+    /// Define the domain on the destination once migrated (`VIR_MIGRATE_PERSIST_DEST`).
+    #[serde(default = "persist")]
+    pub persist: bool,
+    /// Remove the source's definition once migrated (`VIR_MIGRATE_UNDEFINE_SOURCE`), so
+    /// that the VM cannot be started on both hosts.
+    #[serde(default = "undefine_source")]
+    pub undefine_source: bool,
+}
+
+impl Default for LibvirtOptions {
+    fn default() -> Self {
+        LibvirtOptions {
+            peer_to_peer: defaults::libvirt::PEER_TO_PEER,
+            persist: defaults::libvirt::PERSIST,
+            undefine_source: defaults::libvirt::UNDEFINE_SOURCE,
+        }
+    }
+}
+
 impl Plan {
-    /// The URI the source sends the migration stream to.
+    /// Whether the plan reaches its sides through libvirt (the source's kind; validation
+    /// has made sure the destination is of the same kind).
+    pub fn is_libvirt(&self) -> bool {
+        self.source.libvirt().is_some()
+    }
+
+    /// The URI the source sends the migration stream to. Through libvirt, `None` unless
+    /// `migration.uri` names one: libvirt then sends it to the destination host.
     pub fn migration_uri(&self) -> Option<&str> {
+        if self.is_libvirt() {
+            return self.migration.uri.as_deref();
+        }
         self.migration
             .uri
             .as_deref()
@@ -612,6 +788,30 @@ mod tests {
         assert!(tcp("192.0.2.10").is_remote());
         assert!(tcp("0.0.0.0").is_remote());
         assert!(tcp("::ffff:127.0.0.1").is_remote());
+    }
+
+    #[test]
+    fn a_libvirt_daemon_is_remote_when_its_uri_names_another_host() {
+        let at = |uri: &str| LibvirtEndpoint {
+            uri: uri.into(),
+            domain: None,
+        };
+        assert_eq!(at("qemu:///system").host(), None);
+        assert_eq!(at("qemu+unix:///system?socket=/run/a.sock").host(), None);
+        assert_eq!(
+            at("qemu+ssh://root@dst.example:22/system").host(),
+            Some("dst.example")
+        );
+        assert_eq!(
+            at("qemu+tls://[2001:db8::2]:16514/system").host(),
+            Some("2001:db8::2")
+        );
+        assert!(!at("qemu:///system").is_remote());
+        assert!(!at("qemu+ssh://localhost/system").is_remote());
+        assert!(!at("qemu+tcp://127.0.0.1/system").is_remote());
+        assert!(!at("test:///default").is_remote());
+        assert!(at("qemu+ssh://dst.example/system").is_remote());
+        assert!(at("qemu+tls://[2001:db8::2]/system").is_remote());
     }
 
     #[test]

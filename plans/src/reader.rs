@@ -107,6 +107,11 @@ impl<'a, 'i> TableReader<'a, 'i> {
             .map(|(k, v)| (v, k.span()))
     }
 
+    /// Where the key's value is, when the key is present.
+    pub(crate) fn value_span(&self, key: &str) -> Option<Range<usize>> {
+        self.entry(key).map(|(v, _)| v.span())
+    }
+
     /// Whether the key is present.
     pub(crate) fn has(&self, key: &str) -> bool {
         self.entry(key).is_some()

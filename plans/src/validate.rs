@@ -9,6 +9,7 @@ use crate::parse::Spans;
 use crate::reader::Mistakes;
 use crate::text::{bounded, quoted};
 
+mod libvirt;
 mod stream;
 mod tls;
 
@@ -17,7 +18,13 @@ pub const QEMU_MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Runs every cross-key check on a plan that read without mistakes.
 pub(crate) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
+    // The other checks take both sides to be of one kind; a plan that mixes them hears
+    // that alone.
+    if !libvirt::check_one_kind(plan, spans, m) {
+        return;
+    }
     check_route(plan, spans, m);
+    libvirt::check(plan, spans, m);
     tls::check(plan, spans, m);
     stream::check(plan, spans, m);
     check_limits(&plan.limits, spans, m);
@@ -39,7 +46,8 @@ fn check_route(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
         );
     }
 
-    if plan.migration_uri().is_none() {
+    // Through libvirt the daemons pick the route when the plan names none.
+    if plan.migration_uri().is_none() && !plan.is_libvirt() {
         m.push(
             Diagnostic::new("migration.uri", spans.of("destination"), "no migration URI")
                 .hint("set `listen` in [destination] (the tool makes the destination listen there) or `uri` in [migration]"),

@@ -5,7 +5,9 @@
 //! A default cell is one of: `required`; `none` or `QEMU's` (the tool sets nothing);
 //! a value such as `` `300ms` `` or `` `"kernel"` ``, optionally followed by "at most
 //! `key`"; "= `key`" (the same as another key); or, for a row naming several keys, their
-//! values separated by commas.
+//! values separated by commas. Where a table holds the keys of one of several kinds (an
+//! endpoint's `qmp` or `libvirt`), "required, or `other`" says one of the two must be
+//! written, and "required with `other`" that the key must be written with `other`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -75,6 +77,8 @@ fn documented_rows(md: &str) -> Vec<Row> {
 struct SchemaTable {
     properties: BTreeMap<String, Value>,
     required: BTreeSet<String>,
+    /// The keys each `oneOf` branch requires.
+    branches: Vec<BTreeSet<String>>,
 }
 
 fn definition<'s>(schema: &'s Value, reference: &Value) -> &'s Value {
@@ -109,6 +113,7 @@ fn collect(def: &Value, into: &mut SchemaTable) {
                     .extend(props.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
             let r = required(branch);
+            into.branches.push(r.clone());
             every = Some(every.map_or(r.clone(), |e| e.intersection(&r).cloned().collect()));
         }
         into.required.extend(every.unwrap_or_default());
@@ -127,6 +132,7 @@ fn schema_tables() -> BTreeMap<String, SchemaTable> {
         let mut table = SchemaTable {
             properties: BTreeMap::new(),
             required: BTreeSet::new(),
+            branches: Vec::new(),
         };
         collect(definition(&schema, reference), &mut table);
         tables.insert(name.clone(), table);
@@ -165,7 +171,17 @@ fn check_row(row: &Row, tables: &BTreeMap<String, SchemaTable>) -> Vec<String> {
     for (key, cell) in row.keys.iter().zip(values) {
         let code = schema_default(tables, &row.table, key);
         let required = table.required.contains(key);
-        let fine = if cell == "required" || required {
+        let branches = &table.branches;
+        let fine = if let Some(other) = cell.strip_prefix("required, or ") {
+            // Every kind requires one of the two.
+            let other = other.trim_matches('`');
+            !required && !branches.is_empty() && branches.iter().all(|b| b.contains(key) || b.contains(other))
+        } else if let Some(other) = cell.strip_prefix("required with ") {
+            // The kinds that require `other` require the key too.
+            let other = other.trim_matches('`');
+            let with_other: Vec<_> = branches.iter().filter(|b| b.contains(other)).collect();
+            !required && !with_other.is_empty() && with_other.iter().all(|b| b.contains(key))
+        } else if cell == "required" || required {
             cell == "required" && required
         } else if let Some(other) = cell.strip_prefix("= ") {
             code == schema_default(tables, &row.table, other.trim_matches('`'))

@@ -1,6 +1,7 @@
-//! Each side of a plan is an [`Endpoint`]; today that is a QEMU monitor reached over QMP.
-//! The TOML and the JSON echo (`vfio-migrate validate --output json`) keep the key the
-//! operator wrote, `qmp`, whatever shape the model has inside.
+//! Each side of a plan is an [`Endpoint`]: here a QEMU monitor reached over QMP (libvirt
+//! endpoints are in `libvirt.rs`). The TOML and the JSON echo (`vfio-migrate validate
+//! --output json`) keep the key the operator wrote, `qmp`, whatever shape the model has
+//! inside.
 
 use plans::{Endpoint, QmpAddress};
 use serde_json::json;

@@ -34,7 +34,12 @@ pub(super) fn read_devices(top: &TableReader<'_, '_>, m: &mut Mistakes) -> Optio
 }
 
 fn read_device(path: String, t: &DeTable<'_>, s: std::ops::Range<usize>, m: &mut Mistakes) -> Option<Device> {
-    let r = TableReader::new(path.clone(), t, s, &["id", "host", "precopy", "state_size"]);
+    let r = TableReader::new(
+        path.clone(),
+        t,
+        s,
+        &["id", "host", "destination_host", "precopy", "state_size"],
+    );
     let id = r.name(m, "id", "hostdev0");
     if id.is_none() && !r.has("id") {
         r.missing(m, "id", "give the device's QOM id, e.g. `id = \"hostdev0\"`");
@@ -52,12 +57,29 @@ fn read_device(path: String, t: &DeTable<'_>, s: std::ops::Range<usize>, m: &mut
             );
         }
     }
+    let destination_host = r.string(m, "destination_host");
+    let destination_host = match destination_host {
+        Some(h) if !is_pci_address(&h.value) => {
+            m.push(
+                Diagnostic::new(
+                    format!("{path}.destination_host"),
+                    h.span.clone(),
+                    format!("{} is not a PCI address", quoted(&h.value)),
+                )
+                .hint("write the destination host's address as sysfs shows it there, e.g. \"0000:5e:00.3\""),
+            );
+            None
+        }
+        // Hex digits in either case name the same device; one spelling compares equal.
+        h => h.map(|h| h.value.to_ascii_lowercase()),
+    };
     let precopy = r.boolean(m, "precopy");
     let state_size = r.bytes(m, "state_size", "512MiB");
     r.finish(m);
     Some(Device {
         id: id?.value,
         host: host.map(|h| h.value),
+        destination_host,
         precopy: precopy.map_or(defaults::devices::PRECOPY, |p| p.value),
         state_size: state_size.map(|s| s.value),
     })

@@ -11,26 +11,44 @@ use crate::defaults;
 use crate::diagnostic::Diagnostic;
 use crate::model::*;
 use crate::reader::{At, Mistakes, TableReader};
-use crate::text::{bounded, quoted};
+use crate::text::{bounded, is_unprintable, quoted};
 
 use super::{stream, tls};
 
 /// The keys of `[source]`: an endpoint's only.
-const SOURCE_KEYS: &[&str] = &["qmp"];
+const SOURCE_KEYS: &[&str] = &["qmp", "libvirt", "domain"];
 
 /// The keys of `[destination]`: an endpoint's, and what the tool does with the destination.
-const DESTINATION_KEYS: &[&str] = &["qmp", "listen", "resume"];
+const DESTINATION_KEYS: &[&str] = &["qmp", "libvirt", "domain", "listen", "resume"];
+
+/// The hint for an endpoint table that names neither kind.
+const EITHER_KIND: &str = "write `qmp = \"unix:/run/qemu/vm.qmp\"` to reach a QEMU monitor, or `libvirt = \"qemu:///system\"` with `domain = \"vm1\"` to reach a libvirt domain";
+
+/// The URI of libvirt's built-in test driver, accepted beside the qemu driver's so that
+/// the tool's libvirt side can be tried without a hypervisor.
+pub(crate) const LIBVIRT_TEST_DRIVER: &str = "test:///default";
+
+/// The transports libvirt's remote driver knows (`qemu+TRANSPORT://`).
+const LIBVIRT_TRANSPORTS: &[&str] = &["ssh", "tls", "tcp", "unix", "libssh", "libssh2", "ext"];
+
+/// Whether an endpoint's libvirt domain must be named: on the source it must, on the
+/// destination it is the name the domain gets there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Domain {
+    Required,
+    Optional,
+}
 
 pub(super) fn read_source(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes) -> Option<Endpoint> {
     let r = TableReader::new("source", t, s, SOURCE_KEYS);
-    let endpoint = read_endpoint(&r, m);
+    let endpoint = read_endpoint(&r, m, Domain::Required);
     r.finish(m);
     endpoint
 }
 
 pub(super) fn read_destination(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes) -> Option<Destination> {
     let r = TableReader::new("destination", t, s, DESTINATION_KEYS);
-    let endpoint = read_endpoint(&r, m);
+    let endpoint = read_endpoint(&r, m, Domain::Optional);
     let listen = r.string(m, "listen");
     if let Some(l) = &listen {
         check_migration_uri("destination.listen", l, m);
@@ -45,9 +63,189 @@ pub(super) fn read_destination(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistake
 }
 
 /// Reads the keys that say how a side is reached. Which kind of endpoint a table names
-/// is decided here, from the keys it holds; today there is one kind, `qmp`.
-fn read_endpoint(r: &TableReader<'_, '_>, m: &mut Mistakes) -> Option<Endpoint> {
-    read_qmp(r, m).map(Endpoint::Qmp)
+/// is decided here, from the keys it holds: `qmp` for a QEMU monitor, `libvirt` (with
+/// `domain`) for a libvirt domain.
+fn read_endpoint(r: &TableReader<'_, '_>, m: &mut Mistakes, domain: Domain) -> Option<Endpoint> {
+    match (r.value_span("qmp"), r.value_span("libvirt")) {
+        (Some(qmp), Some(libvirt)) => {
+            // The one written second is the one too many.
+            let second = if libvirt.start > qmp.start {
+                ("libvirt", libvirt)
+            } else {
+                ("qmp", qmp)
+            };
+            m.push(
+                Diagnostic::new(
+                    r.key_path(second.0),
+                    second.1,
+                    "`qmp` and `libvirt` cannot both be set: a side is reached one way",
+                )
+                .hint("keep `qmp` to reach the QEMU monitor, or `libvirt` with `domain` to reach the domain through libvirt; remove the other"),
+            );
+            None
+        }
+        (None, None) => {
+            r.missing(m, "qmp", EITHER_KIND);
+            None
+        }
+        (Some(_), None) => {
+            if let Some(span) = r.value_span("domain") {
+                m.push(
+                    Diagnostic::new(r.key_path("domain"), span, "`domain` goes with `libvirt`, not `qmp`")
+                        .hint("a QMP monitor belongs to one VM already: remove `domain`, or reach the side through libvirt with `libvirt = \"qemu:///system\"`"),
+                );
+            }
+            read_qmp(r, m).map(Endpoint::Qmp)
+        }
+        (None, Some(_)) => read_libvirt(r, m, domain).map(Endpoint::Libvirt),
+    }
+}
+
+fn read_libvirt(r: &TableReader<'_, '_>, m: &mut Mistakes, domain: Domain) -> Option<LibvirtEndpoint> {
+    let uri = r.string(m, "libvirt");
+    let uri = uri.and_then(|uri| match check_libvirt_uri(&uri.value) {
+        Ok(()) => Some(uri.value),
+        Err((msg, hint)) => {
+            m.push(Diagnostic::new(r.key_path("libvirt"), uri.span, msg).hint(hint));
+            None
+        }
+    });
+    let name = if r.has("domain") {
+        let name = r.name(m, "domain", "vm1")?;
+        if name.value.contains('/') {
+            m.push(
+                Diagnostic::new(
+                    r.key_path("domain"),
+                    name.span,
+                    format!(
+                        "{} is not a domain name or UUID: libvirt's names hold no \"/\"",
+                        quoted(&name.value)
+                    ),
+                )
+                .hint("write the domain's name as `virsh list --all` shows it, or its UUID"),
+            );
+            return None;
+        }
+        Some(name.value)
+    } else {
+        if domain == Domain::Required {
+            r.missing(
+                m,
+                "domain",
+                "name the domain to migrate, by name or UUID: e.g. `domain = \"vm1\"`",
+            );
+            return None;
+        }
+        None
+    };
+    Some(LibvirtEndpoint {
+        uri: uri?,
+        domain: name,
+    })
+}
+
+/// Checks a libvirt connection URI: the qemu driver, over one of libvirt's transports, to
+/// the system or session daemon; or [`LIBVIRT_TEST_DRIVER`].
+fn check_libvirt_uri(text: &str) -> Result<(), (String, String)> {
+    let example =
+        "write e.g. `libvirt = \"qemu:///system\"` or `libvirt = \"qemu+ssh://host.example/system\"`";
+    if text == LIBVIRT_TEST_DRIVER {
+        return Ok(());
+    }
+    let not_a_uri = |why: &str| {
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {why}")
+        };
+        Err((
+            format!("{} is not a libvirt URI{why}", quoted(text)),
+            example.to_string(),
+        ))
+    };
+    if text.chars().any(|c| c.is_whitespace() || is_unprintable(c)) {
+        return not_a_uri("it holds a space or a control character");
+    }
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return not_a_uri("");
+    };
+    let (driver, transport) = match scheme.split_once('+') {
+        Some((driver, transport)) => (driver, Some(transport)),
+        None => (scheme, None),
+    };
+    if driver != "qemu" {
+        return Err((
+            format!("{} names libvirt's {} driver, not its qemu driver", quoted(text), quoted(driver)),
+            "this tool migrates QEMU/KVM domains: write `qemu:///system` for this host, `qemu+ssh://HOST/system` or `qemu+tls://HOST/system` for another".into(),
+        ));
+    }
+    if let Some(transport) = transport.filter(|t| !LIBVIRT_TRANSPORTS.contains(t)) {
+        return Err((
+            format!(
+                "{} names the unknown transport {}",
+                quoted(text),
+                quoted(transport)
+            ),
+            format!(
+                "libvirt's transports are {}; e.g. `qemu+ssh://HOST/system`",
+                LIBVIRT_TRANSPORTS.join(", ")
+            ),
+        ));
+    }
+    let hierarchical = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let (authority, path) = hierarchical.split_at(hierarchical.find('/').unwrap_or(hierarchical.len()));
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if userinfo.contains(':') {
+            return Err((
+                format!("{} carries a password", quoted(text)),
+                "libvirt takes no password in its URI: it authenticates with SSH keys, TLS certificates or SASL; remove `:PASSWORD`".into(),
+            ));
+        }
+    }
+    if uri_host_port(authority).is_none() {
+        return not_a_uri(
+            "the host is not an IP address or a host name, or the port not a number from 1 to 65535",
+        );
+    }
+    if path != "/system" && path != "/session" {
+        return Err((
+            format!("{} names no QEMU daemon: the path must be /system or /session", quoted(text)),
+            "`/system` reaches the daemon that runs the host's VMs, `/session` a user's own; e.g. `qemu+ssh://HOST/system`".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The host and port of a URI's authority (`[user@]host[:port]`, `[v6]` too); the host
+/// is empty for a URI without one. `None` when either is malformed.
+fn uri_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return None;
+            }
+            (host, after)
+        }
+        None => match host_port.find(':') {
+            Some(i) => (&host_port[..i], &host_port[i..]),
+            None => (host_port, ""),
+        },
+    };
+    let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if !host.chars().all(host_char) {
+        return None;
+    }
+    let port = match port.strip_prefix(':') {
+        None if port.is_empty() => None,
+        None => return None,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok().filter(|p| *p != 0)?)
+        }
+        Some(_) => return None,
+    };
+    Some((host, port))
 }
 
 fn read_qmp(r: &TableReader<'_, '_>, m: &mut Mistakes) -> Option<QmpAddress> {

@@ -5,6 +5,7 @@
 
 mod devices;
 mod endpoints;
+mod libvirt;
 mod limits;
 mod policy;
 mod security;
@@ -20,6 +21,7 @@ use crate::defaults;
 use crate::model::*;
 use crate::reader::{Mistakes, TableReader};
 
+pub(crate) use endpoints::LIBVIRT_TEST_DRIVER;
 pub(crate) use spans::Spans;
 
 /// The plan's parts as read; a part is `None` when reading it found a mistake.
@@ -33,6 +35,7 @@ struct Parts {
     convergence: Option<Convergence>,
     policy: Option<Policy>,
     security: Option<Security>,
+    libvirt: Option<LibvirtOptions>,
 }
 
 impl Parts {
@@ -48,6 +51,7 @@ impl Parts {
             convergence: self.convergence?,
             policy: self.policy?,
             security: self.security?,
+            libvirt: self.libvirt?,
         })
     }
 }
@@ -65,6 +69,7 @@ pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes
         "convergence",
         "policy",
         "security",
+        "libvirt",
     ];
     let spans = Spans::of_document(root, span.clone());
     let top = TableReader::new("", root, span, KEYS);
@@ -75,14 +80,14 @@ pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes
             &top,
             m,
             "source",
-            "add a [source] table with `qmp = \"unix:/path/to/qmp.sock\"`",
+            "add a [source] table with `qmp = \"unix:/path/to/qmp.sock\"`, or with `libvirt = \"qemu:///system\"` and `domain = \"vm1\"`",
         )
         .and_then(|(t, s)| endpoints::read_source(t, s, m)),
         destination: required_table(
             &top,
             m,
             "destination",
-            "add a [destination] table with `qmp = \"unix:/path/to/qmp.sock\"`",
+            "add a [destination] table with `qmp = \"unix:/path/to/qmp.sock\"`, or with `libvirt = \"qemu+ssh://HOST/system\"`",
         )
         .and_then(|(t, s)| endpoints::read_destination(t, s, m)),
         migration: optional_table(&top, m, "migration", endpoints::read_migration),
@@ -91,6 +96,7 @@ pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes
         convergence: optional_table(&top, m, "convergence", limits::read_convergence),
         policy: optional_table(&top, m, "policy", policy::read_policy),
         security: optional_table(&top, m, "security", security::read_security),
+        libvirt: optional_table(&top, m, "libvirt", libvirt::read_libvirt),
     };
     top.finish(m);
     let mut plan = parts.plan();

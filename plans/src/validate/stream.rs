@@ -70,7 +70,8 @@ pub(super) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
             "QEMU 10.0 refuses it (\"Postcopy is not yet compatible with multifd\"); remove `postcopy` or `multifd_channels`",
         );
     }
-    if multifd && plan.destination.listen.is_none() {
+    // libvirt sets the channels on both sides before it makes the destination listen.
+    if multifd && plan.destination.listen.is_none() && !plan.is_libvirt() {
         refuse(
             "multifd_channels",
             "multifd needs the destination set up before it listens".into(),

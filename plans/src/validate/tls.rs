@@ -22,32 +22,42 @@ const TLS_ONLY: [&str; 4] = [
 ];
 
 pub(super) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
-    let Some((uri_key, uri)) = stream_uri(plan, spans) else {
+    let Some(route) = route(plan, spans) else {
         return; // No URI is a mistake of its own.
     };
     if !plan.migration.tls {
-        for key in TLS_ONLY.into_iter().filter(|key| spans.written(key)) {
+        // With libvirt the directories are refused whatever `tls` says (see `libvirt`).
+        let refused_anyway = |key: &&str| plan.is_libvirt() && *key != "migration.tls_hostname";
+        for key in TLS_ONLY
+            .into_iter()
+            .filter(|key| spans.written(key) && !refused_anyway(key))
+        {
             m.push(
                 Diagnostic::new(key, spans.of(key), "has no effect: the stream is not encrypted")
                     .hint("add `tls = true` to [migration] to encrypt the stream with these certificates, or remove the key"),
             );
         }
-        if let Some(host) = remote_host(uri).filter(|_| !spans.written("migration.tls")) {
+        if let Some(host) = route.remote.filter(|_| !spans.written("migration.tls")) {
+            let hint = if plan.is_libvirt() {
+                "it carries the guest's whole memory: add `tls = true` to [migration] (libvirt's VIR_MIGRATE_TLS, with the certificates each host's qemu.conf names), or `tls = false` to send it in the clear on purpose"
+            } else {
+                "it carries the guest's whole memory: add `tls = true` to [migration] (certificates in /etc/pki/qemu on both hosts, or `tls_dir`), or `tls = false` to send it in the clear on purpose"
+            };
             m.push(
                 Diagnostic::new(
-                    uri_key,
-                    spans.of(uri_key),
+                    route.key,
+                    spans.of(route.key),
                     format!(
                         "the migration stream to {} would leave this host unencrypted",
                         host.escape_debug()
                     ),
                 )
-                .hint("it carries the guest's whole memory: add `tls = true` to [migration] (certificates in /etc/pki/qemu on both hosts, or `tls_dir`), or `tls = false` to send it in the clear on purpose"),
+                .hint(hint),
             );
         }
         return;
     }
-    if uri.starts_with("unix:") && plan.migration.tls_hostname.is_none() {
+    if route.unix && plan.migration.tls_hostname.is_none() {
         m.push(
             Diagnostic::new(
                 "migration.tls_hostname",
@@ -59,13 +69,36 @@ pub(super) fn check(plan: &Plan, spans: &Spans, m: &mut Mistakes) {
     }
 }
 
-/// The URI the source sends the stream to, and the key that gave it.
-fn stream_uri<'p>(plan: &'p Plan, spans: &Spans) -> Option<(&'static str, &'p str)> {
-    let key = match spans.written("migration.uri") {
-        true => "migration.uri",
-        false => "destination.listen",
-    };
-    Some((key, plan.migration_uri()?))
+/// Where the source sends the stream.
+struct Route<'p> {
+    /// The key that says so.
+    key: &'static str,
+    /// The host it goes to, when that is not this host.
+    remote: Option<&'p str>,
+    /// Whether it is a unix socket, which names no host.
+    unix: bool,
+}
+
+/// The route of the stream: the URI the plan gives, or, through libvirt without one, the
+/// destination daemon's host, which libvirt sends the stream to.
+fn route<'p>(plan: &'p Plan, spans: &Spans) -> Option<Route<'p>> {
+    if let Some(uri) = plan.migration_uri() {
+        let key = match spans.written("migration.uri") {
+            true => "migration.uri",
+            false => "destination.listen",
+        };
+        return Some(Route {
+            key,
+            remote: remote_host(uri),
+            unix: uri.starts_with("unix:"),
+        });
+    }
+    let destination = plan.destination.endpoint.libvirt()?;
+    Some(Route {
+        key: "destination.libvirt",
+        remote: destination.host().filter(|_| destination.is_remote()),
+        unix: false,
+    })
 }
 
 /// The host a `tcp:HOST:PORT` URI names when it is not this host; `None` for loopback
