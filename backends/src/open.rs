@@ -3,6 +3,7 @@
 use engine::Driver;
 use plans::{Endpoint, Plan};
 
+use crate::libvirt::{LibvirtDriver, LibvirtTarget};
 use crate::qemu::QmpDriver;
 
 /// The driver for the plan's two sides. Nothing is contacted until the engine calls
@@ -10,9 +11,18 @@ use crate::qemu::QmpDriver;
 pub fn open(plan: &Plan) -> Box<dyn Driver> {
     match (&plan.source, &plan.destination.endpoint) {
         (Endpoint::Qmp(source), Endpoint::Qmp(destination)) => Box::new(QmpDriver::new(source, destination)),
-        // TEMPORARY: stands in for the libvirt driver until it lands; replace this arm
-        // with it. `cli/src/check.rs` answers libvirt plans before reaching here.
-        (Endpoint::Libvirt(_), Endpoint::Libvirt(_)) => todo!("libvirt driver"),
+        (Endpoint::Libvirt(source), Endpoint::Libvirt(destination)) => {
+            Box::new(LibvirtDriver::new(LibvirtTarget {
+                source_uri: source.uri.clone(),
+                // Validation requires the source's domain.
+                domain: source.domain.clone().unwrap_or_default(),
+                destination_uri: destination.uri.clone(),
+                destination_name: destination.domain.clone(),
+                peer_to_peer: plan.libvirt.peer_to_peer,
+                persist: plan.libvirt.persist,
+                undefine_source: plan.libvirt.undefine_source,
+            }))
+        }
         // Validation refuses a plan whose sides are of different kinds.
         (Endpoint::Qmp(_), Endpoint::Libvirt(_)) | (Endpoint::Libvirt(_), Endpoint::Qmp(_)) => {
             unreachable!("validation refuses a plan that mixes QMP and libvirt sides")

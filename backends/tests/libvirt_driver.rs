@@ -55,7 +55,9 @@ fn setup(bandwidth_mib: u64) -> Setup {
 
 /// Waits for the destination's end of the migration (the driver reports it when
 /// libvirt's call returns), collecting the source's statuses on the way.
-async fn until_destination_ends(events: &mut UnboundedReceiver<DriverEvent>) -> (MigrationStatus, Vec<MigrationStatus>) {
+async fn until_destination_ends(
+    events: &mut UnboundedReceiver<DriverEvent>,
+) -> (MigrationStatus, Vec<MigrationStatus>) {
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -80,8 +82,16 @@ async fn a_managed_migration_hands_the_domain_over_paused_until_the_destination_
 
     let facts = driver.inspect().await.expect("inspect");
     assert_eq!(facts.source.run_state, RunState::Running);
-    assert!(facts.source.version.starts_with("10."), "QEMU's version: {}", facts.source.version);
-    assert_eq!(facts.destination.run_state, RunState::InMigrate, "no domain there yet");
+    assert!(
+        facts.source.version.starts_with("10."),
+        "QEMU's version: {}",
+        facts.source.version
+    );
+    assert_eq!(
+        facts.destination.run_state,
+        RunState::InMigrate,
+        "no domain there yet"
+    );
     assert_eq!(facts.destination.migration, MigrationStatus::Setup);
     assert_eq!(facts.source.ram_bytes, Some(1024 << 20));
     assert_eq!(facts.source.kvm, pair.accel.kind == "kvm");
@@ -91,7 +101,10 @@ async fn a_managed_migration_hands_the_domain_over_paused_until_the_destination_
     driver.start("").await.expect("start");
     let (end, statuses) = until_destination_ends(&mut events).await;
     assert_eq!(end, MigrationStatus::Completed, "{}", pair.diagnostics());
-    assert!(statuses.contains(&MigrationStatus::Active), "QEMU's own statuses arrive: {statuses:?}");
+    assert!(
+        statuses.contains(&MigrationStatus::Active),
+        "QEMU's own statuses arrive: {statuses:?}"
+    );
     assert!(statuses.contains(&MigrationStatus::Completed), "{statuses:?}");
 
     let sample = driver.sample().await.expect("final statistics");
@@ -100,16 +113,31 @@ async fn a_managed_migration_hands_the_domain_over_paused_until_the_destination_
     assert!(sample.downtime_ms.is_some(), "{sample:?}");
 
     // VIR_MIGRATE_PAUSED: the destination waits for the tool.
-    assert!(matches!(driver.run_state(Side::Destination).await, Ok(RunState::Paused { .. })));
-    assert_eq!(driver.destination_migration().await, Ok(MigrationStatus::Completed));
+    assert!(matches!(
+        driver.run_state(Side::Destination).await,
+        Ok(RunState::Paused { .. })
+    ));
+    assert_eq!(
+        driver.destination_migration().await,
+        Ok(MigrationStatus::Completed)
+    );
     assert_eq!(driver.run_state(Side::Source).await, Ok(RunState::PostMigrate));
-    driver.resume(Side::Destination).await.expect("resume the destination");
+    driver
+        .resume(Side::Destination)
+        .await
+        .expect("resume the destination");
     assert_eq!(driver.run_state(Side::Destination).await, Ok(RunState::Running));
     driver.restore().await.expect("restore");
 
-    assert_eq!(pair.destination.domain_state(pair.domain()).expect("virsh"), "running");
+    assert_eq!(
+        pair.destination.domain_state(pair.domain()).expect("virsh"),
+        "running"
+    );
     // undefine_source: the source no longer knows the domain.
-    assert!(pair.source.domain_state(pair.domain()).is_err(), "the source's definition is gone");
+    assert!(
+        pair.source.domain_state(pair.domain()).is_err(),
+        "the source's definition is gone"
+    );
     let seen = pair.destination.heartbeats(pair.domain()).len();
     let after = pair
         .destination
@@ -141,7 +169,10 @@ async fn an_aborted_job_leaves_the_guest_running_on_the_source_and_nothing_on_th
     driver.cancel().await.expect("no job left to abort");
 
     assert_eq!(pair.source.domain_state(pair.domain()).expect("virsh"), "running");
-    assert!(pair.destination.domain_state(pair.domain()).is_err(), "nothing on the destination");
+    assert!(
+        pair.destination.domain_state(pair.domain()).is_err(),
+        "nothing on the destination"
+    );
     let seen = pair.source.heartbeats(pair.domain()).len();
     let hb = pair
         .source

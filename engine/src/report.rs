@@ -176,6 +176,10 @@ pub struct Report {
     pub source_state: Option<RunState>,
     /// Where the destination was at the end, when known.
     pub destination_state: Option<RunState>,
+    /// What the run noted on the way, in order: fallbacks it took, what it found and
+    /// repaired, and what it did to the VM that its operator should know (a libvirt
+    /// domain marked tainted).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -216,6 +220,7 @@ impl Report {
             capabilities: None,
             source_state: None,
             destination_state: None,
+            notes: Vec::new(),
         }
     }
 
@@ -306,6 +311,7 @@ impl Report {
         report.finish_words(reason, None);
         report.source_state = Some(place.source);
         report.destination_state = Some(place.destination);
+        report.notes = std::mem::take(&mut run.notes);
         report
     }
 

@@ -304,6 +304,9 @@ async fn finish(mut run: Run<'_>, ending: Ending) -> Report {
     for note in &place.notes {
         run.note(note.clone());
     }
+    for note in run.driver.footprint() {
+        run.note(note);
+    }
     let report = Report::of_run(&mut run, reason, place);
     // Drain what is left so late events do not pile up in the channel.
     while run.try_next_event().is_some() {}

@@ -39,6 +39,8 @@ pub(crate) struct Run<'a> {
     pub(crate) clock: PhaseClock,
     pub(crate) seen: Observed,
     pub(crate) capabilities: Option<Capabilities>,
+    /// Every note the run made, in order, for the report.
+    pub(crate) notes: Vec<String>,
 }
 
 impl<'a> Run<'a> {
@@ -59,6 +61,7 @@ impl<'a> Run<'a> {
             clock,
             seen: Observed::new(plan),
             capabilities: None,
+            notes: Vec::new(),
         }
     }
 
@@ -117,9 +120,9 @@ impl<'a> Run<'a> {
 
     /// Tells the operator something that changes nothing by itself.
     pub(crate) fn note(&mut self, message: impl Into<String>) {
-        self.sink.emit(EngineEvent::Note {
-            message: message.into(),
-        });
+        let message = message.into();
+        self.notes.push(message.clone());
+        self.sink.emit(EngineEvent::Note { message });
     }
 
     /// The guest-visible pause ends with a RESUME, which trails `cont`'s reply: waits up

@@ -71,7 +71,15 @@ pub fn job_stats(domain: &Domain, completed: bool) -> Result<JobStats, Error> {
     };
     // SAFETY: `domain.as_ptr()` is a live domain reference owned by `domain`; the out
     // pointers are valid locals. libvirt allocates `params` (or leaves it NULL).
-    let rc = unsafe { sys::virDomainGetJobStats(domain.as_ptr(), &mut kind, &mut params, &mut count, flags as c_uint) };
+    let rc = unsafe {
+        sys::virDomainGetJobStats(
+            domain.as_ptr(),
+            &mut kind,
+            &mut params,
+            &mut count,
+            flags as c_uint,
+        )
+    };
     if rc < 0 {
         return Err(Error::last_error());
     }
@@ -104,7 +112,9 @@ unsafe fn read_params(params: sys::virTypedParameterPtr, count: c_int) -> BTreeM
     let slice = unsafe { std::slice::from_raw_parts(params, count as usize) };
     for param in slice {
         // SAFETY: see above.
-        let name = unsafe { CStr::from_ptr(param.field.as_ptr()) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(param.field.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
         // SAFETY: the union member read is the one `type_` names.
         let value = unsafe {
             match param.type_ as u32 {
@@ -135,7 +145,8 @@ pub fn domain_stats(domain: &Domain, groups: u32) -> Result<BTreeMap<String, Typ
     let mut records: *mut sys::virDomainStatsRecordPtr = ptr::null_mut();
     // SAFETY: `domains` is a NULL-terminated array of one live domain reference; libvirt
     // allocates `records` (freed below).
-    let count = unsafe { sys::virDomainListGetStats(domains.as_mut_ptr(), groups as c_uint, &mut records, 0) };
+    let count =
+        unsafe { sys::virDomainListGetStats(domains.as_mut_ptr(), groups as c_uint, &mut records, 0) };
     if count < 0 {
         return Err(Error::last_error());
     }
@@ -194,7 +205,8 @@ pub fn abort_job(domain: &Domain) -> Result<(), Error> {
 /// `VIR_DOMAIN_DIRTYRATE_MODE_*` flag).
 pub fn start_dirty_rate_calc(domain: &Domain, seconds: i32, mode_flags: u32) -> Result<(), Error> {
     // SAFETY: `domain.as_ptr()` is a live domain reference owned by `domain`.
-    let rc = unsafe { sys::virDomainStartDirtyRateCalc(domain.as_ptr(), seconds as c_int, mode_flags as c_uint) };
+    let rc =
+        unsafe { sys::virDomainStartDirtyRateCalc(domain.as_ptr(), seconds as c_int, mode_flags as c_uint) };
     if rc < 0 {
         return Err(Error::last_error());
     }
@@ -275,7 +287,11 @@ unsafe extern "C" fn on_monitor_event(
         };
         (deliver, name, details, domain)
     };
-    deliver(MonitorEvent { domain, name, details });
+    deliver(MonitorEvent {
+        domain,
+        name,
+        details,
+    });
 }
 
 unsafe extern "C" fn free_deliver(opaque: *mut c_void) {
@@ -290,7 +306,10 @@ impl MonitorEvents {
     /// Delivers every QEMU monitor event of `connection`'s domains to `deliver`, on
     /// libvirt's event-loop thread ([`start_event_loop`] must have run before the
     /// connection was opened).
-    pub fn register(connection: &Connect, deliver: impl Fn(MonitorEvent) + Send + Sync + 'static) -> Result<Self, Error> {
+    pub fn register(
+        connection: &Connect,
+        deliver: impl Fn(MonitorEvent) + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
         let boxed: Box<Deliver> = Box::new(Box::new(deliver));
         let opaque = Box::into_raw(boxed) as *mut c_void;
         // SAFETY: the connection pointer is live (owned by `connection`); a NULL domain

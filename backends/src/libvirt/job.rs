@@ -4,7 +4,9 @@
 //! the same numbers QEMU's `query-migrate` has, under libvirt's names. What is missing
 //! stays `None` (or 0 where the engine needs a number), never guessed.
 
-use engine::driver::{MigrationStatus, Sample, StreamStats, XbzrleStats};
+use std::collections::BTreeMap;
+
+use engine::driver::{DirtyRate, DirtyRateMode, MigrationStatus, Sample, StreamStats, XbzrleStats};
 use tokio::time::Instant;
 
 use super::ffi::{JobStats, Typed};
@@ -81,10 +83,28 @@ pub fn sample(stats: &JobStats, status: MigrationStatus, at: Instant) -> Sample 
     }
 }
 
+/// A finished kernel dirty-rate measurement from libvirt's `dirtyrate.*` domain
+/// statistics (`calc_status` 2 is "measured"); `None` while one runs or when none ran.
+pub fn dirty_rate(fields: &BTreeMap<String, Typed>, mode: DirtyRateMode) -> Option<DirtyRate> {
+    const MIB: u64 = 1 << 20;
+    let num = |key: &str| fields.get(key).and_then(Typed::as_u64);
+    if num("dirtyrate.calc_status") != Some(2) {
+        return None;
+    }
+    let rate = num("dirtyrate.megabytes_per_second")?;
+    let per_vcpu = (0..)
+        .map_while(|i| num(&format!("dirtyrate.vcpu.{i}.megabytes_per_second")))
+        .map(|r| r * MIB)
+        .collect();
+    Some(DirtyRate {
+        bytes_per_sec: rate * MIB,
+        per_vcpu,
+        mode,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     fn stats(kind: i32, fields: &[(&str, Typed)]) -> JobStats {
@@ -141,7 +161,10 @@ mod tests {
     fn a_failed_job_carries_libvirt_s_error_text() {
         let job = stats(
             kind::FAILED,
-            &[("errmsg", Typed::Text("Unable to write to socket: Broken pipe".into()))],
+            &[(
+                "errmsg",
+                Typed::Text("Unable to write to socket: Broken pipe".into()),
+            )],
         );
         let s = sample(&job, status_of(job.kind), Instant::now());
         assert_eq!(s.status, MigrationStatus::Failed);
@@ -155,5 +178,32 @@ mod tests {
         assert_eq!(s.vfio_transferred_bytes, None);
         assert_eq!(s.stream.xbzrle, None);
         assert_eq!(status_of(kind::CANCELLED), MigrationStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_measured_dirty_rate_reads_in_bytes_with_each_vcpu() {
+        let fields: BTreeMap<String, Typed> = [
+            ("dirtyrate.calc_status", Typed::Int(2)),
+            ("dirtyrate.megabytes_per_second", Typed::Int(203)),
+            ("dirtyrate.vcpu.0.megabytes_per_second", Typed::UInt(150)),
+            ("dirtyrate.vcpu.1.megabytes_per_second", Typed::UInt(53)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let rate = dirty_rate(&fields, DirtyRateMode::DirtyRing).expect("measured");
+        assert_eq!(rate.bytes_per_sec, 203 << 20);
+        assert_eq!(rate.per_vcpu, vec![150 << 20, 53 << 20]);
+    }
+
+    #[test]
+    fn a_measurement_still_running_is_not_a_rate() {
+        let fields: BTreeMap<String, Typed> = [
+            ("dirtyrate.calc_status".to_string(), Typed::Int(1)),
+            ("dirtyrate.megabytes_per_second".to_string(), Typed::Int(0)),
+        ]
+        .into_iter()
+        .collect();
+        assert!(dirty_rate(&fields, DirtyRateMode::DirtyBitmap).is_none());
     }
 }

@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use engine::driver::{
-    Driver, DriverError, DriverEvent, MigrationStatus, PairFacts, RunState, Sample, Setup, Side, SideFacts,
-    Throttle,
+    DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent, KernelDirtyRate, MigrationStatus, PairFacts,
+    RunState, Sample, Setup, Side, SideFacts, Throttle,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -114,6 +114,8 @@ pub struct LibvirtDriver {
     dirty_limit_set: bool,
     /// Monitor commands sent, which taint the domain.
     monitor_commands: Vec<String>,
+    /// The mode of the last dirty-rate measurement started.
+    dirty_mode: DirtyRateMode,
     timeout: Duration,
 }
 
@@ -154,7 +156,12 @@ fn lookup(connection: &Connect, id: &str) -> Result<Domain, VirtError> {
 
 /// `10000002` (libvirt's encoding of 10.0.2) as `10.0.2`.
 fn version_text(encoded: u32) -> String {
-    format!("{}.{}.{}", encoded / 1_000_000, (encoded / 1_000) % 1_000, encoded % 1_000)
+    format!(
+        "{}.{}.{}",
+        encoded / 1_000_000,
+        (encoded / 1_000) % 1_000,
+        encoded % 1_000
+    )
 }
 
 /// A domain's run state in the engine's words (`virDomainState` and its reason).
@@ -204,6 +211,7 @@ impl LibvirtDriver {
             saved_downtime_ms: None,
             dirty_limit_set: false,
             monitor_commands: Vec::new(),
+            dirty_mode: DirtyRateMode::DirtyBitmap,
             timeout: CALL_TIMEOUT,
         }
     }
@@ -224,7 +232,10 @@ impl LibvirtDriver {
     }
 
     fn destination_name(&self) -> String {
-        self.target.destination_name.clone().unwrap_or_else(|| self.name.clone())
+        self.target
+            .destination_name
+            .clone()
+            .unwrap_or_else(|| self.name.clone())
     }
 
     /// Runs a blocking libvirt call on the blocking pool, under the deadline: `None`
@@ -279,17 +290,20 @@ impl LibvirtDriver {
     async fn destination_domain(&self, request: &str) -> Result<Option<Domain>, DriverError> {
         let connection = self.connection(Side::Destination, request)?;
         let name = self.destination_name();
-        self.call(Side::Destination, request, move || match connection.lookup_domain_by_name(&name) {
-            Ok(domain) => Ok(Some(domain)),
-            Err(e) if is_no_domain(&e) => Ok(None),
-            Err(e) => Err(e),
+        self.call(Side::Destination, request, move || {
+            match connection.lookup_domain_by_name(&name) {
+                Ok(domain) => Ok(Some(domain)),
+                Err(e) if is_no_domain(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
         .await
     }
 
     async fn open(&self, side: Side, uri: &str) -> Result<Connect, DriverError> {
         let uri = uri.to_string();
-        self.call(side, "connect", move || Connect::open(Some(&uri))).await
+        self.call(side, "connect", move || Connect::open(Some(&uri)))
+            .await
     }
 
     /// Forwards QEMU's events for this domain from one daemon.
@@ -305,7 +319,10 @@ impl LibvirtDriver {
             if side == Side::Destination && event.name == "MIGRATION" {
                 return;
             }
-            let data = event.details.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok());
+            let data = event
+                .details
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<Value>(d).ok());
             let qmp = QmpEvent::new(event.name, data, None);
             let Some(mapped) = crate::qemu::events::map(side, &qmp) else {
                 return;
@@ -383,7 +400,9 @@ impl LibvirtDriver {
         let text = json!({"execute": command, "arguments": arguments}).to_string();
         self.monitor_commands.push(command.to_string());
         let reply = self
-            .call(Side::Source, command, move || domain.qemu_monitor_command(&text, 0))
+            .call(Side::Source, command, move || {
+                domain.qemu_monitor_command(&text, 0)
+            })
             .await?;
         let reply: Value = serde_json::from_str(&reply).map_err(|e| DriverError {
             side: Side::Source,
@@ -397,7 +416,10 @@ impl LibvirtDriver {
                 request: command.to_string(),
                 message: format!(
                     "source: {command}: {}",
-                    error.get("desc").and_then(Value::as_str).unwrap_or("QEMU refused it")
+                    error
+                        .get("desc")
+                        .and_then(Value::as_str)
+                        .unwrap_or("QEMU refused it")
                 ),
                 disconnected: false,
             });
@@ -409,16 +431,20 @@ impl LibvirtDriver {
     async fn completed_stats(&self) -> Result<ffi::JobStats, DriverError> {
         if let Some(domain) = self.destination_domain("domjobinfo").await? {
             let stats = self
-                .call(Side::Destination, "domjobinfo", move || ffi::job_stats(&domain, true))
+                .call(Side::Destination, "domjobinfo", move || {
+                    ffi::job_stats(&domain, true)
+                })
                 .await?;
             if stats.kind != job::kind::NONE {
                 return Ok(stats);
             }
         }
         let domain = self.source_domain("domjobinfo")?;
-        self.call(Side::Source, "domjobinfo", move || match ffi::job_stats(&domain, true) {
-            Err(e) if is_no_domain(&e) => Ok(ffi::JobStats::default()),
-            other => other,
+        self.call(Side::Source, "domjobinfo", move || {
+            match ffi::job_stats(&domain, true) {
+                Err(e) if is_no_domain(&e) => Ok(ffi::JobStats::default()),
+                other => other,
+            }
         })
         .await
     }
@@ -494,7 +520,9 @@ impl Driver for LibvirtDriver {
         })?;
         virt::error::clear_error_callback();
         let source = self.open(Side::Source, &self.target.source_uri.clone()).await?;
-        let destination = self.open(Side::Destination, &self.target.destination_uri.clone()).await?;
+        let destination = self
+            .open(Side::Destination, &self.target.destination_uri.clone())
+            .await?;
         let (domain, name) = {
             let connection = source.clone();
             let id = self.target.domain.clone();
@@ -516,7 +544,9 @@ impl Driver for LibvirtDriver {
     }
 
     fn take_events(&mut self) -> mpsc::UnboundedReceiver<DriverEvent> {
-        self.events_rx.take().unwrap_or_else(|| mpsc::unbounded_channel().1)
+        self.events_rx
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1)
     }
 
     async fn inspect(&mut self) -> Result<PairFacts, DriverError> {
@@ -594,11 +624,18 @@ impl Driver for LibvirtDriver {
             _ => {
                 let domain = self.source_domain("domjobinfo")?;
                 let finished = !matches!(job, Job::Running | Job::Idle);
-                self.call(Side::Source, "domjobinfo", move || ffi::job_stats(&domain, finished))
-                    .await?
+                self.call(Side::Source, "domjobinfo", move || {
+                    ffi::job_stats(&domain, finished)
+                })
+                .await?
             }
         };
-        let last_event = self.shared.status.lock().map(|s| s.clone()).unwrap_or(MigrationStatus::None);
+        let last_event = self
+            .shared
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or(MigrationStatus::None);
         let status = match &job {
             Job::Completed => MigrationStatus::Completed,
             Job::Failed(_) if stats.kind == job::kind::CANCELLED => MigrationStatus::Cancelled,
@@ -657,14 +694,45 @@ impl Driver for LibvirtDriver {
             .await
     }
 
+    /// Aborts the job, then waits (within the call deadline) until libvirt has finished
+    /// with it: the migration call returned and the destination daemon no longer runs
+    /// the incoming domain, so that what the run reports next is where the VM stays.
     async fn cancel(&mut self) -> Result<(), DriverError> {
         let domain = self.source_domain("domjobabort")?;
-        self.call(Side::Source, "domjobabort", move || match ffi::abort_job(&domain) {
-            // No job to abort: the migration already ended.
-            Err(e) if matches!(e.code().known(), Some(ErrorNumber::OperationInvalid)) => Ok(()),
-            other => other,
+        self.call(Side::Source, "domjobabort", move || {
+            match ffi::abort_job(&domain) {
+                // No job to abort: the migration already ended.
+                Err(e) if matches!(e.code().known(), Some(ErrorNumber::OperationInvalid)) => Ok(()),
+                other => other,
+            }
         })
-        .await
+        .await?;
+        let deadline = Instant::now() + self.timeout;
+        while self.job() == Job::Running && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.job() == Job::Completed {
+            return Ok(());
+        }
+        while Instant::now() < deadline {
+            let Some(domain) = self.destination_domain("domstate").await? else {
+                return Ok(());
+            };
+            let active = self
+                .call(Side::Destination, "domstate", move || {
+                    match ffi::domain_state(&domain) {
+                        Ok((state, _)) => Ok(state as u32 != sys::VIR_DOMAIN_SHUTOFF),
+                        Err(e) if is_no_domain(&e) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            if !active {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     async fn run_state(&mut self, side: Side) -> Result<RunState, DriverError> {
@@ -742,8 +810,37 @@ impl Driver for LibvirtDriver {
                     disconnected: false,
                 })?,
         };
-        self.call(side, "resume", move || domain.resume().map(|_| ())).await
+        self.call(side, "resume", move || domain.resume().map(|_| ()))
+            .await
     }
+
+    /// The domain is tainted when this run sent QEMU a command through libvirt.
+    fn footprint(&self) -> Vec<String> {
+        if self.monitor_commands.is_empty() {
+            return Vec::new();
+        }
+        let mut counted: Vec<(String, usize)> = Vec::new();
+        for command in &self.monitor_commands {
+            match counted.iter_mut().find(|(c, _)| c == command) {
+                Some((_, n)) => *n += 1,
+                None => counted.push((command.clone(), 1)),
+            }
+        }
+        let list: Vec<String> = counted
+            .iter()
+            .map(|(c, n)| match n {
+                1 => c.clone(),
+                n => format!("{c} \u{d7}{n}"),
+            })
+            .collect();
+        vec![format!(
+            "libvirt marked the domain tainted (custom-monitor): QEMU commands libvirt has no API for \
+             were sent through it ({})",
+            list.join(", ")
+        )]
+    }
+
+    engine::capabilities!(kernel_dirty_rate);
 
     /// Puts back the downtime limit on a source that still runs the guest (libvirt
     /// puts back its own migration parameters when a job ends).
@@ -761,5 +858,49 @@ impl Driver for LibvirtDriver {
             domain.migrate_set_max_downtime(ms, 0).map(|_| ())
         })
         .await
+    }
+}
+
+/// The kernel's dirty rate through libvirt: `virDomainStartDirtyRateCalc` while no job
+/// runs; during a migration libvirt refuses it (it waits 30 s for the migration's job lock,
+/// then fails), so QEMU's `calc-dirty-rate` is sent through libvirt instead, which taints
+/// the domain. The result is read from libvirt's `dirtyrate.*` statistics either way.
+#[async_trait]
+impl KernelDirtyRate for LibvirtDriver {
+    async fn start_dirty_rate(&mut self, mode: DirtyRateMode, calc: Duration) -> Result<(), DriverError> {
+        self.dirty_mode = mode;
+        if self.job() == Job::Running {
+            let mode_name = match mode {
+                DirtyRateMode::DirtyRing => "dirty-ring",
+                DirtyRateMode::DirtyBitmap => "dirty-bitmap",
+            };
+            let args = json!({"calc-time": calc.as_millis() as u64, "calc-time-unit": "millisecond", "mode": mode_name});
+            return match self.monitor("calc-dirty-rate", args).await {
+                // One still running delivers its result all the same.
+                Err(e) if e.message.contains("already being measured") => Ok(()),
+                other => other.map(|_| ()),
+            };
+        }
+        let domain = self.source_domain("domdirtyrate-calc")?;
+        let seconds = i32::try_from(calc.as_secs().max(1)).unwrap_or(i32::MAX);
+        let flags = match mode {
+            DirtyRateMode::DirtyRing => sys::VIR_DOMAIN_DIRTYRATE_MODE_DIRTY_RING,
+            DirtyRateMode::DirtyBitmap => sys::VIR_DOMAIN_DIRTYRATE_MODE_DIRTY_BITMAP,
+        };
+        self.call(Side::Source, "domdirtyrate-calc", move || {
+            ffi::start_dirty_rate_calc(&domain, seconds, flags)
+        })
+        .await
+    }
+
+    async fn dirty_rate(&mut self) -> Result<Option<DirtyRate>, DriverError> {
+        let domain = self.source_domain("domstats")?;
+        let mode = self.dirty_mode;
+        let fields = self
+            .call(Side::Source, "domstats", move || {
+                ffi::domain_stats(&domain, sys::VIR_DOMAIN_STATS_DIRTYRATE)
+            })
+            .await?;
+        Ok(job::dirty_rate(&fields, mode))
     }
 }

@@ -107,6 +107,13 @@ pub trait Driver: Send {
         Ok(())
     }
 
+    /// What this run did to the VM beyond migrating it that its operator should know,
+    /// in words for the report's `notes` (libvirt marks a domain tainted when QEMU
+    /// commands are sent through it). Empty by default.
+    fn footprint(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Holding the guest at `pre-switchover`, when this backend can.
     fn switchover_hold(&mut self) -> Option<&mut dyn SwitchoverHold> {
         None

@@ -1,0 +1,179 @@
+//! The same plans through libvirt: two private libvirt daemons on this machine (the rig's
+//! `LibvirtPair`), a domain running the project's dirtying guest, and the
+//! `vfio-migrate` binary carrying out a plan whose sides are `libvirt = ...` and
+//! `domain = ...`. Each test checks the exit code, the report, and both daemons' view of
+//! the domain afterwards (asked with `virsh`, not through the tool).
+//!
+//! Without libvirt the tests say they are skipped, except under `CI_REQUIRE_LIBVIRT=1`
+//! (set by `.ci/run`). They run one at a time, as the QMP ones do: each pair needs a core
+//! for the guest's dirtying loop.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{actions, ONE_AT_A_TIME};
+use rig::{GuestParams, LibvirtPair, LibvirtPairOptions, RigError};
+use serde_json::Value;
+
+fn pair(wss_mb: u32, rate_mb: u32) -> Option<LibvirtPair> {
+    let opts = LibvirtPairOptions {
+        guest: GuestParams { wss_mb, rate_mb },
+        ..LibvirtPairOptions::default()
+    };
+    match LibvirtPair::start(&opts) {
+        Ok(pair) => Some(pair),
+        Err(RigError::LibvirtUnavailable { why }) => {
+            assert!(
+                std::env::var("CI_REQUIRE_LIBVIRT").as_deref() != Ok("1"),
+                "{why}; CI_REQUIRE_LIBVIRT=1 forbids skipping"
+            );
+            eprintln!("skipped: {why}");
+            None
+        }
+        Err(e) => panic!("start a libvirt pair: {e}"),
+    }
+}
+
+/// A plan for the pair: `libvirt` options, limits and policy as given.
+fn plan_for(pair: &LibvirtPair, libvirt: &str, limits: &str, policy: &str) -> String {
+    format!(
+        r#"[vm]
+name = "test"
+[source]
+libvirt = "{src}"
+domain = "{domain}"
+[destination]
+libvirt = "{dst}"
+[libvirt]
+{libvirt}
+[limits]
+{limits}
+[convergence]
+stall_passes = 2
+[policy]
+{policy}
+"#,
+        src = pair.source.uri(),
+        dst = pair.destination.uri(),
+        domain = pair.domain(),
+    )
+}
+
+fn run(dir: &Path, plan: &str) -> (i32, Value) {
+    common::run(dir, plan)
+}
+
+/// The domain's state as a daemon reports it; `None` when it does not know the domain.
+fn state(daemon: &rig::LibvirtDaemon, domain: &str) -> Option<String> {
+    daemon.domain_state(domain).ok()
+}
+
+/// The guest's next heartbeat on `daemon`, which must report no lost write.
+fn assert_guest_alive(daemon: &rig::LibvirtDaemon, domain: &str) {
+    let seen = daemon.heartbeats(domain).len();
+    let beat = daemon
+        .wait_for_heartbeat_after(domain, seen, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("no heartbeat on the {}: {e}", daemon.side()));
+    assert_eq!(beat.errors, 0, "the guest found lost writes: {beat:?}");
+}
+
+#[test]
+fn a_converging_workload_migrates_through_libvirt_and_runs_on_the_destination_daemon() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(256, 50) else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = plan_for(
+        &pair,
+        "",
+        "downtime = \"300ms\"\nmax_bandwidth = \"128MiB/s\"",
+        "escalation = [\"abort\"]",
+    );
+    let (code, report) = run(dir.path(), &plan);
+    assert_eq!(code, 0, "{}", pair.diagnostics());
+    assert_eq!(report["result"], "migrated");
+    assert_eq!(report["running_on"], "destination");
+    assert_eq!(report["changed"], true);
+    assert_eq!(
+        report["capabilities"]["switchover_hold"], false,
+        "libvirt answers pre-switchover"
+    );
+    assert!(actions(&report).is_empty(), "no policy action was needed");
+    assert!(report["passes"].as_u64().is_some_and(|p| p >= 1), "{report:#}");
+    assert_eq!(
+        state(&pair.destination, pair.domain()).as_deref(),
+        Some("running")
+    );
+    // `undefine_source` (the default): the source no longer holds a definition that
+    // could be started a second time.
+    assert_eq!(state(&pair.source, pair.domain()), None);
+    assert_guest_alive(&pair.destination, pair.domain());
+}
+
+#[test]
+fn a_workload_faster_than_the_link_is_aborted_and_stays_on_the_source_daemon() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(256, 200) else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = plan_for(
+        &pair,
+        "peer_to_peer = true",
+        "max_bandwidth = \"64MiB/s\"\ndeadline = \"120s\"",
+        "escalation = [\"abort\"]",
+    );
+    let (code, report) = run(dir.path(), &plan);
+    assert_eq!(code, 1, "{}", pair.diagnostics());
+    assert_eq!(report["result"], "aborted");
+    assert_eq!(report["running_on"], "source");
+    assert_eq!(report["changed"], false);
+    assert_eq!(report["reason"]["abort"]["kind"], "not_converging", "{report:#}");
+    assert_eq!(state(&pair.source, pair.domain()).as_deref(), Some("running"));
+    assert_eq!(
+        state(&pair.destination, pair.domain()),
+        None,
+        "nothing left on the destination"
+    );
+    assert_guest_alive(&pair.source, pair.domain());
+}
+
+#[test]
+fn forcing_raises_the_downtime_limit_through_libvirt_and_completes() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(256, 200) else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = plan_for(
+        &pair,
+        "",
+        "max_bandwidth = \"128MiB/s\"\nmax_downtime = \"6s\"\ndeadline = \"120s\"",
+        "escalation = [\"force-downtime\", \"abort\"]",
+    );
+    let (code, report) = run(dir.path(), &plan);
+    assert_eq!(code, 0, "{report:#}\n{}", pair.diagnostics());
+    assert_eq!(actions(&report), vec!["raise-downtime".to_string()]);
+    assert_eq!(
+        state(&pair.destination, pair.domain()).as_deref(),
+        Some("running")
+    );
+    assert_guest_alive(&pair.destination, pair.domain());
+}
+
+#[test]
+fn an_unreachable_destination_daemon_stops_the_run_before_anything_changes() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(64, 0) else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = plan_for(&pair, "", "", "escalation = [\"abort\"]").replace(
+        pair.destination.uri(),
+        &format!(
+            "qemu+unix:///system?socket={}",
+            dir.path().join("no-such-sock").display()
+        ),
+    );
+    let (code, report) = run(dir.path(), &plan);
+    assert_eq!(code, 3, "{report:#}");
+    assert_eq!(report["changed"], false);
+    assert_eq!(report["failed"], true);
+    assert_eq!(state(&pair.source, pair.domain()).as_deref(), Some("running"));
+    assert_guest_alive(&pair.source, pair.domain());
+}
