@@ -147,7 +147,14 @@ fn e_a_dirty_limit_makes_a_stalled_workload_converge() {
     );
     let (code, report) = run(pair.dir(), &plan);
     assert_eq!(code, 0, "{report:#}");
-    assert_eq!(actions(&report), vec!["throttle".to_string()]);
+    // The limit set, and at most one correction when the rate measured under it is
+    // still above what it aimed for (QEMU's dirty limit holds only roughly); nothing
+    // further along the escalation.
+    let taken = actions(&report);
+    assert!(
+        !taken.is_empty() && taken.len() <= 2 && taken.iter().all(|a| a == "throttle"),
+        "{taken:?}"
+    );
     assert_eq!(status(&pair.destination.qmp_socket), "running");
     assert_guest_alive(&pair.destination);
 }
