@@ -51,4 +51,20 @@ mod tests {
         };
         assert_eq!(open(&plan).capabilities(), all);
     }
+
+    #[test]
+    fn a_libvirt_plan_gets_a_driver_that_cannot_hold_the_switchover_nor_make_the_destination_listen() {
+        let plan = plans::load(
+            "plan.toml",
+            "[vm]\nname = \"vm\"\n[source]\nlibvirt = \"qemu:///system\"\ndomain = \"vm\"\n[destination]\nlibvirt = \"qemu+ssh://dst.example/system\"\n[migration]\ntls = false\n",
+        )
+        .expect("a valid plan");
+        let libvirt = Capabilities {
+            switchover_hold: false,
+            device_events: true,
+            kernel_dirty_rate: true,
+            listen: false,
+        };
+        assert_eq!(open(&plan).capabilities(), libvirt);
+    }
 }

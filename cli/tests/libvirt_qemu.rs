@@ -177,3 +177,87 @@ fn an_unreachable_destination_daemon_stops_the_run_before_anything_changes() {
     assert_eq!(state(&pair.source, pair.domain()).as_deref(), Some("running"));
     assert_guest_alive(&pair.source, pair.domain());
 }
+
+#[test]
+fn a_dirty_limit_through_libvirt_makes_a_stalled_workload_converge_and_the_taint_is_reported() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(256, 200) else { return };
+    assert!(
+        pair.accel.dirty_ring,
+        "this test needs KVM with the dirty ring; the rig chose {:?}",
+        pair.accel
+    );
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = plan_for(
+        &pair,
+        "",
+        "max_bandwidth = \"128MiB/s\"\ndeadline = \"120s\"",
+        "escalation = [\"throttle\", \"abort\"]\nthrottle = \"dirty-limit\"\ndirty_limit = \"30MiB/s\"",
+    );
+    let (code, report) = run(dir.path(), &plan);
+    assert_eq!(code, 0, "{report:#}\n{}", pair.diagnostics());
+    let taken = actions(&report);
+    assert!(
+        !taken.is_empty() && taken.len() <= 2 && taken.iter().all(|a| a == "throttle"),
+        "{taken:?}"
+    );
+    let notes: Vec<&str> = report["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("tainted") && n.contains("set-vcpu-dirty-limit")),
+        "the report says which QEMU commands went through libvirt: {notes:?}"
+    );
+    assert_eq!(
+        state(&pair.destination, pair.domain()).as_deref(),
+        Some("running")
+    );
+    assert_guest_alive(&pair.destination, pair.domain());
+}
+
+#[test]
+fn sigint_through_libvirt_aborts_the_job_and_leaves_the_vm_running_on_the_source() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(256, 200) else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = plan_for(
+        &pair,
+        "",
+        "max_bandwidth = \"128MiB/s\"\ndeadline = \"120s\"",
+        "escalation = [\"abort\"]",
+    )
+    .replace("stall_passes = 2", "stall_passes = 100");
+    let path = dir.path().join("plan.toml");
+    std::fs::write(&path, plan).expect("write plan");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vfio-migrate"))
+        .env("VFIO_MIGRATE_STATE_DIR", dir.path().join("state"))
+        .args(["--output", "json"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start vfio-migrate");
+    std::thread::sleep(Duration::from_secs(3));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a report after the interrupt");
+    assert_eq!(report["result"], "aborted");
+    assert_eq!(report["running_on"], "source");
+    assert_eq!(state(&pair.source, pair.domain()).as_deref(), Some("running"));
+    assert_eq!(
+        state(&pair.destination, pair.domain()),
+        None,
+        "nothing left on the destination"
+    );
+    assert_guest_alive(&pair.source, pair.domain());
+}

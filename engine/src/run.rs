@@ -201,8 +201,16 @@ async fn switchover(run: &mut Run<'_>, at: Instant) -> Ending {
     }
     let patience = run.plan.limits.max_downtime * 2;
     if run.driver.switchover_hold().is_none() {
-        // The backend continues on its own: there is nothing to refuse, only an end to
-        // wait for.
+        // The backend continues on its own (libvirt answers `pre-switchover` itself): a
+        // device in the wrong state can only be met by cancelling at once, racing the
+        // switchover. Whether it lands in time, the recovery finds out by asking both
+        // sides; a destination that got the VM anyway stays paused, never started.
+        if let Err(violation) = run.seen.gate.check_switchover() {
+            run.note(
+                "cancelling at pre-switchover, which this backend does not hold: a device is in the wrong state",
+            );
+            return Ending::Stopped(Reason::Device { violation });
+        }
         return crate::verify::wait_for_completion(run, patience).await;
     }
     if let Err(violation) = run.seen.gate.check_switchover() {

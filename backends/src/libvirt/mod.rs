@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use engine::driver::{
-    DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent, KernelDirtyRate, MigrationStatus, PairFacts,
-    RunState, Sample, Setup, Side, SideFacts, Throttle,
+    DeviceEvents, DeviceInfo, DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent, KernelDirtyRate,
+    MigrationStatus, PairFacts, RunState, Sample, Setup, Side, SideFacts, Throttle,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -51,6 +51,7 @@ use virt::domain::{Domain, MigrateParameters};
 use virt::error::{Error as VirtError, ErrorNumber};
 use virt::sys;
 
+use crate::qemu::devices::{self, SourceCommands};
 use crate::qmp::QmpEvent;
 
 /// How long one libvirt call may take before the side is reported not answering.
@@ -840,7 +841,7 @@ impl Driver for LibvirtDriver {
         )]
     }
 
-    engine::capabilities!(kernel_dirty_rate);
+    engine::capabilities!(device_events, kernel_dirty_rate);
 
     /// Puts back the downtime limit on a source that still runs the guest (libvirt
     /// puts back its own migration parameters when a job ends).
@@ -903,4 +904,45 @@ impl KernelDirtyRate for LibvirtDriver {
             .await?;
         Ok(job::dirty_rate(&fields, mode))
     }
+}
+
+#[async_trait]
+impl SourceCommands for LibvirtDriver {
+    async fn source_command(&mut self, command: &str, args: Value) -> Result<Value, DriverError> {
+        self.monitor(command, args).await
+    }
+}
+
+/// VFIO devices through libvirt. Their QOM properties (is `migration-events` on?) have no
+/// libvirt API, so they are read with QEMU's `qom-list`/`qom-get` through libvirt, which
+/// taints the domain; their `VFIO_MIGRATION` events arrive relayed by libvirt. A device
+/// cannot be changed after QEMU started it: `migration-events` comes from the domain XML.
+#[async_trait]
+impl DeviceEvents for LibvirtDriver {
+    async fn vfio_devices(&mut self) -> Result<Vec<DeviceInfo>, DriverError> {
+        devices::list_vfio(self).await
+    }
+
+    async fn enable_migration_events(&mut self, qom_path: &str) -> Result<(), DriverError> {
+        let alias = qom_path.rsplit('/').next().unwrap_or(qom_path).to_string();
+        let args = json!({"path": qom_path, "property": "migration-events", "value": true});
+        self.monitor("qom-set", args)
+            .await
+            .map(|_| ())
+            .map_err(|e| DriverError {
+                message: format!("{}; {}", e.message, override_hint(&alias)),
+                ..e
+            })
+    }
+}
+
+/// The domain XML that starts a hostdev with `migration-events` on, for an operator
+/// whose device has it off.
+pub fn override_hint(alias: &str) -> String {
+    format!(
+        "turn it on in the domain XML (xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'): \
+         <qemu:override><qemu:device alias='{alias}'><qemu:frontend><qemu:property \
+         name='migration-events' type='bool' value='true'/></qemu:frontend></qemu:device></qemu:override>, \
+         then restart the domain"
+    )
 }

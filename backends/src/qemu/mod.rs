@@ -12,6 +12,7 @@
 //! Facts are validated, not guessed ([`stats`]); a side that does not answer in time is
 //! "not answering", and only a closed connection is "gone".
 
+pub(crate) mod devices;
 pub(crate) mod events;
 pub mod stats;
 pub mod stream;
@@ -26,8 +27,8 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 use engine::driver::{
     DeviceEvents, DeviceInfo, DirtyRate, DirtyRateMode, Driver, DriverError, DriverEvent, KernelDirtyRate,
-    Listen, MigrationStatus, OnOffAuto, PairFacts, RunState, Sample, Setup, Side, SideFacts, SideSurvey,
-    Survey, SwitchoverHold, Throttle,
+    Listen, MigrationStatus, PairFacts, RunState, Sample, Setup, Side, SideFacts, SideSurvey, Survey,
+    SwitchoverHold, Throttle,
 };
 use plans::QmpAddress;
 use qapi_qmp::{MigrateSetParameters, MigrationCapability, MigrationCapabilityStatus};
@@ -633,55 +634,7 @@ impl SwitchoverHold for QmpDriver {
 #[async_trait]
 impl DeviceEvents for QmpDriver {
     async fn vfio_devices(&mut self) -> Result<Vec<DeviceInfo>, DriverError> {
-        let list = self
-            .raw(
-                Side::Source,
-                "qom-list",
-                Some(json!({"path": "/machine/peripheral"})),
-            )
-            .await?;
-        let mut devices = Vec::new();
-        for entry in list.as_array().into_iter().flatten() {
-            let (Some(name), Some(kind)) = (
-                entry.get("name").and_then(Value::as_str),
-                entry.get("type").and_then(Value::as_str),
-            ) else {
-                continue;
-            };
-            let Some(type_name) = kind.strip_prefix("child<").and_then(|t| t.strip_suffix('>')) else {
-                continue;
-            };
-            if !type_name.starts_with("vfio") {
-                continue;
-            }
-            let qom_path = format!("/machine/peripheral/{name}");
-            let migration_events = self
-                .raw(
-                    Side::Source,
-                    "qom-get",
-                    Some(json!({"path": qom_path, "property": "migration-events"})),
-                )
-                .await
-                .ok()
-                .and_then(|v| v.as_bool());
-            let multifd_transfer = self
-                .raw(
-                    Side::Source,
-                    "qom-get",
-                    Some(json!({"path": qom_path, "property": stream::MULTIFD_TRANSFER})),
-                )
-                .await
-                .ok()
-                .and_then(|v| v.as_str().and_then(OnOffAuto::parse));
-            devices.push(DeviceInfo {
-                id: name.to_string(),
-                qom_path,
-                type_name: type_name.to_string(),
-                migration_events,
-                multifd_transfer,
-            });
-        }
-        Ok(devices)
+        devices::list_vfio(self).await
     }
 
     async fn enable_migration_events(&mut self, qom_path: &str) -> Result<(), DriverError> {
@@ -724,6 +677,13 @@ impl KernelDirtyRate for QmpDriver {
             )
             .await?;
         Ok(stats::dirty_rate(&reply, self.dirty_mode))
+    }
+}
+
+#[async_trait]
+impl devices::SourceCommands for QmpDriver {
+    async fn source_command(&mut self, command: &str, args: Value) -> Result<Value, DriverError> {
+        self.raw(Side::Source, command, Some(args)).await
     }
 }
 
