@@ -261,3 +261,80 @@ fn sigint_through_libvirt_aborts_the_job_and_leaves_the_vm_running_on_the_source
     );
     assert_guest_alive(&pair.source, pair.domain());
 }
+
+/// Kills the tool with SIGKILL mid-migration; its guardian (or libvirt itself) must leave
+/// the VM running on the source and nothing on the destination.
+fn killed_mid_migration(peer_to_peer: bool) {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(256, 200) else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = plan_for(
+        &pair,
+        &format!("peer_to_peer = {peer_to_peer}"),
+        "max_bandwidth = \"128MiB/s\"\ndeadline = \"120s\"",
+        "escalation = [\"abort\"]",
+    )
+    .replace("stall_passes = 2", "stall_passes = 100");
+    let path = dir.path().join("plan.toml");
+    std::fs::write(&path, plan).expect("write plan");
+    let mut tool = std::process::Command::new(assert_cmd::cargo::cargo_bin("vfio-migrate"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--output", "json"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start vfio-migrate");
+    // Until libvirt reports the job running on the source.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !pair
+        .source
+        .virsh(&["domjobinfo", pair.domain()])
+        .is_ok_and(|info| info.contains("Unbounded"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migration did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    tool.kill().expect("SIGKILL the tool");
+    let _ = tool.wait();
+    // The guardian repairs within seconds; ask libvirt, not the tool.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let source = state(&pair.source, pair.domain());
+        let destination = state(&pair.destination, pair.domain());
+        let job = pair
+            .source
+            .virsh(&["domjobinfo", pair.domain()])
+            .unwrap_or_default();
+        if source.as_deref() == Some("running") && destination.is_none() && job.contains("None") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "source {source:?}, destination {destination:?}, job {job}\nguardian: {}\n{}",
+            std::fs::read_to_string(dir.path().join("state/guardian.log")).unwrap_or_default(),
+            pair.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "guardian: {}",
+        std::fs::read_to_string(dir.path().join("state/guardian.log")).unwrap_or_default()
+    );
+    assert_guest_alive(&pair.source, pair.domain());
+}
+
+#[test]
+fn killed_during_a_managed_migration_the_vm_runs_on_the_source_and_nowhere_else() {
+    killed_mid_migration(false);
+}
+
+#[test]
+fn killed_during_a_peer_to_peer_migration_the_guardian_aborts_the_job_and_the_vm_runs_on_the_source() {
+    killed_mid_migration(true);
+}
