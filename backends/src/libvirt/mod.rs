@@ -489,8 +489,10 @@ impl LibvirtDriver {
             flags |= sys::VIR_MIGRATE_PARALLEL;
             params.parallel_connections = Some(i32::from(channels));
         }
-        if setup.switchover_ack
-            || setup.tls.is_some()
+        // `switchover_ack` needs nothing from here: libvirt 11 turns `return-path` and
+        // `switchover-ack` on for every migration itself (seen with
+        // `query-migrate-capabilities` during one), as it does `pause-before-switchover`.
+        if setup.tls.is_some()
             || setup.stream.multifd_compression.is_some()
             || setup.stream.xbzrle_cache_bytes.is_some()
             || setup.stream.zero_page_detection.is_some()
@@ -499,9 +501,8 @@ impl LibvirtDriver {
             return Err(DriverError {
                 side: Side::Source,
                 request: "migrate".into(),
-                message: "source: migrate: the libvirt backend does not yet carry switchover-ack, TLS, \
-                          compression, XBZRLE, zero-page or device-channel settings; drop them from the plan \
-                          or reach QEMU over QMP"
+                message: "source: migrate: the libvirt backend does not yet carry TLS, compression, XBZRLE, \
+                          zero-page or device-channel settings; drop them from the plan or reach QEMU over QMP"
                     .into(),
                 disconnected: false,
             });
