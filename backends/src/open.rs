@@ -21,6 +21,11 @@ pub fn open(plan: &Plan) -> Box<dyn Driver> {
                 peer_to_peer: plan.libvirt.peer_to_peer,
                 persist: plan.libvirt.persist,
                 undefine_source: plan.libvirt.undefine_source,
+                device_moves: plan
+                    .devices
+                    .iter()
+                    .filter_map(|d| Some((d.id.clone(), d.destination_host.clone()?)))
+                    .collect(),
             }))
         }
         // Validation refuses a plan whose sides are of different kinds.

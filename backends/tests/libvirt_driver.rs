@@ -39,6 +39,7 @@ fn driver(pair: &LibvirtPair, peer_to_peer: bool) -> LibvirtDriver {
         peer_to_peer,
         persist: true,
         undefine_source: true,
+        device_moves: Vec::new(),
     })
 }
 
@@ -179,4 +180,97 @@ async fn an_aborted_job_leaves_the_guest_running_on_the_source_and_nothing_on_th
         .wait_for_heartbeat_after(pair.domain(), seen, Duration::from_secs(5))
         .expect("the guest still runs on the source");
     assert_eq!(hb.errors, 0);
+}
+
+/// PCI devices of this host, with the driver each is bound to (`None`: no driver).
+fn host_pci_devices() -> Vec<(String, Option<String>)> {
+    let mut devices: Vec<(String, Option<String>)> = std::fs::read_dir("/sys/bus/pci/devices")
+        .map(|dir| {
+            dir.flatten()
+                .map(|entry| {
+                    let driver = std::fs::read_link(entry.path().join("driver"))
+                        .ok()
+                        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+                    (entry.file_name().to_string_lossy().into_owned(), driver)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    devices.sort();
+    devices
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_moved_to_other_destination_devices_are_checked_there_before_anything_changes() {
+    let Some(pair) = pair(64, 0) else { return };
+    let devices = host_pci_devices();
+    // A device bound to a driver (every VM of this kind has virtio-pci ones), and one
+    // bound to another driver or to none.
+    let Some((bound, bound_driver)) = devices.iter().find_map(|(a, d)| Some((a.clone(), d.clone()?))) else {
+        panic!("this host has no PCI device bound to a driver: {devices:?}");
+    };
+    let other = devices
+        .iter()
+        .find(|(_, d)| d.as_deref() != Some(bound_driver.as_str()))
+        .cloned();
+    let second = devices
+        .iter()
+        .map(|(a, _)| a.clone())
+        .find(|a| *a != bound)
+        .expect("a second PCI device");
+    // A domain defined (not started) on the source, passing both through: libvirt keeps
+    // user aliases (`ua-`) in the inactive XML.
+    let hostdev = |address: &str, alias: &str| {
+        let p = backends::libvirt::hostdev::PciAddress::parse(address).expect("sysfs address");
+        format!(
+            "<hostdev mode='subsystem' type='pci' managed='no'><source><address domain='0x{:04x}' \
+             bus='0x{:02x}' slot='0x{:02x}' function='0x{:x}'/></source><alias name='{alias}'/></hostdev>",
+            p.domain, p.bus, p.slot, p.function
+        )
+    };
+    let xml = format!(
+        "<domain type='qemu'><name>spare</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os>\
+         <devices>{}{}</devices></domain>",
+        hostdev(&bound, "ua-gpu0"),
+        hostdev(&second, "ua-nic0")
+    );
+    let file = pair.source.tree().join("spare.xml");
+    std::fs::write(&file, xml).expect("write the domain XML");
+    pair.source
+        .virsh(&["define", &file.to_string_lossy()])
+        .expect("define the spare domain");
+
+    let mut moves = vec![
+        ("ua-nic0".to_string(), "0000:7f:1f.7".to_string()),
+        ("hostdev9".to_string(), bound.clone()),
+    ];
+    if let Some((other, _)) = &other {
+        moves.push(("ua-gpu0".to_string(), other.clone()));
+    }
+    let mut driver = LibvirtDriver::new(LibvirtTarget {
+        source_uri: pair.source.uri().to_string(),
+        domain: "spare".into(),
+        destination_uri: pair.destination.uri().to_string(),
+        destination_name: None,
+        peer_to_peer: false,
+        persist: true,
+        undefine_source: true,
+        device_moves: moves,
+    });
+    driver.connect().await.expect("connect to both daemons");
+    let facts = driver.inspect().await.expect("inspect");
+    let mut expected = vec![
+        "device ua-nic0: the destination host has no PCI device 0000:7f:1f.7".to_string(),
+        format!("device hostdev9: the source domain has no PCI <hostdev> with that alias to move to {bound}"),
+    ];
+    if let Some((other, other_driver)) = &other {
+        expected.push(format!(
+            "device ua-gpu0: {other} is bound to {} on the destination, {bound} to {bound_driver} on the source",
+            other_driver.as_deref().unwrap_or("no driver")
+        ));
+    } else {
+        eprintln!("every PCI device here is bound to {bound_driver}: the driver mismatch is not tried");
+    }
+    assert_eq!(facts.destination.blocked_reasons, expected);
+    assert!(facts.source.blocked_reasons.is_empty());
 }

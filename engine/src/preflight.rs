@@ -66,6 +66,12 @@ pub enum Problem {
         /// QEMU's words.
         reason: String,
     },
+    /// The destination cannot take the VM, as its backend found (a device the plan maps
+    /// to a destination host's device that is missing, bound elsewhere or in use).
+    DestinationRefuses {
+        /// What was found, in the backend's words.
+        reason: String,
+    },
     /// Guest RAM differs between the sides.
     RamDiffers {
         /// Source RAM, bytes.
@@ -217,6 +223,13 @@ pub fn pair_problems(plan: &Plan, facts: &PairFacts) -> Vec<Problem> {
     out.extend(src.blocked_reasons.iter().map(|reason| Problem::Blocked {
         reason: reason.clone(),
     }));
+    out.extend(
+        dst.blocked_reasons
+            .iter()
+            .map(|reason| Problem::DestinationRefuses {
+                reason: reason.clone(),
+            }),
+    );
     if let (Some(source), Some(destination)) = (src.ram_bytes, dst.ram_bytes) {
         if source != destination {
             out.push(Problem::RamDiffers { source, destination });

@@ -232,6 +232,7 @@ impl Display for Problem {
                 "destination: already has an incoming migration set up (status {status}); drop `listen` from the plan, or start a new destination QEMU with `-incoming defer`"
             ),
             Problem::Blocked { reason } => write!(f, "source: QEMU blocks migration: {reason}"),
+            Problem::DestinationRefuses { reason } => write!(f, "destination: cannot take the VM: {reason}"),
             Problem::RamDiffers {
                 source,
                 destination,

@@ -32,6 +32,7 @@
 //!   (`custom-monitor`). Only a policy that throttles does that, and the report says so.
 
 mod ffi;
+pub mod hostdev;
 pub mod job;
 mod xml;
 
@@ -74,6 +75,9 @@ pub struct LibvirtTarget {
     pub persist: bool,
     /// Remove the source's definition after success (`VIR_MIGRATE_UNDEFINE_SOURCE`).
     pub undefine_source: bool,
+    /// Hostdevs that pass a different host device through on the destination: the
+    /// hostdev's alias (the plan's device id) and the destination host's PCI address.
+    pub device_moves: Vec<(String, String)>,
 }
 
 /// Where the migration call is.
@@ -350,13 +354,17 @@ impl LibvirtDriver {
             Side::Source => Some(self.source_domain("state")?),
             Side::Destination => self.destination_domain("state").await?,
         };
+        let blocked_reasons = match side {
+            Side::Source => Vec::new(),
+            Side::Destination => self.device_move_problems().await?,
+        };
         let Some(domain) = domain else {
             // No domain yet: libvirt creates the incoming QEMU when the migration starts.
             return Ok(SideFacts {
                 version,
                 run_state: RunState::InMigrate,
                 migration: MigrationStatus::Setup,
-                blocked_reasons: Vec::new(),
+                blocked_reasons,
                 dirty_ring_size: None,
                 kvm: true,
                 ram_bytes: None,
@@ -368,7 +376,11 @@ impl LibvirtDriver {
                 let state = ffi::domain_state(&domain)?;
                 let xml = domain.xml_desc(0)?;
                 let info = domain.info()?;
-                let stats = ffi::job_stats(&domain, false)?;
+                // An inactive domain has no job to ask about (libvirt refuses the question).
+                let stats = match domain.is_active()? {
+                    true => ffi::job_stats(&domain, false)?,
+                    false => ffi::JobStats::default(),
+                };
                 Ok((state, xml, info, stats))
             })
             .await?;
@@ -385,7 +397,7 @@ impl LibvirtDriver {
             migration,
             // libvirt refuses a migration QEMU blocks and quotes the reason then; it has
             // no call that lists blockers beforehand.
-            blocked_reasons: Vec::new(),
+            blocked_reasons,
             dirty_ring_size: xml::dirty_ring_size(&xml),
             kvm: xml::is_kvm(&xml),
             ram_bytes: Some(info.max_mem.saturating_mul(1024)),
@@ -426,6 +438,119 @@ impl LibvirtDriver {
             });
         }
         Ok(reply.get("return").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Why the destination cannot take the hostdevs the plan moves: each destination
+    /// device must exist there, be bound to the driver its source device is bound to,
+    /// and not be passed through to a running domain already.
+    async fn device_move_problems(&self) -> Result<Vec<String>, DriverError> {
+        if self.target.device_moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let domain = self.source_domain("dumpxml")?;
+        let source_xml = self
+            .call(Side::Source, "dumpxml", move || domain.xml_desc(0))
+            .await?;
+        let mut problems = Vec::new();
+        for (alias, to) in &self.target.device_moves {
+            let Some(to) = hostdev::PciAddress::parse(to) else {
+                problems.push(format!("device {alias}: {to} is not a PCI address"));
+                continue;
+            };
+            let Some(from) = hostdev::address_of(&source_xml, alias) else {
+                problems.push(format!(
+                    "device {alias}: the source domain has no PCI <hostdev> with that alias to move to {to}"
+                ));
+                continue;
+            };
+            let source_driver = self.nodedev_driver(Side::Source, from).await?;
+            let Some(destination_driver) = self.nodedev_driver(Side::Destination, to).await? else {
+                problems.push(format!(
+                    "device {alias}: the destination host has no PCI device {to}"
+                ));
+                continue;
+            };
+            if let Some(source_driver) = source_driver.flatten() {
+                if destination_driver.as_deref() != Some(source_driver.as_str()) {
+                    problems.push(format!(
+                        "device {alias}: {to} is bound to {} on the destination, {from} to {source_driver} on the source",
+                        destination_driver.as_deref().unwrap_or("no driver")
+                    ));
+                }
+            }
+            if let Some(user) = self.destination_user_of(to).await? {
+                problems.push(format!(
+                    "device {alias}: {to} is passed through to domain {user} on the destination"
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
+    /// A PCI device's driver on one side: `None` when the host has no such device,
+    /// `Some(None)` when it is bound to none.
+    async fn nodedev_driver(
+        &self,
+        side: Side,
+        address: hostdev::PciAddress,
+    ) -> Result<Option<Option<String>>, DriverError> {
+        let connection = self.connection(side, "nodedev-dumpxml")?;
+        let name = address.nodedev_name();
+        self.call(side, "nodedev-dumpxml", move || {
+            match connection.lookup_node_device_by_name(&name) {
+                Ok(device) => Ok(Some(hostdev::nodedev_driver(&device.xml_desc(0)?))),
+                Err(e) if matches!(e.code().known(), Some(ErrorNumber::NoNodeDevice)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// The running domain on the destination that passes this device through, if any.
+    async fn destination_user_of(&self, address: hostdev::PciAddress) -> Result<Option<String>, DriverError> {
+        let connection = self.connection(Side::Destination, "list")?;
+        self.call(Side::Destination, "list", move || {
+            for domain in connection.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)? {
+                if hostdev::addresses(&domain.xml_desc(0)?).contains(&address) {
+                    return Ok(Some(domain.name()?));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// The domain XML for the destination with the plan's devices moved, when it moves
+    /// any.
+    async fn destination_xml(&self) -> Result<Option<String>, DriverError> {
+        if self.target.device_moves.is_empty() {
+            return Ok(None);
+        }
+        let moves = self
+            .target
+            .device_moves
+            .iter()
+            .map(|(alias, to)| {
+                hostdev::PciAddress::parse(to)
+                    .map(|to| (alias.clone(), to))
+                    .ok_or_else(|| format!("device {alias}: {to} is not a PCI address"))
+            })
+            .collect::<Result<Vec<_>, _>>();
+        let domain = self.source_domain("dumpxml")?;
+        let xml = self
+            .call(Side::Source, "dumpxml", move || {
+                domain.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE | sys::VIR_DOMAIN_XML_SECURE)
+            })
+            .await?;
+        moves
+            .and_then(|moves| hostdev::retarget(&xml, &moves))
+            .map(Some)
+            .map_err(|message| DriverError {
+                side: Side::Destination,
+                request: "migrate".into(),
+                message: format!("destination: migrate: {message}"),
+                disconnected: false,
+            })
     }
 
     /// The finished migration's statistics: the destination's copy, else the source's.
@@ -579,7 +704,8 @@ impl Driver for LibvirtDriver {
     }
 
     async fn start(&mut self, uri: &str) -> Result<(), DriverError> {
-        let (flags, params) = self.migration_request(uri)?;
+        let (flags, mut params) = self.migration_request(uri)?;
+        params.dest_xml = self.destination_xml().await?;
         let domain = self.source_domain("migrate")?;
         let destination = self.connection(Side::Destination, "migrate")?;
         let destination_uri = self.target.destination_uri.clone();
@@ -818,8 +944,14 @@ impl Driver for LibvirtDriver {
 
     /// The domain is tainted when this run sent QEMU a command through libvirt.
     fn footprint(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.job() == Job::Completed {
+            for (alias, to) in &self.target.device_moves {
+                notes.push(format!("device {alias} passes through {to} on the destination"));
+            }
+        }
         if self.monitor_commands.is_empty() {
-            return Vec::new();
+            return notes;
         }
         let mut counted: Vec<(String, usize)> = Vec::new();
         for command in &self.monitor_commands {
@@ -835,11 +967,12 @@ impl Driver for LibvirtDriver {
                 n => format!("{c} \u{d7}{n}"),
             })
             .collect();
-        vec![format!(
+        notes.push(format!(
             "libvirt marked the domain tainted (custom-monitor): QEMU commands libvirt has no API for \
              were sent through it ({})",
             list.join(", ")
-        )]
+        ));
+        notes
     }
 
     engine::capabilities!(device_events, kernel_dirty_rate);

@@ -17,7 +17,9 @@ pub struct SideFacts {
     pub run_state: RunState,
     /// Migration status on this side.
     pub migration: MigrationStatus,
-    /// QEMU's current migration blockers (`blocked-reasons`), verbatim.
+    /// Why this side cannot take part: QEMU's current migration blockers
+    /// (`blocked-reasons`), verbatim, and what the backend found itself (through libvirt,
+    /// a destination device the plan maps to that cannot be used).
     pub blocked_reasons: Vec<String>,
     /// Whether the guest runs under KVM with the dirty ring on (`Some`; the size when a
     /// backend can tell it, else 1).
