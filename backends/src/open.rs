@@ -21,6 +21,7 @@ pub fn open(plan: &Plan) -> Box<dyn Driver> {
                 peer_to_peer: plan.libvirt.peer_to_peer,
                 persist: plan.libvirt.persist,
                 undefine_source: plan.libvirt.undefine_source,
+                devices: plan.devices.iter().map(|d| d.id.clone()).collect(),
                 device_moves: plan
                     .devices
                     .iter()

@@ -39,6 +39,7 @@ fn driver(pair: &LibvirtPair, peer_to_peer: bool) -> LibvirtDriver {
         peer_to_peer,
         persist: true,
         undefine_source: true,
+        devices: Vec::new(),
         device_moves: Vec::new(),
     })
 }
@@ -255,6 +256,7 @@ async fn devices_moved_to_other_destination_devices_are_checked_there_before_any
         peer_to_peer: false,
         persist: true,
         undefine_source: true,
+        devices: Vec::new(),
         device_moves: moves,
     });
     driver.connect().await.expect("connect to both daemons");

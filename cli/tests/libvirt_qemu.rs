@@ -338,3 +338,39 @@ fn killed_during_a_managed_migration_the_vm_runs_on_the_source_and_nowhere_else(
 fn killed_during_a_peer_to_peer_migration_the_guardian_aborts_the_job_and_the_vm_runs_on_the_source() {
     killed_mid_migration(true);
 }
+
+#[test]
+fn a_domain_the_source_daemon_does_not_run_is_refused_before_anything_changes() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(64, 0) else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = plan_for(&pair, "", "", "escalation = [\"abort\"]");
+
+    // No such domain at all.
+    let (code, report) = run(dir.path(), &plan.replace(pair.domain(), "no-such-domain"));
+    assert_eq!(code, 3, "{report:#}");
+    assert_eq!(report["changed"], false);
+    assert!(
+        report["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no-such-domain"),
+        "the answer names the domain: {report:#}"
+    );
+
+    // The domain defined but shut off: it runs nowhere, which a person must look at
+    // (exit 4), and nothing is changed.
+    pair.source
+        .virsh(&["destroy", pair.domain()])
+        .expect("virsh destroy");
+    let (code, report) = run(dir.path(), &plan);
+    assert_eq!(code, 4, "{report:#}");
+    assert_eq!(report["changed"], false);
+    assert_eq!(report["phase"], "preflight");
+    assert_eq!(
+        report["source_state"], "gone",
+        "no QEMU holds the guest: {report:#}"
+    );
+    assert_eq!(state(&pair.source, pair.domain()).as_deref(), Some("shut off"));
+    assert_eq!(state(&pair.destination, pair.domain()), None);
+}

@@ -125,6 +125,27 @@ fn hostdevs(xml: &str) -> Vec<Hostdev> {
     found
 }
 
+/// The aliases of every hostdev (PCI or mediated), in the XML's order.
+pub fn aliases(xml: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(start) = xml[from..].find("<hostdev").map(|i| i + from) {
+        let Some(end) = xml[start..].find("</hostdev>").map(|i| i + start) else {
+            break;
+        };
+        from = end;
+        let element = &xml[start..end];
+        if let Some(alias) = element
+            .find("<alias")
+            .and_then(|a| element[a..].find("/>").map(|e| &element[a..a + e]))
+            .and_then(|tag| attribute(tag, "name"))
+        {
+            found.push(alias);
+        }
+    }
+    found
+}
+
 /// The host device the hostdev with this alias passes through.
 pub fn address_of(xml: &str, alias: &str) -> Option<PciAddress> {
     hostdevs(xml)
@@ -218,6 +239,12 @@ mod tests {
         assert_eq!(address_of(DOMAIN, "ua-gpu0"), Some(pci("0000:86:00.0")));
         assert_eq!(address_of(DOMAIN, "hostdev2"), None, "an mdev has no PCI source");
         assert_eq!(addresses(DOMAIN), vec![pci("0000:3b:00.1"), pci("0000:86:00.0")]);
+    }
+
+    #[test]
+    fn every_hostdev_with_an_alias_is_listed_mediated_ones_too() {
+        assert_eq!(aliases(DOMAIN), vec!["hostdev0", "ua-gpu0", "hostdev2"]);
+        assert!(aliases("<domain><devices/></domain>").is_empty());
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct LibvirtTarget {
     pub persist: bool,
     /// Remove the source's definition after success (`VIR_MIGRATE_UNDEFINE_SOURCE`).
     pub undefine_source: bool,
+    /// The plan's VFIO device ids (the hostdevs' aliases).
+    pub devices: Vec<String>,
     /// Hostdevs that pass a different host device through on the destination: the
     /// hostdev's alias (the plan's device id) and the destination host's PCI address.
     pub device_moves: Vec<(String, String)>,
@@ -1053,8 +1055,37 @@ impl SourceCommands for LibvirtDriver {
 /// cannot be changed after QEMU started it: `migration-events` comes from the domain XML.
 #[async_trait]
 impl DeviceEvents for LibvirtDriver {
+    /// The domain's hostdevs, from its XML; QEMU's properties (`migration-events`,
+    /// `x-migration-multifd-transfer`) only for the devices the plan lists, which is
+    /// where a command through libvirt is needed. A plan device the XML does not
+    /// describe (added with `<qemu:commandline>`, say) makes the whole list come from
+    /// QEMU's QOM tree, the truth about what QEMU runs.
     async fn vfio_devices(&mut self) -> Result<Vec<DeviceInfo>, DriverError> {
-        devices::list_vfio(self).await
+        let domain = self.source_domain("dumpxml")?;
+        let xml = self
+            .call(Side::Source, "dumpxml", move || domain.xml_desc(0))
+            .await?;
+        let aliases = hostdev::aliases(&xml);
+        if self.target.devices.iter().any(|id| !aliases.contains(id)) {
+            return devices::list_vfio(self).await;
+        }
+        let mut found = Vec::new();
+        for alias in aliases {
+            let qom_path = format!("/machine/peripheral/{alias}");
+            let listed = self.target.devices.contains(&alias);
+            let (migration_events, multifd_transfer) = match listed {
+                true => devices::properties(self, &qom_path).await,
+                false => (None, None),
+            };
+            found.push(DeviceInfo {
+                id: alias,
+                qom_path,
+                type_name: "vfio-pci".into(),
+                migration_events,
+                multifd_transfer,
+            });
+        }
+        Ok(found)
     }
 
     async fn enable_migration_events(&mut self, qom_path: &str) -> Result<(), DriverError> {

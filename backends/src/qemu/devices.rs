@@ -14,6 +14,31 @@ pub(crate) trait SourceCommands: Send {
     async fn source_command(&mut self, command: &str, args: Value) -> Result<Value, DriverError>;
 }
 
+/// A device's `migration-events` and `x-migration-multifd-transfer`, where QEMU has
+/// them.
+pub(crate) async fn properties(
+    qemu: &mut dyn SourceCommands,
+    qom_path: &str,
+) -> (Option<bool>, Option<OnOffAuto>) {
+    let migration_events = qemu
+        .source_command(
+            "qom-get",
+            json!({"path": qom_path, "property": "migration-events"}),
+        )
+        .await
+        .ok()
+        .and_then(|v| v.as_bool());
+    let multifd_transfer = qemu
+        .source_command(
+            "qom-get",
+            json!({"path": qom_path, "property": stream::MULTIFD_TRANSFER}),
+        )
+        .await
+        .ok()
+        .and_then(|v| v.as_str().and_then(OnOffAuto::parse));
+    (migration_events, multifd_transfer)
+}
+
 /// Every `vfio*` device under `/machine/peripheral`, with its `migration-events` and
 /// `x-migration-multifd-transfer` properties where QEMU has them.
 pub(crate) async fn list_vfio(qemu: &mut dyn SourceCommands) -> Result<Vec<DeviceInfo>, DriverError> {
@@ -35,22 +60,7 @@ pub(crate) async fn list_vfio(qemu: &mut dyn SourceCommands) -> Result<Vec<Devic
             continue;
         }
         let qom_path = format!("/machine/peripheral/{name}");
-        let migration_events = qemu
-            .source_command(
-                "qom-get",
-                json!({"path": qom_path, "property": "migration-events"}),
-            )
-            .await
-            .ok()
-            .and_then(|v| v.as_bool());
-        let multifd_transfer = qemu
-            .source_command(
-                "qom-get",
-                json!({"path": qom_path, "property": stream::MULTIFD_TRANSFER}),
-            )
-            .await
-            .ok()
-            .and_then(|v| v.as_str().and_then(OnOffAuto::parse));
+        let (migration_events, multifd_transfer) = properties(qemu, &qom_path).await;
         devices.push(DeviceInfo {
             id: name.to_string(),
             qom_path,
