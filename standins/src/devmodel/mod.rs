@@ -33,6 +33,9 @@
 //! [`backends::qmp::MAX_LINE_BYTES`] closes the connection it came on. Events are forwarded
 //! byte for byte unless the model rewrites them.
 //!
+//! Under libvirt, which owns its QEMUs' monitors, the proxy goes in as the domain's
+//! `<emulator>`: see [`emulator`].
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), standins::devmodel::DevModelError> {
 //! use standins::devmodel::{Proxy, ProxyConfig, Role};
@@ -55,6 +58,7 @@
 //! ```
 
 mod config;
+pub mod emulator;
 mod fdpass;
 mod hub;
 mod proxy;
