@@ -24,8 +24,8 @@ const GUEST_IMAGE: &str = "/var/lib/libvirt/images/rig-guest.elf";
 const FIRMWARE: &str = "/usr/share/qemu/qboot.rom";
 
 /// How to start a [`LibvirtPair`]. The default: 1 GiB of RAM, an idle 64 MiB working set,
-/// [`Accel::Auto`], the dirty ring on (where KVM is used), `qemu-system-x86_64` from `PATH`,
-/// domain `rig-guest`.
+/// [`Accel::Auto`], the dirty ring on (where KVM is used), `qemu-system-x86_64` from `PATH`
+/// as the emulator, no emulator environment, domain `rig-guest`.
 #[derive(Debug, Clone)]
 pub struct LibvirtPairOptions {
     /// Guest RAM in MiB (default 1024); raised to the working set plus 32 MiB if smaller.
@@ -36,8 +36,17 @@ pub struct LibvirtPairOptions {
     pub accel: Accel,
     /// Turn on the KVM dirty ring; ignored under TCG.
     pub dirty_ring: bool,
-    /// The QEMU binary: probed, and the domain's `<emulator>`.
+    /// The QEMU binary: probed, and the domain's `<emulator>` unless [`Self::emulator`]
+    /// names another.
     pub qemu: PathBuf,
+    /// The domain's `<emulator>` when it is not [`Self::qemu`] itself: e.g. a wrapper
+    /// that ends up running it (libvirt probes its capabilities too, by running it).
+    pub emulator: Option<PathBuf>,
+    /// Environment variables for the emulator, as libvirt's `<qemu:env>` (libvirt gives
+    /// the emulator a fixed environment of its own, and these). Any makes libvirt mark the
+    /// domain tainted (`custom-argv`); libvirt passes them on to the destination with the
+    /// domain's definition.
+    pub emulator_env: Vec<(String, String)>,
     /// The domain's name.
     pub domain: String,
 }
@@ -53,6 +62,8 @@ impl Default for LibvirtPairOptions {
             accel: Accel::Auto,
             dirty_ring: true,
             qemu: PathBuf::from("qemu-system-x86_64"),
+            emulator: None,
+            emulator_env: Vec::new(),
             domain: "rig-guest".into(),
         }
     }
@@ -97,8 +108,12 @@ impl LibvirtPair {
             )));
         }
         daemon::check_available()?;
-        let emulator = which(&opts.qemu)
-            .ok_or_else(|| RigError::Options(format!("QEMU binary {} not found", opts.qemu.display())))?;
+        let emulator = match &opts.emulator {
+            Some(emulator) => which(emulator)
+                .ok_or_else(|| RigError::Options(format!("emulator {} not found", emulator.display())))?,
+            None => which(&opts.qemu)
+                .ok_or_else(|| RigError::Options(format!("QEMU binary {} not found", opts.qemu.display())))?,
+        };
         // Both daemons start while the accelerator is probed.
         let source = LibvirtDaemon::spawn("source")?;
         let destination = LibvirtDaemon::spawn("destination")?;
@@ -111,7 +126,14 @@ impl LibvirtPair {
         let destination = destination.wait_until_ready()?;
 
         let mem_mb = opts.mem_mb.max(opts.guest.wss_mb + GUEST_OVERHEAD_MB);
-        let xml = domain_xml(&opts.domain, mem_mb, opts.guest, &accel, &emulator)?;
+        let xml = domain_xml(
+            &opts.domain,
+            mem_mb,
+            opts.guest,
+            &accel,
+            &emulator,
+            &opts.emulator_env,
+        )?;
         for daemon in [&source, &destination] {
             let image = daemon.host_path(GUEST_IMAGE);
             std::fs::write(&image, GUEST_ELF).map_err(io_error(format!("write {}", image.display())))?;
@@ -157,7 +179,9 @@ impl LibvirtPair {
     ///   each daemon's namespace maps to its own tree, so the source's and the
     ///   destination's output land in different files from the same XML;
     /// - no USB controller, no memory balloon, no disk, network or graphics: nothing the
-    ///   guest does not use, nothing to migrate but RAM, CPU and the serial port.
+    ///   guest does not use, nothing to migrate but RAM, CPU and the serial port;
+    /// - with [`LibvirtPairOptions::emulator_env`], a `<qemu:commandline>` of `<qemu:env>`
+    ///   elements (libvirt's QEMU namespace) that sets them.
     pub fn domain_xml(&self) -> &str {
         &self.xml
     }
@@ -194,6 +218,7 @@ fn domain_xml(
     guest: GuestParams,
     accel: &AccelInfo,
     emulator: &Path,
+    env: &[(String, String)],
 ) -> Result<String, RigError> {
     let (domain_type, cpu) = match accel.kind.as_str() {
         "kvm" => ("kvm", cpu_xml(&accel.cpu)?),
@@ -210,8 +235,28 @@ fn domain_xml(
         ""
     };
     let serial = daemon::serial_path(name);
+    let (namespace, commandline) = if env.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let mut vars = String::new();
+        for (var, value) in env {
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(RigError::Options(format!(
+                    "emulator environment variable {var:?}: use letters, digits and '_'"
+                )));
+            }
+            vars.push_str(&format!(
+                "\n    <qemu:env name='{var}' value='{}'/>",
+                xml_escape(value)
+            ));
+        }
+        (
+            " xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'".to_string(),
+            format!("\n  <qemu:commandline>{vars}\n  </qemu:commandline>"),
+        )
+    };
     Ok(format!(
-        r#"<domain type='{domain_type}'>
+        r#"<domain type='{domain_type}'{namespace}>
   <name>{name}</name>
   <memory unit='MiB'>{mem_mb}</memory>
   <vcpu>1</vcpu>
@@ -237,7 +282,7 @@ fn domain_xml(
       <target port='0'/>
     </serial>
     <memballoon model='none'/>
-  </devices>
+  </devices>{commandline}
 </domain>
 "#,
         cmdline = xml_escape(&guest.cmdline()),
@@ -331,21 +376,51 @@ mod tests {
             rate_mb: 20,
         };
         let emulator = Path::new("/usr/bin/qemu-system-x86_64");
-        let with = domain_xml("g", 96, guest, &kvm("host", true), emulator).unwrap_or_else(|e| panic!("{e}"));
+        let with =
+            domain_xml("g", 96, guest, &kvm("host", true), emulator, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert!(with.starts_with("<domain type='kvm'>"), "{with}");
         assert!(with.contains("<dirty-ring state='on' size='4096'/>"), "{with}");
         assert!(with.contains("<cmdline>wss_mb=64 rate_mb=20</cmdline>"), "{with}");
         assert!(with.contains("<memory unit='MiB'>96</memory>"), "{with}");
         let without =
-            domain_xml("g", 96, guest, &kvm("host", false), emulator).unwrap_or_else(|e| panic!("{e}"));
+            domain_xml("g", 96, guest, &kvm("host", false), emulator, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert!(!without.contains("dirty-ring"), "{without}");
         let tcg = AccelInfo {
             kind: "tcg".into(),
             cpu: "qemu64".into(),
             dirty_ring: false,
         };
-        let tcg = domain_xml("g", 96, guest, &tcg, emulator).unwrap_or_else(|e| panic!("{e}"));
+        let tcg = domain_xml("g", 96, guest, &tcg, emulator, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert!(tcg.starts_with("<domain type='qemu'>"), "{tcg}");
         assert!(!tcg.contains("dirty-ring"), "{tcg}");
+        assert!(
+            !tcg.contains("qemu:"),
+            "no QEMU namespace without an environment: {tcg}"
+        );
+    }
+
+    #[test]
+    fn an_emulator_environment_is_set_with_qemu_env() {
+        let guest = GuestParams {
+            wss_mb: 64,
+            rate_mb: 0,
+        };
+        let env = [("MODEL".to_string(), r#"{"id":"a'b"}"#.to_string())];
+        let xml = domain_xml("g", 96, guest, &kvm("host", true), Path::new("/x/qemu"), &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            xml.starts_with("<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<emulator>/x/qemu</emulator>"), "{xml}");
+        assert!(
+            xml.contains("<qemu:commandline>\n    <qemu:env name='MODEL' value='{&quot;id&quot;:&quot;a&apos;b&quot;}'/>\n  </qemu:commandline>\n</domain>"),
+            "{xml}"
+        );
+        let bad = [("A=B".to_string(), String::new())];
+        assert!(matches!(
+            domain_xml("g", 96, guest, &kvm("host", true), Path::new("/x/qemu"), &bad),
+            Err(RigError::Options(_))
+        ));
     }
 }

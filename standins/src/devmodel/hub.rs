@@ -9,6 +9,7 @@
 //! negotiated with QEMU once.
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::config::Role;
+use super::fdpass::write_with_fds;
 use super::proxy::{Lines, Shared};
 use super::qom::PERIPHERAL;
 use super::rewrite::{error_line, object_line, parse, return_line, status_of, Message};
@@ -37,8 +39,13 @@ pub(crate) enum HubMsg {
         client: u64,
         out: mpsc::UnboundedSender<Vec<u8>>,
     },
-    /// A line from a client (without its `\n`).
-    Line { client: u64, line: Vec<u8> },
+    /// A line from a client (without its `\n`), and the file descriptors it sent since
+    /// its previous line (`SCM_RIGHTS`).
+    Line {
+        client: u64,
+        line: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    },
     /// A client went away.
     Closed { client: u64 },
     /// A model timer expired.
@@ -57,6 +64,9 @@ struct Client {
     out: mpsc::UnboundedSender<Vec<u8>>,
     negotiated: bool,
     slots: VecDeque<Slot>,
+    /// Descriptors the client sent, for QEMU with its next forwarded command (QEMU
+    /// keeps them for the command that names them, e.g. `getfd`).
+    fds: Vec<OwnedFd>,
 }
 
 /// A command the hub sent to QEMU, and for whom.
@@ -159,6 +169,7 @@ impl Hub {
                         out,
                         negotiated: false,
                         slots: VecDeque::new(),
+                        fds: Vec::new(),
                     },
                 );
                 Ok(())
@@ -168,7 +179,12 @@ impl Hub {
                 self.inflight.retain(|_, f| f.client != Some(client));
                 Ok(())
             }
-            HubMsg::Line { client, line } => self.client_line(client, &line).await,
+            HubMsg::Line { client, line, fds } => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.fds.extend(fds);
+                }
+                self.client_line(client, &line).await
+            }
             HubMsg::Timer(timer) => {
                 let actions = self.shared.model().on_timer(timer);
                 self.schedule(actions);
@@ -250,12 +266,13 @@ impl Hub {
                 arguments,
             },
         );
+        let mut fds = Vec::new();
         if let Some(c) = self.clients.get_mut(&client) {
             c.slots.push_back(Slot::Waiting(hub_id));
+            fds = std::mem::take(&mut c.fds);
         }
-        self.upstream
-            .write_all(format!("{}\n", Value::Object(command)).as_bytes())
-            .await
+        let line = format!("{}\n", Value::Object(command));
+        write_with_fds(&mut self.upstream, line.as_bytes(), fds).await
     }
 
     /// The proxy's own reply to a command about the modelled devices, if it is one.

@@ -27,9 +27,14 @@
 //! Deviations from a plain byte-for-byte pipe, all forced by the sharing: forwarded
 //! commands are re-serialised (with the proxy's id); replies are re-serialised (with the
 //! client's id); client input that is not a JSON command is answered by the proxy with
-//! QEMU's error; `qmp_capabilities` is answered by the proxy; a line longer than
+//! QEMU's error; `qmp_capabilities` is answered by the proxy; file descriptors a client
+//! sends (`SCM_RIGHTS`, e.g. libvirt's `getfd`) go to QEMU with that client's next
+//! forwarded command; a line longer than
 //! [`backends::qmp::MAX_LINE_BYTES`] closes the connection it came on. Events are forwarded
 //! byte for byte unless the model rewrites them.
+//!
+//! Under libvirt, which owns its QEMUs' monitors, the proxy goes in as the domain's
+//! `<emulator>`: see [`emulator`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), standins::devmodel::DevModelError> {
@@ -53,6 +58,8 @@
 //! ```
 
 mod config;
+pub mod emulator;
+mod fdpass;
 mod hub;
 mod proxy;
 mod qom;

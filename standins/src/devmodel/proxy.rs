@@ -16,6 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 
 use super::config::ProxyConfig;
+use super::fdpass::FdRead;
 use super::hub::{Hub, HubMsg};
 use super::rewrite::{parse, Message};
 use super::state::Model;
@@ -53,6 +54,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     upstream: PathBuf,
     listen: PathBuf,
+    /// The proxy created the listening socket's file (and removes it when dropped).
+    owns_listen: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -72,6 +75,25 @@ impl Proxy {
     /// The proxy holds QEMU's monitor from now on: QEMU serves one QMP client per
     /// socket, so everyone else must come through the proxy (or another `-qmp` socket).
     pub async fn start(cfg: ProxyConfig) -> Result<Proxy, DevModelError> {
+        Proxy::start_inner(cfg, None).await
+    }
+
+    /// As [`Proxy::start`], but serves clients on `listener`, a socket someone else
+    /// already bound and listens on (e.g. one libvirt passed to QEMU as `fd=N`);
+    /// `cfg.listen` only names it (in errors and [`Proxy::listen_path`]) and is neither
+    /// created nor removed. Clients that connected before the proxy started wait in the
+    /// listener's backlog and are served once the upstream handshake is done.
+    pub async fn start_on(
+        cfg: ProxyConfig,
+        listener: std::os::unix::net::UnixListener,
+    ) -> Result<Proxy, DevModelError> {
+        Proxy::start_inner(cfg, Some(listener)).await
+    }
+
+    async fn start_inner(
+        cfg: ProxyConfig,
+        listener: Option<std::os::unix::net::UnixListener>,
+    ) -> Result<Proxy, DevModelError> {
         cfg.validate()?;
         let upstream_error = |detail: String| DevModelError::Upstream {
             path: cfg.upstream.clone(),
@@ -87,7 +109,17 @@ impl Proxy {
             Ok(Err(detail)) => return Err(upstream_error(detail)),
             Ok(Ok(upstream)) => upstream,
         };
-        let listener = bind(&cfg.listen)?;
+        let owns_listen = listener.is_none();
+        let listener = match listener {
+            None => bind(&cfg.listen)?,
+            Some(listener) => listener
+                .set_nonblocking(true)
+                .and_then(|()| UnixListener::from_std(listener))
+                .map_err(|source| DevModelError::Listen {
+                    path: cfg.listen.clone(),
+                    source,
+                })?,
+        };
         let mut model = Model::new(&cfg);
         model.set_initial(upstream.vm_running, upstream.events_cap);
         let shared = Arc::new(Shared {
@@ -108,8 +140,15 @@ impl Proxy {
             shared,
             upstream: cfg.upstream,
             listen: cfg.listen,
+            owns_listen,
             tasks,
         })
+    }
+
+    /// Whether QEMU closed its monitor (it exited, or is exiting): the proxy has nothing
+    /// left to serve, and its clients were disconnected.
+    pub fn upstream_closed(&self) -> bool {
+        self.tasks.first().is_some_and(JoinHandle::is_finished)
     }
 
     /// Every modelled device state change so far, oldest first: (device id, state, when).
@@ -129,7 +168,9 @@ impl Drop for Proxy {
         for task in &self.tasks {
             task.abort();
         }
-        let _ = std::fs::remove_file(&self.listen);
+        if self.owns_listen {
+            let _ = std::fs::remove_file(&self.listen);
+        }
     }
 }
 
@@ -246,12 +287,14 @@ async fn serve(hub: mpsc::UnboundedSender<HubMsg>, client: u64, stream: UnixStre
     if hub.send(HubMsg::Connected { client, out }).is_err() {
         return;
     }
-    let mut incoming = lines(read);
+    let mut incoming = lines(FdRead::new(read));
     loop {
         tokio::select! {
             line = incoming.next() => match line {
                 Some(Ok(line)) => {
-                    if hub.send(HubMsg::Line { client, line: line.to_vec() }).is_err() {
+                    // Descriptors sent with this line (or before it) go with it.
+                    let fds = std::mem::take(&mut incoming.get_mut().fds);
+                    if hub.send(HubMsg::Line { client, line: line.to_vec(), fds }).is_err() {
                         break;
                     }
                 }
