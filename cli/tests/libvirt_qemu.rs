@@ -374,3 +374,154 @@ fn a_domain_the_source_daemon_does_not_run_is_refused_before_anything_changes() 
     assert_eq!(state(&pair.source, pair.domain()).as_deref(), Some("shut off"));
     assert_eq!(state(&pair.destination, pair.domain()), None);
 }
+
+/// The device model's `<emulator>` wrapper, built when this test binary was built alone.
+fn model_wrapper() -> std::path::PathBuf {
+    let tool = assert_cmd::cargo::cargo_bin("vfio-migrate");
+    let wrapper = tool.with_file_name("vfio-model-qemu");
+    if !wrapper.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = std::process::Command::new(cargo)
+            .args(["build", "-p", "vfio-migrate-standins", "--bin", "vfio-model-qemu"])
+            .status()
+            .expect("run cargo");
+        assert!(built.success(), "build vfio-model-qemu");
+    }
+    wrapper
+}
+
+/// A pair whose QEMUs carry the demo's two modelled VFIO devices behind libvirt's
+/// monitor: `gpu0` with pre-copy and 64 MiB of state, `nic0` stop-copy only with 8 MiB.
+fn pair_with_devices(wss_mb: u32, rate_mb: u32) -> Option<LibvirtPair> {
+    use standins::devmodel::emulator::{emulator_script, EmulatorConfig, CONFIG_ENV};
+    use standins::vfio::ModelDevice;
+    let script = emulator_script(&model_wrapper(), Path::new("qemu-system-x86_64")).expect("emulator script");
+    let config = EmulatorConfig {
+        devices: vec![
+            ModelDevice {
+                precopy: true,
+                state_size: 64 << 20,
+                ..ModelDevice::new("gpu0")
+            },
+            ModelDevice {
+                state_size: 8 << 20,
+                ..ModelDevice::new("nic0")
+            },
+        ],
+        link_bytes_per_sec: 128 << 20,
+    };
+    let opts = LibvirtPairOptions {
+        guest: GuestParams { wss_mb, rate_mb },
+        emulator: Some(script),
+        emulator_env: vec![(CONFIG_ENV.to_string(), config.to_json())],
+        ..LibvirtPairOptions::default()
+    };
+    match LibvirtPair::start(&opts) {
+        Ok(pair) => Some(pair),
+        Err(RigError::LibvirtUnavailable { why }) => {
+            assert!(
+                std::env::var("CI_REQUIRE_LIBVIRT").as_deref() != Ok("1"),
+                "{why}; CI_REQUIRE_LIBVIRT=1 forbids skipping"
+            );
+            eprintln!("skipped: {why}");
+            None
+        }
+        Err(e) => panic!("start a libvirt pair: {e}"),
+    }
+}
+
+#[test]
+fn vfio_devices_through_libvirt_are_followed_until_saving_before_any_decision_and_the_vm_moves() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair_with_devices(256, 50) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = format!(
+        "{}\n[[devices]]\nid = \"gpu0\"\nprecopy = true\nstate_size = \"64MiB\"\n\n[[devices]]\nid = \"nic0\"\nprecopy = false\nstate_size = \"8MiB\"\n",
+        plan_for(
+            &pair,
+            "",
+            "downtime = \"1s\"\nmax_bandwidth = \"128MiB/s\"",
+            "escalation = [\"abort\"]"
+        )
+    );
+    let (code, report) = run(dir.path(), &plan);
+    assert_eq!(code, 0, "{report:#}\n{}", pair.diagnostics());
+    assert_eq!(report["running_on"], "destination");
+    assert_eq!(report["capabilities"]["device_events"], true);
+    assert_eq!(report["capabilities"]["switchover_hold"], false);
+    let gate = report["gate_opened_ms"].as_u64().expect("the gate opened");
+    for device in report["devices"].as_array().expect("devices") {
+        let saving = device["saving_at_ms"].as_u64().expect("each device was saving");
+        assert!(saving <= gate, "{device:#}");
+        let states: Vec<&str> = device["timeline"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["state"].as_str())
+            .collect();
+        assert!(
+            states.contains(&"stop-copy"),
+            "{} went through stop-copy: {states:?}",
+            device["id"]
+        );
+    }
+    // Every policy judgement came after the gate opened.
+    for pass in report["pass_history"].as_array().into_iter().flatten() {
+        let at = pass["elapsed"].as_u64().unwrap_or_default();
+        assert!(
+            at >= gate,
+            "a boundary judged at {at} ms, before the gate opened at {gate} ms"
+        );
+    }
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("tainted") && notes.contains("qom-get"), "{notes}");
+    assert_eq!(
+        state(&pair.destination, pair.domain()).as_deref(),
+        Some("running")
+    );
+    assert_guest_alive(&pair.destination, pair.domain());
+}
+
+#[test]
+fn a_device_in_the_wrong_state_at_pre_switchover_is_cancelled_and_the_vm_never_runs_on_the_destination() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair_with_devices(256, 50) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // The plan says nic0 saves in pre-copy; it does not: at pre-switchover it is in
+    // `stop`, not `stop-copy`. libvirt continues the switchover itself, so the tool's
+    // cancel races it.
+    let plan = format!(
+        "{}\n[[devices]]\nid = \"gpu0\"\nprecopy = true\nstate_size = \"64MiB\"\n\n[[devices]]\nid = \"nic0\"\nprecopy = true\nstate_size = \"8MiB\"\n",
+        plan_for(
+            &pair,
+            "",
+            "downtime = \"1s\"\nmax_bandwidth = \"128MiB/s\"",
+            "escalation = [\"abort\"]"
+        )
+    );
+    let (code, report) = run(dir.path(), &plan);
+    assert_eq!(report["reason"]["kind"], "device", "{report:#}");
+    let source = state(&pair.source, pair.domain());
+    let destination = state(&pair.destination, pair.domain());
+    match code {
+        // The cancel won: the VM runs on the source, nothing on the destination.
+        1 => {
+            eprintln!("race: the cancel won");
+            assert_eq!(report["running_on"], "source");
+            assert_eq!(source.as_deref(), Some("running"));
+            assert_eq!(destination, None);
+            assert_guest_alive(&pair.source, pair.domain());
+        }
+        // libvirt finished first: the destination holds the VM paused, never started.
+        4 => {
+            eprintln!("race: libvirt finished first");
+            assert_eq!(destination.as_deref(), Some("paused"), "{report:#}");
+            assert_ne!(source.as_deref(), Some("running"));
+        }
+        other => panic!("exit {other}: {report:#}"),
+    }
+}
