@@ -525,3 +525,97 @@ fn a_device_in_the_wrong_state_at_pre_switchover_is_cancelled_and_the_vm_never_r
         other => panic!("exit {other}: {report:#}"),
     }
 }
+
+#[test]
+fn stream_choices_reach_qemu_through_libvirt_s_parameters() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(256, 50) else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // XBZRLE with its cache: libvirt's `compression = xbzrle` and its cache size.
+    let plan = plan_for(
+        &pair,
+        "",
+        "downtime = \"300ms\"\nmax_bandwidth = \"128MiB/s\"",
+        "escalation = [\"abort\"]",
+    )
+    .replace("[limits]", "[migration]\nxbzrle_cache = \"64MiB\"\n[limits]");
+    let (code, report) = run(dir.path(), &plan);
+    assert_eq!(code, 0, "{report:#}\n{}", pair.diagnostics());
+    assert_eq!(
+        report["stream"]["xbzrle"]["cache_size"].as_u64(),
+        Some(64 << 20),
+        "libvirt's statistics show the cache QEMU used: {report:#}"
+    );
+    assert_guest_alive(&pair.destination, pair.domain());
+}
+
+#[test]
+fn multifd_with_zstd_through_libvirt_migrates_over_the_channels_asked_for() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(256, 50) else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = plan_for(
+        &pair,
+        "",
+        "downtime = \"300ms\"\nmax_bandwidth = \"64MiB/s\"",
+        "escalation = [\"abort\"]",
+    )
+    .replace(
+        "[limits]",
+        "[migration]\nmultifd_channels = 4\nmultifd_compression = \"zstd\"\n[limits]",
+    );
+    let path = dir.path().join("plan.toml");
+    std::fs::write(&path, plan).expect("write plan");
+    let tool = std::process::Command::new(assert_cmd::cargo::cargo_bin("vfio-migrate"))
+        .env("VFIO_MIGRATE_STATE_DIR", dir.path().join("state"))
+        .args(["--output", "json"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start vfio-migrate");
+    // While libvirt migrates, the source QEMU's settings are what libvirt set from the
+    // tool's parameters (asked here through libvirt, by the test, not the tool).
+    let asked = |command: &str| {
+        let out = pair
+            .source
+            .virsh(&[
+                "qemu-monitor-command",
+                pair.domain(),
+                &format!("{{\"execute\":\"{command}\"}}"),
+            ])
+            .expect("virsh qemu-monitor-command");
+        serde_json::from_str::<Value>(out.trim()).expect("JSON")["return"].clone()
+    };
+    // Until QEMU's migration is active: libvirt sets the parameters before it starts it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while asked("query-migrate")["status"] != "active" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migration did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let parameters = asked("query-migrate-parameters");
+    let capabilities = asked("query-migrate-capabilities");
+    let out = tool.wait_with_output().expect("wait for vfio-migrate");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", pair.diagnostics());
+    let multifd = capabilities
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["capability"] == "multifd");
+    assert_eq!(
+        multifd.map(|c| c["state"].clone()),
+        Some(Value::Bool(true)),
+        "{capabilities}"
+    );
+    assert_eq!(parameters["multifd-channels"], 4, "{parameters}");
+    assert_eq!(parameters["multifd-compression"], "zstd", "{parameters}");
+    assert_eq!(
+        state(&pair.destination, pair.domain()).as_deref(),
+        Some("running")
+    );
+    assert_guest_alive(&pair.destination, pair.domain());
+}

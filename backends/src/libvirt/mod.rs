@@ -52,6 +52,8 @@ use virt::domain::{Domain, MigrateParameters};
 use virt::error::{Error as VirtError, ErrorNumber};
 use virt::sys;
 
+use plans::MultifdCompression;
+
 use crate::qemu::devices::{self, SourceCommands};
 use crate::qmp::QmpEvent;
 
@@ -616,20 +618,41 @@ impl LibvirtDriver {
             flags |= sys::VIR_MIGRATE_PARALLEL;
             params.parallel_connections = Some(i32::from(channels));
         }
+        let level = setup.stream.multifd_compression_level.map(i32::from);
+        match setup.stream.multifd_compression {
+            Some(MultifdCompression::Zstd) => {
+                flags |= sys::VIR_MIGRATE_COMPRESSED;
+                params.compression = Some("zstd".into());
+                params.compression_zstd_level = level;
+            }
+            Some(MultifdCompression::Zlib) => {
+                flags |= sys::VIR_MIGRATE_COMPRESSED;
+                params.compression = Some("zlib".into());
+                params.compression_zlib_level = level;
+            }
+            Some(MultifdCompression::None) | None => {}
+        }
+        if let Some(cache) = setup.stream.xbzrle_cache_bytes {
+            // Validation refuses XBZRLE with multifd, so this is the only method.
+            flags |= sys::VIR_MIGRATE_COMPRESSED;
+            params.compression = Some("xbzrle".into());
+            params.compression_xbzrle_cache = Some(cache);
+        }
+        if let Some(tls) = &setup.tls {
+            // The certificates are the daemons': `migrate_tls_x509_cert_dir` in each
+            // host's qemu.conf.
+            flags |= sys::VIR_MIGRATE_TLS;
+            params.tls_destination = tls.hostname.clone();
+        }
         // `switchover_ack` needs nothing from here: libvirt 11 turns `return-path` and
         // `switchover-ack` on for every migration itself (seen with
         // `query-migrate-capabilities` during one), as it does `pause-before-switchover`.
-        if setup.tls.is_some()
-            || setup.stream.multifd_compression.is_some()
-            || setup.stream.xbzrle_cache_bytes.is_some()
-            || setup.stream.zero_page_detection.is_some()
-            || setup.stream.device_state_transfer.is_some()
-        {
+        if setup.stream.zero_page_detection.is_some() || setup.stream.device_state_transfer.is_some() {
             return Err(DriverError {
                 side: Side::Source,
                 request: "migrate".into(),
-                message: "source: migrate: the libvirt backend does not yet carry TLS, compression, XBZRLE, \
-                          zero-page or device-channel settings; drop them from the plan or reach QEMU over QMP"
+                message: "source: migrate: libvirt has no parameter for zero-page detection or a device's \
+                          state channel; drop them from the plan or reach QEMU over QMP"
                     .into(),
                 disconnected: false,
             });
