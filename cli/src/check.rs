@@ -37,11 +37,6 @@ pub fn run(request: Request) -> i32 {
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    if plan.is_libvirt() {
-        let report = libvirt_not_yet(&plan);
-        print(&report, request.output);
-        return report.rc;
-    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return crate::exit::usage(request.output, &format!("cannot start the async runtime: {e}")),
@@ -81,20 +76,6 @@ pub fn run(request: Request) -> i32 {
 
 /// A plan whose sides are libvirt domains: valid, but `check` reads QEMU monitors only
 /// so far, so it says so as a failed row (not ready, exit 3) rather than guess.
-fn libvirt_not_yet(plan: &Plan) -> CheckReport {
-    CheckReport::new(
-        Some(plan.vm.name.clone()),
-        vec![
-            Row::pass("plan.valid", format!("valid plan for VM {:?}", plan.vm.name)),
-            Row::fail(
-                "plan.libvirt",
-                "check through libvirt is not available yet: the plan reaches its sides through libvirt",
-                "`check --host` checks this host; `validate` checks the plan",
-            ),
-        ],
-    )
-}
-
 fn side_of(side: CheckSide) -> Side {
     match side {
         CheckSide::Source => Side::Source,
@@ -132,10 +113,12 @@ fn is_local(plan: &Plan, side: Side) -> bool {
         Side::Source => &plan.source,
         Side::Destination => &plan.destination.endpoint,
     };
-    match endpoint.qmp() {
-        Some(QmpAddress::Unix(_)) => true,
-        Some(address) => !address.is_remote(),
-        None => false,
+    match (endpoint.qmp(), endpoint.libvirt()) {
+        (Some(QmpAddress::Unix(_)), _) => true,
+        (Some(address), _) => !address.is_remote(),
+        // `qemu:///system` and `qemu+unix://`: the daemon, and so its devices, are here.
+        (None, Some(libvirt)) => !libvirt.is_remote(),
+        (None, None) => false,
     }
 }
 
@@ -172,20 +155,6 @@ fn line(row: &Row, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_libvirt_plan_is_answered_not_ready_without_contacting_anything() {
-        let plan = plans::load(
-            "plan.toml",
-            "[vm]\nname = \"vm\"\n[source]\nlibvirt = \"qemu:///system\"\ndomain = \"vm\"\n[destination]\nlibvirt = \"qemu+ssh://dst.example/system\"\n[migration]\ntls = true\n",
-        )
-        .expect("a valid plan");
-        let report = libvirt_not_yet(&plan);
-        assert_eq!(report.rc, 3);
-        let text = table(&report);
-        assert!(text.contains("fail   plan.libvirt"), "{text}");
-        assert!(text.contains("not available yet"), "{text}");
-    }
 
     #[test]
     fn the_table_puts_hints_under_their_rows_and_the_verdict_last() {

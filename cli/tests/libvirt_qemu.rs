@@ -619,3 +619,77 @@ fn multifd_with_zstd_through_libvirt_migrates_over_the_channels_asked_for() {
     );
     assert_guest_alive(&pair.destination, pair.domain());
 }
+
+fn check(dir: &Path, plan: &str) -> (i32, Value) {
+    common::check(dir, plan)
+}
+
+#[test]
+fn check_through_libvirt_reads_both_daemons_predicts_and_changes_nothing() {
+    let _one = ONE_AT_A_TIME.lock();
+    let Some(pair) = pair(256, 50) else { return };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plan = plan_for(
+        &pair,
+        "",
+        "downtime = \"300ms\"\nmax_bandwidth = \"128MiB/s\"",
+        "escalation = [\"abort\"]",
+    );
+    let before = pair.source.virsh(&["domjobinfo", pair.domain()]).expect("virsh");
+    let (code, answer) = check(dir.path(), &plan);
+    assert_eq!(code, 0, "{answer:#}");
+    let row = |id: &str| {
+        common::row(&answer, id)["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(row("source.reachable"), "pass");
+    assert_eq!(row("destination.reachable"), "pass");
+    assert_eq!(row("destination.incoming"), "pass");
+    assert_eq!(row("vm.machine"), "pass");
+    assert_eq!(row("vm.ram"), "pass");
+    assert_eq!(row("capability.libvirt"), "pass");
+    assert_eq!(row("source.blockers"), "warn", "libvirt cannot list them");
+    assert_eq!(
+        answer["prediction"]["forecast"]["kind"], "converges",
+        "{answer:#}"
+    );
+    assert_eq!(answer["would_change"], true);
+    let measured = answer["measured"]["bytes_per_sec"]
+        .as_u64()
+        .expect("a kernel dirty rate");
+    assert!(
+        (30 << 20..80 << 20).contains(&measured),
+        "the guest dirties 50 MiB/s: {measured}"
+    );
+    // Nothing changed, and no QEMU command went through libvirt (it would taint).
+    assert_eq!(
+        pair.source.virsh(&["domjobinfo", pair.domain()]).expect("virsh"),
+        before
+    );
+    assert_eq!(state(&pair.source, pair.domain()).as_deref(), Some("running"));
+    assert_eq!(state(&pair.destination, pair.domain()), None);
+    let log_path = pair
+        .source
+        .host_path(format!("/var/log/libvirt/qemu/{}.log", pair.domain()));
+    let log = std::fs::read_to_string(&log_path).expect("the domain's log, where libvirt records a taint");
+    assert!(log.contains("-name"), "the log holds QEMU's command line: {log}");
+    assert!(
+        !log.contains("custom-monitor"),
+        "check tainted the domain:\n{log}"
+    );
+    // The same log does record a taint: a QEMU command through libvirt, now.
+    pair.source
+        .virsh(&[
+            "qemu-monitor-command",
+            pair.domain(),
+            "{\"execute\":\"query-status\"}",
+        ])
+        .expect("virsh qemu-monitor-command");
+    let log = std::fs::read_to_string(&log_path).expect("the domain's log");
+    assert!(
+        log.contains("custom-monitor"),
+        "libvirt records a taint in this log:\n{log}"
+    );
+}

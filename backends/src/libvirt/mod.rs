@@ -34,6 +34,7 @@
 mod ffi;
 pub mod hostdev;
 pub mod job;
+mod survey;
 mod xml;
 
 use std::sync::{Arc, Mutex};
@@ -310,6 +311,9 @@ impl LibvirtDriver {
     }
 
     async fn open(&self, side: Side, uri: &str) -> Result<Connect, DriverError> {
+        // libvirt prints every error on stderr unless told not to; this driver reports
+        // them itself.
+        virt::error::clear_error_callback();
         let uri = uri.to_string();
         self.call(side, "connect", move || Connect::open(Some(&uri)))
             .await
@@ -670,7 +674,6 @@ impl Driver for LibvirtDriver {
             message: format!("source: connect: libvirt's event loop did not start: {message}"),
             disconnected: true,
         })?;
-        virt::error::clear_error_callback();
         let source = self.open(Side::Source, &self.target.source_uri.clone()).await?;
         let destination = self
             .open(Side::Destination, &self.target.destination_uri.clone())
@@ -1000,7 +1003,7 @@ impl Driver for LibvirtDriver {
         notes
     }
 
-    engine::capabilities!(device_events, kernel_dirty_rate);
+    engine::capabilities!(device_events, kernel_dirty_rate, survey);
 
     /// Puts back the downtime limit on a source that still runs the guest (libvirt
     /// puts back its own migration parameters when a job ends).

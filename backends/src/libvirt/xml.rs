@@ -20,6 +20,52 @@ pub fn dirty_ring_size(xml: &str) -> Option<u64> {
     )
 }
 
+/// The machine type QEMU runs (`<type arch='x86_64' machine='pc-q35-10.0'>hvm</type>`).
+pub fn machine(xml: &str) -> Option<String> {
+    let os = &xml[xml.find("<os")?..];
+    element_attribute(os, "type", "machine")
+}
+
+/// Guest-visible IOMMUs, by QEMU's device names (`<iommu model='intel'/>`).
+pub fn viommu(xml: &str) -> Vec<String> {
+    let Some(model) = element_attribute(xml, "iommu", "model") else {
+        return Vec::new();
+    };
+    vec![match model.as_str() {
+        "intel" => "intel-iommu".into(),
+        "virtio" => "virtio-iommu-pci".into(),
+        "smmuv3" => "arm-smmuv3".into(),
+        "amd" => "amd-iommu".into(),
+        other => other.to_string(),
+    }]
+}
+
+/// A device property a `<qemu:override>` sets for the device with this alias:
+/// `<qemu:device alias='hostdev0'><qemu:frontend><qemu:property name='migration-events'
+/// type='bool' value='true'/>`.
+pub fn override_property(xml: &str, alias: &str, property: &str) -> Option<String> {
+    let mut rest = xml;
+    while let Some(start) = rest.find("<qemu:device") {
+        let tag_end = rest[start..].find('>')? + start;
+        let end = rest[start..]
+            .find("</qemu:device>")
+            .map_or(rest.len(), |e| e + start);
+        if attribute_in(&rest[start..tag_end], "alias").as_deref() == Some(alias) {
+            let mut body = &rest[tag_end..end];
+            while let Some(p) = body.find("<qemu:property") {
+                let close = body[p..].find("/>").map_or(body.len(), |c| c + p);
+                let tag = &body[p..close];
+                if attribute_in(tag, "name").as_deref() == Some(property) {
+                    return attribute_in(tag, "value");
+                }
+                body = &body[close..];
+            }
+        }
+        rest = &rest[end..];
+    }
+    None
+}
+
 /// The value of `attribute` on the first `<element ...>` in `xml`.
 fn element_attribute(xml: &str, element: &str, attribute: &str) -> Option<String> {
     let open = format!("<{element}");
@@ -64,6 +110,20 @@ mod tests {
         let xml = "<domain type=\"qemu\">\n  <name>vm</name>\n</domain>";
         assert!(!is_kvm(xml));
         assert_eq!(dirty_ring_size(xml), None);
+    }
+
+    #[test]
+    fn the_machine_type_the_iommu_and_an_override_are_read_from_the_xml() {
+        let xml = "<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n  <os>\n    <type arch='x86_64' machine='pc-q35-10.0'>hvm</type>\n  </os>\n  <devices>\n    <iommu model='intel'/>\n  </devices>\n  <qemu:override>\n    <qemu:device alias='nic0'>\n      <qemu:frontend>\n        <qemu:property name='x-other' type='string' value='x'/>\n      </qemu:frontend>\n    </qemu:device>\n    <qemu:device alias='hostdev0'>\n      <qemu:frontend>\n        <qemu:property name='migration-events' type='bool' value='true'/>\n      </qemu:frontend>\n    </qemu:device>\n  </qemu:override>\n</domain>";
+        assert_eq!(machine(xml).as_deref(), Some("pc-q35-10.0"));
+        assert_eq!(viommu(xml), vec!["intel-iommu".to_string()]);
+        assert_eq!(
+            override_property(xml, "hostdev0", "migration-events").as_deref(),
+            Some("true")
+        );
+        assert_eq!(override_property(xml, "nic0", "migration-events"), None);
+        assert_eq!(override_property(xml, "gpu9", "migration-events"), None);
+        assert!(viommu(KVM_WITH_RING).is_empty());
     }
 
     #[test]

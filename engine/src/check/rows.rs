@@ -14,34 +14,43 @@ use super::Row;
 pub fn monitor_rows(plan: &Plan, reading: &Reading) -> Vec<Row> {
     let mut rows = Vec::new();
     for side in [Side::Source, Side::Destination] {
-        rows.push(reachable(side, reading));
+        rows.push(reachable(plan, side, reading));
     }
     if let Some(facts) = &reading.facts {
         rows.extend(version_rows(plan, facts));
         rows.push(placement(facts));
         rows.extend(incoming(plan, facts));
-        rows.push(ram(facts));
+        rows.push(ram(plan, facts));
+    }
+    if let Some(facts) = &reading.facts {
+        rows.extend(destination_refusals(facts));
     }
     if let (Some(src), Some(dst)) = (&reading.source, &reading.destination) {
-        rows.push(machine(src, dst));
-        rows.extend(capability_rows(plan, reading.facts.as_ref(), src, dst));
+        rows.push(machine(plan, src, dst));
+        match plan.is_libvirt() {
+            true => rows.push(libvirt_capabilities()),
+            false => rows.extend(capability_rows(plan, reading.facts.as_ref(), src, dst)),
+        }
     }
     if let Some(src) = &reading.source {
-        rows.extend(blockers(src));
+        rows.extend(match plan.is_libvirt() {
+            true => vec![libvirt_blockers()],
+            false => blockers(src),
+        });
         rows.extend(super::devices::device_rows(plan, reading, src));
         rows.extend(viommu(plan, src));
     }
     rows
 }
 
-fn reachable(side: Side, reading: &Reading) -> Row {
+fn reachable(plan: &Plan, side: Side, reading: &Reading) -> Row {
     let id = format!("{side}.reachable");
     if let Some(e) = reading.unreachable.iter().find(|e| e.side == side) {
-        return Row::fail(
-            id,
-            e.message.clone(),
-            format!("check that the {side} QEMU runs with its monitor where the plan says (`-qmp unix:PATH,server=on,wait=off`)"),
-        );
+        let hint = match plan.is_libvirt() {
+            true => format!("check that the {side} libvirt daemon answers at the plan's URI (`virsh -c URI list`) and that the domain exists there"),
+            false => format!("check that the {side} QEMU runs with its monitor where the plan says (`-qmp unix:PATH,server=on,wait=off`)"),
+        };
+        return Row::fail(id, e.message.clone(), hint);
     }
     let version = reading
         .facts
@@ -130,9 +139,13 @@ fn incoming(plan: &Plan, facts: &PairFacts) -> Option<Row> {
     })
 }
 
-fn ram(facts: &PairFacts) -> Row {
+fn ram(plan: &Plan, facts: &PairFacts) -> Row {
     match (facts.source.ram_bytes, facts.destination.ram_bytes) {
         (Some(s), Some(d)) if s == d => Row::pass("vm.ram", format!("{} MiB on both sides", s >> 20)),
+        (Some(s), None) if plan.is_libvirt() => Row::pass(
+            "vm.ram",
+            format!("{} MiB; libvirt gives the destination the source's", s >> 20),
+        ),
         (Some(s), Some(d)) => Row::fail(
             "vm.ram",
             format!(
@@ -166,9 +179,46 @@ fn blockers(src: &SideSurvey) -> Vec<Row> {
         .collect()
 }
 
-fn machine(src: &SideSurvey, dst: &SideSurvey) -> Row {
+/// What the destination daemon refuses (a moved device it cannot give the VM).
+fn destination_refusals(facts: &PairFacts) -> Vec<Row> {
+    facts
+        .destination
+        .blocked_reasons
+        .iter()
+        .map(|reason| {
+            Row::fail(
+                "destination.refuses",
+                Problem::DestinationRefuses { reason: reason.clone() }.to_string(),
+                "name a destination device that exists there, is bound to the source device's driver and is free",
+            )
+        })
+        .collect()
+}
+
+/// libvirt sets the capabilities a migration needs itself, for each migration.
+fn libvirt_capabilities() -> Row {
+    Row::pass(
+        "capability.libvirt",
+        "libvirt turns on the migration capabilities itself for each migration (events, pause-before-switchover, return-path, switchover-ack, and those the plan's flags ask for)",
+    )
+}
+
+/// libvirt has no call that lists QEMU's blockers.
+fn libvirt_blockers() -> Row {
+    Row::warn(
+        "source.blockers",
+        "not read: libvirt has no call that lists QEMU's migration blockers (it refuses a blocked migration when it starts, before anything changes)",
+        "`virsh qemu-monitor-command DOMAIN '{\"execute\":\"query-migrate\"}'` shows `blocked-reasons` (libvirt marks the domain tainted)",
+    )
+}
+
+fn machine(plan: &Plan, src: &SideSurvey, dst: &SideSurvey) -> Row {
     match (&src.machine, &dst.machine) {
         (Some(s), Some(d)) if s == d => Row::pass("vm.machine", format!("{s} on both sides")),
+        (Some(s), None) if plan.is_libvirt() => Row::pass(
+            "vm.machine",
+            format!("{s}; libvirt starts the destination from the source's domain XML"),
+        ),
         (Some(s), Some(d)) => Row::fail(
             "vm.machine",
             format!("machine types differ: source {s}, destination {d}"),
