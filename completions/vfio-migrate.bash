@@ -177,7 +177,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__demo)
-            opts="-o -q -h --scenario --keep --no-devices --sim --report-html --report-svg --output --quiet --state-dir --help"
+            opts="-o -q -h --scenario --keep --no-devices --sim --libvirt --report-html --report-svg --output --quiet --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -21,6 +21,10 @@
 //!    converge by itself, 3 rounds (or N).
 //! 6. `demos`: each demo scenario 10 times (or N), counted against what the README
 //!    says it does; needs the binary built with the cli's `demo` feature.
+//! 7. `libvirt`: the converging workload over QMP and through libvirt (two private
+//!    libvirt daemons), alternating, 5 runs each (or N): total and wall time, the pause,
+//!    the downtime, the tool's CPU and peak memory, and each phase's time. Skipped where
+//!    libvirt cannot run (not installed, not root).
 //!
 //! `vfio-migrate-bench predict [--runs N]` instead measures `check`'s prediction against
 //! the migration that follows it, on five workloads (`BENCH_ONLY=TEXT` keeps those
@@ -30,6 +34,7 @@ mod child;
 mod converging;
 mod demos;
 mod gate;
+mod libvirt;
 mod observe;
 mod peers;
 mod predict;
@@ -134,6 +139,9 @@ fn main() {
     }
     if wants("demos") {
         demos::repeat(&bin, runs.unwrap_or(10).max(10));
+    }
+    if wants("libvirt") {
+        libvirt::compare(&bin, runs.unwrap_or(5));
     }
 }
 

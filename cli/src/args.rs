@@ -118,7 +118,8 @@ pub enum Command {
     },
     /// Print the plan's JSON Schema.
     Schema,
-    /// Start two local QEMUs with a bundled dirtying guest and migrate it between them.
+    /// Start two local QEMUs with a bundled dirtying guest and migrate it between them
+    /// (with --libvirt: as a libvirt domain between two private libvirt daemons).
     #[command(after_help = ExitStatus::help_table())]
     Demo {
         /// What the guest does and how the bundled plan reacts.
@@ -134,6 +135,12 @@ pub enum Command {
         /// automatically when qemu-system-x86_64 is not installed).
         #[arg(long)]
         sim: bool,
+        /// Run the guest as a libvirt domain under two private libvirt daemons on this
+        /// machine and migrate it through libvirt instead of QMP. Implies --no-devices:
+        /// the libvirt backend does not follow VFIO devices yet. Needs root, libvirt and
+        /// QEMU; without them it exits 3 (no fallback to QMP or the simulated pair).
+        #[arg(long, conflicts_with = "sim")]
+        libvirt: bool,
         /// Drawings of the run's report (the HTML page goes to
         /// ./vfio-migrate-demo-report.html, or into the --keep directory, unless
         /// --report-html says where).
