@@ -819,7 +819,12 @@ impl Driver for LibvirtDriver {
     }
 
     async fn sample(&mut self) -> Result<Sample, DriverError> {
-        if self.job() == Job::Running && self.handed_over().await {
+        let source_completed = self
+            .shared
+            .status
+            .lock()
+            .is_ok_and(|s| *s == MigrationStatus::Completed);
+        if self.job() == Job::Running && source_completed {
             // The final statistics come with the call's return.
             self.until_the_call_returns().await;
         }
