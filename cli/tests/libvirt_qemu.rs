@@ -14,26 +14,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{actions, ONE_AT_A_TIME};
-use rig::{GuestParams, LibvirtPair, LibvirtPairOptions, RigError};
+use rig::{GuestParams, LibvirtPair, LibvirtPairOptions};
 use serde_json::Value;
 
 fn pair(wss_mb: u32, rate_mb: u32) -> Option<LibvirtPair> {
-    let opts = LibvirtPairOptions {
+    LibvirtPair::start_or_skip(&LibvirtPairOptions {
         guest: GuestParams { wss_mb, rate_mb },
         ..LibvirtPairOptions::default()
-    };
-    match LibvirtPair::start(&opts) {
-        Ok(pair) => Some(pair),
-        Err(RigError::LibvirtUnavailable { why }) => {
-            assert!(
-                std::env::var("CI_REQUIRE_LIBVIRT").as_deref() != Ok("1"),
-                "{why}; CI_REQUIRE_LIBVIRT=1 forbids skipping"
-            );
-            eprintln!("skipped: {why}");
-            None
-        }
-        Err(e) => panic!("start a libvirt pair: {e}"),
-    }
+    })
 }
 
 /// A plan for the pair: `libvirt` options, limits and policy as given.
@@ -63,6 +51,36 @@ stall_passes = 2
 
 fn run(dir: &Path, plan: &str) -> (i32, Value) {
     common::run(dir, plan)
+}
+
+/// Starts the tool on `plan` (state under `dir/state`, the JSON report on its stdout)
+/// without waiting for it.
+fn spawn(dir: &Path, plan: &str) -> std::process::Child {
+    let path = dir.join("plan.toml");
+    std::fs::write(&path, plan).expect("write plan");
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("vfio-migrate"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--output", "json"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start vfio-migrate")
+}
+
+/// The plan for the pair with modelled devices: `gpu0` with pre-copy, `nic0` as the
+/// plan says (it has none).
+fn devices_plan(pair: &LibvirtPair, nic0_precopy: bool) -> String {
+    format!(
+        "{}\n[[devices]]\nid = \"gpu0\"\nprecopy = true\nstate_size = \"64MiB\"\n\n[[devices]]\nid = \"nic0\"\nprecopy = {nic0_precopy}\nstate_size = \"8MiB\"\n",
+        plan_for(
+            pair,
+            "",
+            "downtime = \"1s\"\nmax_bandwidth = \"128MiB/s\"",
+            "escalation = [\"abort\"]"
+        )
+    )
 }
 
 /// The domain's state as a daemon reports it; `None` when it does not know the domain.
@@ -232,16 +250,7 @@ fn sigint_through_libvirt_aborts_the_job_and_leaves_the_vm_running_on_the_source
         "escalation = [\"abort\"]",
     )
     .replace("stall_passes = 2", "stall_passes = 100");
-    let path = dir.path().join("plan.toml");
-    std::fs::write(&path, plan).expect("write plan");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vfio-migrate"))
-        .env("VFIO_MIGRATE_STATE_DIR", dir.path().join("state"))
-        .args(["--output", "json"])
-        .arg(&path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start vfio-migrate");
+    let child = spawn(dir.path(), &plan);
     std::thread::sleep(Duration::from_secs(3));
     let killed = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -275,17 +284,7 @@ fn killed_mid_migration(peer_to_peer: bool) {
         "escalation = [\"abort\"]",
     )
     .replace("stall_passes = 2", "stall_passes = 100");
-    let path = dir.path().join("plan.toml");
-    std::fs::write(&path, plan).expect("write plan");
-    let mut tool = std::process::Command::new(assert_cmd::cargo::cargo_bin("vfio-migrate"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(["--output", "json"])
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start vfio-migrate");
+    let mut tool = spawn(dir.path(), &plan);
     // Until libvirt reports the job running on the source.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !pair
@@ -410,24 +409,12 @@ fn pair_with_devices(wss_mb: u32, rate_mb: u32) -> Option<LibvirtPair> {
         ],
         link_bytes_per_sec: 128 << 20,
     };
-    let opts = LibvirtPairOptions {
+    LibvirtPair::start_or_skip(&LibvirtPairOptions {
         guest: GuestParams { wss_mb, rate_mb },
         emulator: Some(script),
         emulator_env: vec![(CONFIG_ENV.to_string(), config.to_json())],
         ..LibvirtPairOptions::default()
-    };
-    match LibvirtPair::start(&opts) {
-        Ok(pair) => Some(pair),
-        Err(RigError::LibvirtUnavailable { why }) => {
-            assert!(
-                std::env::var("CI_REQUIRE_LIBVIRT").as_deref() != Ok("1"),
-                "{why}; CI_REQUIRE_LIBVIRT=1 forbids skipping"
-            );
-            eprintln!("skipped: {why}");
-            None
-        }
-        Err(e) => panic!("start a libvirt pair: {e}"),
-    }
+    })
 }
 
 #[test]
@@ -437,15 +424,7 @@ fn vfio_devices_through_libvirt_are_followed_until_saving_before_any_decision_an
         return;
     };
     let dir = tempfile::tempdir().expect("temporary directory");
-    let plan = format!(
-        "{}\n[[devices]]\nid = \"gpu0\"\nprecopy = true\nstate_size = \"64MiB\"\n\n[[devices]]\nid = \"nic0\"\nprecopy = false\nstate_size = \"8MiB\"\n",
-        plan_for(
-            &pair,
-            "",
-            "downtime = \"1s\"\nmax_bandwidth = \"128MiB/s\"",
-            "escalation = [\"abort\"]"
-        )
-    );
+    let plan = devices_plan(&pair, false);
     let (code, report) = run(dir.path(), &plan);
     assert_eq!(code, 0, "{report:#}\n{}", pair.diagnostics());
     assert_eq!(report["running_on"], "destination");
@@ -494,15 +473,7 @@ fn a_device_in_the_wrong_state_at_pre_switchover_is_cancelled_and_the_vm_never_r
     // The plan says nic0 saves in pre-copy; it does not: at pre-switchover it is in
     // `stop`, not `stop-copy`. libvirt continues the switchover itself, so the tool's
     // cancel races it.
-    let plan = format!(
-        "{}\n[[devices]]\nid = \"gpu0\"\nprecopy = true\nstate_size = \"64MiB\"\n\n[[devices]]\nid = \"nic0\"\nprecopy = true\nstate_size = \"8MiB\"\n",
-        plan_for(
-            &pair,
-            "",
-            "downtime = \"1s\"\nmax_bandwidth = \"128MiB/s\"",
-            "escalation = [\"abort\"]"
-        )
-    );
+    let plan = devices_plan(&pair, true);
     let (code, report) = run(dir.path(), &plan);
     assert_eq!(report["reason"]["kind"], "device", "{report:#}");
     let source = state(&pair.source, pair.domain());
@@ -564,16 +535,7 @@ fn multifd_with_zstd_through_libvirt_migrates_over_the_channels_asked_for() {
         "[limits]",
         "[migration]\nmultifd_channels = 4\nmultifd_compression = \"zstd\"\n[limits]",
     );
-    let path = dir.path().join("plan.toml");
-    std::fs::write(&path, plan).expect("write plan");
-    let tool = std::process::Command::new(assert_cmd::cargo::cargo_bin("vfio-migrate"))
-        .env("VFIO_MIGRATE_STATE_DIR", dir.path().join("state"))
-        .args(["--output", "json"])
-        .arg(&path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start vfio-migrate");
+    let tool = spawn(dir.path(), &plan);
     // While libvirt migrates, the source QEMU's settings are what libvirt set from the
     // tool's parameters (asked here through libvirt, by the test, not the tool).
     let asked = |command: &str| {

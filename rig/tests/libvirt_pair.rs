@@ -14,31 +14,19 @@ use rig::{GuestParams, LibvirtPair, LibvirtPairOptions, RigError};
 /// Starts a pair, or returns `None` (test skipped) where libvirt cannot run.
 fn start(opts: &LibvirtPairOptions) -> Option<LibvirtPair> {
     let t = Instant::now();
-    match LibvirtPair::start(opts) {
-        Ok(pair) => {
-            eprintln!(
-                "libvirt pair up in {:?}: daemons answered in {:?} and {:?}, domain booted in {:?} \
-                 ({} -cpu {}, dirty ring {})",
-                t.elapsed(),
-                pair.source.started_in(),
-                pair.destination.started_in(),
-                pair.booted_in(),
-                pair.accel.kind,
-                pair.accel.cpu,
-                pair.accel.dirty_ring
-            );
-            Some(pair)
-        }
-        Err(RigError::LibvirtUnavailable { why }) => {
-            assert!(
-                std::env::var("CI_REQUIRE_LIBVIRT").as_deref() != Ok("1"),
-                "{why}; CI_REQUIRE_LIBVIRT=1 forbids skipping"
-            );
-            eprintln!("skipped: {why}");
-            None
-        }
-        Err(e) => panic!("start a libvirt pair: {e}"),
-    }
+    let pair = LibvirtPair::start_or_skip(opts)?;
+    eprintln!(
+        "libvirt pair up in {:?}: daemons answered in {:?} and {:?}, domain booted in {:?} \
+         ({} -cpu {}, dirty ring {})",
+        t.elapsed(),
+        pair.source.started_in(),
+        pair.destination.started_in(),
+        pair.booted_in(),
+        pair.accel.kind,
+        pair.accel.cpu,
+        pair.accel.dirty_ring
+    );
+    Some(pair)
 }
 
 fn alive(pid: u32) -> bool {

@@ -57,7 +57,7 @@ fn start() -> Option<LibvirtPair> {
         Err(e) => panic!("write the emulator script: {e}"),
     };
     let t = Instant::now();
-    match LibvirtPair::start(&LibvirtPairOptions {
+    let pair = LibvirtPair::start_or_skip(&LibvirtPairOptions {
         guest: GuestParams {
             wss_mb: 64,
             rate_mb: 20,
@@ -66,26 +66,17 @@ fn start() -> Option<LibvirtPair> {
         emulator_env: vec![(CONFIG_ENV.to_string(), config().to_json())],
         domain: DOMAIN.into(),
         ..LibvirtPairOptions::default()
-    }) {
-        Ok(pair) => {
-            eprintln!(
-                "libvirt pair up in {:?}: daemons answered in {:?} and {:?}, domain booted in {:?}",
-                t.elapsed(),
-                pair.source.started_in(),
-                pair.destination.started_in(),
-                pair.booted_in(),
-            );
-            Some(pair)
-        }
-        Err(RigError::LibvirtUnavailable { why }) => {
-            skip(&why);
-            None
-        }
-        Err(e) => panic!("start a libvirt pair: {e}"),
-    }
+    })?;
+    eprintln!(
+        "libvirt pair up in {:?}: daemons answered in {:?} and {:?}, domain booted in {:?}",
+        t.elapsed(),
+        pair.source.started_in(),
+        pair.destination.started_in(),
+        pair.booted_in(),
+    );
+    Some(pair)
 }
 
-/// Fails with both daemons' logs attached.
 fn check<T>(pair: &LibvirtPair, what: &str, result: Result<T, RigError>) -> T {
     result.unwrap_or_else(|e| panic!("{what}: {e}\n{}", pair.diagnostics()))
 }

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use super::xml::attribute_in as attribute;
+
 /// A PCI address, `DDDD:BB:SS.F`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PciAddress {
@@ -86,8 +88,8 @@ struct Hostdev {
     address: PciAddress,
 }
 
-/// Every PCI hostdev of a domain's XML.
-fn hostdevs(xml: &str) -> Vec<Hostdev> {
+/// Each `<hostdev ...>...</hostdev>` element of a domain's XML, with its offset.
+fn elements(xml: &str) -> Vec<(usize, &str)> {
     let mut found = Vec::new();
     let mut from = 0;
     while let Some(start) = xml[from..].find("<hostdev").map(|i| i + from) {
@@ -95,7 +97,22 @@ fn hostdevs(xml: &str) -> Vec<Hostdev> {
             break;
         };
         from = end;
-        let element = &xml[start..end];
+        found.push((start, &xml[start..end]));
+    }
+    found
+}
+
+/// The `name` of an element's `<alias .../>`.
+fn alias_of(element: &str) -> Option<String> {
+    let at = element.find("<alias")?;
+    let end = element[at..].find("/>")? + at;
+    attribute(&element[at..end], "name")
+}
+
+/// Every PCI hostdev of a domain's XML.
+fn hostdevs(xml: &str) -> Vec<Hostdev> {
+    let mut found = Vec::new();
+    for (start, element) in elements(xml) {
         let open_tag = &element[..element.find('>').unwrap_or(element.len())];
         if attribute(open_tag, "type").as_deref() != Some("pci") {
             continue;
@@ -112,13 +129,9 @@ fn hostdevs(xml: &str) -> Vec<Hostdev> {
         let Some(pci) = PciAddress::from_element(&element[address..close]) else {
             continue;
         };
-        let alias = element
-            .find("<alias")
-            .and_then(|a| element[a..].find("/>").map(|e| &element[a..a + e]))
-            .and_then(|tag| attribute(tag, "name"));
         found.push(Hostdev {
             source_address: start + address..start + close,
-            alias,
+            alias: alias_of(element),
             address: pci,
         });
     }
@@ -127,23 +140,10 @@ fn hostdevs(xml: &str) -> Vec<Hostdev> {
 
 /// The aliases of every hostdev (PCI or mediated), in the XML's order.
 pub fn aliases(xml: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut from = 0;
-    while let Some(start) = xml[from..].find("<hostdev").map(|i| i + from) {
-        let Some(end) = xml[start..].find("</hostdev>").map(|i| i + start) else {
-            break;
-        };
-        from = end;
-        let element = &xml[start..end];
-        if let Some(alias) = element
-            .find("<alias")
-            .and_then(|a| element[a..].find("/>").map(|e| &element[a..a + e]))
-            .and_then(|tag| attribute(tag, "name"))
-        {
-            found.push(alias);
-        }
-    }
-    found
+    elements(xml)
+        .into_iter()
+        .filter_map(|(_, e)| alias_of(e))
+        .collect()
 }
 
 /// The host device the hostdev with this alias passes through.
@@ -186,18 +186,6 @@ pub fn nodedev_driver(xml: &str) -> Option<String> {
     let name = xml[driver..].find("<name>")? + driver + "<name>".len();
     let end = xml[name..].find("</name>")? + name;
     Some(xml[name..end].trim().to_string())
-}
-
-/// The value of `name='...'` (or `"..."`) in a tag.
-fn attribute(tag: &str, name: &str) -> Option<String> {
-    for quote in ['\'', '"'] {
-        let key = format!(" {name}={quote}");
-        if let Some(start) = tag.find(&key) {
-            let value = &tag[start + key.len()..];
-            return value.find(quote).map(|end| value[..end].to_string());
-        }
-    }
-    None
 }
 
 #[cfg(test)]

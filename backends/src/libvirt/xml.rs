@@ -82,7 +82,8 @@ fn element_attribute(xml: &str, element: &str, attribute: &str) -> Option<String
     }
 }
 
-fn attribute_in(tag: &str, attribute: &str) -> Option<String> {
+/// The value of `attribute='...'` (or `"..."`) in a tag.
+pub(super) fn attribute_in(tag: &str, attribute: &str) -> Option<String> {
     for quote in ['\'', '"'] {
         let key = format!(" {attribute}={quote}");
         if let Some(start) = tag.find(&key) {

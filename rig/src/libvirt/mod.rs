@@ -159,6 +159,24 @@ impl LibvirtPair {
         })
     }
 
+    /// [`Self::start`] for a test: `None` (and "skipped" on stderr) where libvirt cannot
+    /// run here, except under `CI_REQUIRE_LIBVIRT=1` (set by CI, which installs libvirt),
+    /// where that panics; any other failure panics with the daemons' logs.
+    pub fn start_or_skip(opts: &LibvirtPairOptions) -> Option<LibvirtPair> {
+        match LibvirtPair::start(opts) {
+            Ok(pair) => Some(pair),
+            Err(RigError::LibvirtUnavailable { why }) => {
+                assert!(
+                    std::env::var("CI_REQUIRE_LIBVIRT").as_deref() != Ok("1"),
+                    "{why}; CI_REQUIRE_LIBVIRT=1 forbids skipping"
+                );
+                eprintln!("skipped: {why}");
+                None
+            }
+            Err(e) => panic!("start a libvirt pair: {e}"),
+        }
+    }
+
     /// The domain's name (the same on both daemons).
     pub fn domain(&self) -> &str {
         &self.domain
