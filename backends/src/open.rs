@@ -27,6 +27,11 @@ pub fn open(plan: &Plan) -> Box<dyn Driver> {
                     .iter()
                     .filter_map(|d| Some((d.id.clone(), d.destination_host.clone()?)))
                     .collect(),
+                mdev_moves: plan
+                    .devices
+                    .iter()
+                    .filter_map(|d| Some((d.id.clone(), d.destination_mdev.clone()?)))
+                    .collect(),
             }))
         }
         // Validation refuses a plan whose sides are of different kinds.

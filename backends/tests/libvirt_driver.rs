@@ -29,6 +29,7 @@ fn driver(pair: &LibvirtPair, peer_to_peer: bool) -> LibvirtDriver {
         undefine_source: true,
         devices: Vec::new(),
         device_moves: Vec::new(),
+        mdev_moves: Vec::new(),
     })
 }
 
@@ -246,6 +247,7 @@ async fn devices_moved_to_other_destination_devices_are_checked_there_before_any
         undefine_source: true,
         devices: Vec::new(),
         device_moves: moves,
+        mdev_moves: Vec::new(),
     });
     driver.connect().await.expect("connect to both daemons");
     let facts = driver.inspect().await.expect("inspect");

@@ -456,6 +456,9 @@ pub struct Device {
     /// With libvirt endpoints, the destination host's PCI device this device becomes,
     /// e.g. `0000:5e:00.3`, in lower case.
     pub destination_host: Option<String>,
+    /// With libvirt endpoints, the destination host's mediated device (a vGPU, by its
+    /// UUID, in lower case) this device becomes; it must be of the source's mdev type.
+    pub destination_mdev: Option<String>,
     /// Whether the device supports pre-copy. A device without it stays `running` until
     /// the VM stops and saves everything in stop-copy.
     #[serde(default = "precopy")]

@@ -659,3 +659,57 @@ fn qmp_plans_keep_their_own_rules() {
     let m = the_mistake(&text);
     assert_eq!(m.key, "migration.multifd_channels");
 }
+
+#[test]
+fn a_destination_mdev_is_a_uuid_kept_in_lower_case() {
+    let plan = valid(&format!(
+        "{LIBVIRT}[[devices]]\nid = \"hostdev0\"\ndestination_mdev = \"4B20D080-1B54-4048-85B3-A6A62D165C01\"\n"
+    ));
+    assert_eq!(
+        plan.devices[0].destination_mdev.as_deref(),
+        Some("4b20d080-1b54-4048-85b3-a6a62d165c01")
+    );
+}
+
+#[test]
+fn a_destination_mdev_that_is_not_a_uuid_is_refused_at_its_value() {
+    let m = the_mistake(&format!(
+        "{LIBVIRT}[[devices]]\nid = \"hostdev0\"\ndestination_mdev = \"nvidia-63\"\n"
+    ));
+    assert_eq!((m.line, m.key.as_str()), (15, "devices[0].destination_mdev"));
+    assert_eq!(m.message, "\"nvidia-63\" is not a mediated device's UUID");
+    assert!(m.hint.contains("mdevctl list"), "{}", m.hint);
+}
+
+#[test]
+fn a_device_moves_to_a_pci_device_or_a_mediated_device_not_both() {
+    let m = the_mistake(&format!(
+        "{LIBVIRT}[[devices]]\nid = \"hostdev0\"\ndestination_host = \"0000:5e:00.3\"\ndestination_mdev = \"4b20d080-1b54-4048-85b3-a6a62d165c01\"\n"
+    ));
+    assert_eq!((m.line, m.key.as_str()), (16, "devices[0].destination_mdev"));
+    assert_eq!(
+        m.message,
+        "`destination_host` and `destination_mdev` cannot both be set"
+    );
+}
+
+#[test]
+fn two_devices_cannot_become_the_same_mediated_device() {
+    let m = the_mistake(&format!(
+        "{LIBVIRT}[[devices]]\nid = \"hostdev0\"\ndestination_mdev = \"4b20d080-1b54-4048-85b3-a6a62d165c01\"\n[[devices]]\nid = \"hostdev1\"\ndestination_mdev = \"4B20D080-1B54-4048-85B3-A6A62D165C01\"\n"
+    ));
+    assert_eq!((m.line, m.key.as_str()), (18, "devices[1].destination_mdev"));
+    assert_eq!(
+        m.message,
+        "\"4b20d080-1b54-4048-85b3-a6a62d165c01\" is the destination of two devices"
+    );
+}
+
+#[test]
+fn a_destination_mdev_is_refused_in_a_qmp_plan() {
+    let m = the_mistake(&format!(
+        "{QMP}[[devices]]\nid = \"hostdev0\"\ndestination_mdev = \"4b20d080-1b54-4048-85b3-a6a62d165c01\"\n"
+    ));
+    assert_eq!((m.line, m.key.as_str()), (12, "devices[0].destination_mdev"));
+    assert_eq!(m.message, "`destination_mdev` applies only to libvirt endpoints");
+}

@@ -146,6 +146,78 @@ pub fn aliases(xml: &str) -> Vec<String> {
         .collect()
 }
 
+/// The UUID of the mediated device the hostdev with this alias passes through
+/// (`<hostdev type='mdev'><source><address uuid='...'/>`), in lower case.
+pub fn mdev_of(xml: &str, alias: &str) -> Option<String> {
+    mdevs(xml)
+        .into_iter()
+        .find(|(a, _, _)| a.as_deref() == Some(alias))
+        .map(|(_, uuid, _)| uuid)
+}
+
+/// Every mediated device the domain passes through, by UUID.
+pub fn mdev_uuids(xml: &str) -> Vec<String> {
+    mdevs(xml).into_iter().map(|(_, uuid, _)| uuid).collect()
+}
+
+/// Each mdev hostdev: its alias, UUID and the byte range of its `<address uuid=.../>`.
+fn mdevs(xml: &str) -> Vec<(Option<String>, String, std::ops::Range<usize>)> {
+    let mut found = Vec::new();
+    for (start, element) in elements(xml) {
+        let open_tag = &element[..element.find('>').unwrap_or(element.len())];
+        if attribute(open_tag, "type").as_deref() != Some("mdev") {
+            continue;
+        }
+        let Some(source) = element.find("<source") else {
+            continue;
+        };
+        let Some(address) = element[source..].find("<address").map(|i| i + source) else {
+            continue;
+        };
+        let Some(close) = element[address..].find("/>").map(|i| i + address + 2) else {
+            continue;
+        };
+        let Some(uuid) = attribute(&element[address..close], "uuid") else {
+            continue;
+        };
+        found.push((
+            alias_of(element),
+            uuid.to_ascii_lowercase(),
+            start + address..start + close,
+        ));
+    }
+    found
+}
+
+/// A mediated device's type and UUID from its node device XML
+/// (`<capability type='mdev'><type id='nvidia-63'/><uuid>...</uuid>`).
+pub fn nodedev_mdev(xml: &str) -> Option<(String, String)> {
+    let capability = &xml[xml.find("<capability type='mdev'")?..];
+    let type_tag = &capability[capability.find("<type")?..];
+    let kind = attribute(&type_tag[..type_tag.find("/>")?], "id")?;
+    let uuid = capability.find("<uuid>")? + "<uuid>".len();
+    let end = capability[uuid..].find("</uuid>")? + uuid;
+    Some((kind, capability[uuid..end].trim().to_ascii_lowercase()))
+}
+
+/// Where a moved hostdev goes on the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Another PCI device.
+    Pci(PciAddress),
+    /// Another mediated device, by UUID.
+    Mdev(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Pci(address) => address.fmt(f),
+            Target::Mdev(uuid) => write!(f, "mediated device {uuid}"),
+        }
+    }
+}
+
 /// The host device the hostdev with this alias passes through.
 pub fn address_of(xml: &str, alias: &str) -> Option<PciAddress> {
     hostdevs(xml)
@@ -160,16 +232,25 @@ pub fn addresses(xml: &str) -> Vec<PciAddress> {
 }
 
 /// The XML with the hostdev of each alias passing through its new host device instead.
-/// An alias with no PCI hostdev is an error naming it.
-pub fn retarget(xml: &str, moves: &[(String, PciAddress)]) -> Result<String, String> {
-    let found = hostdevs(xml);
+/// An alias with no hostdev of the target's kind is an error naming it.
+pub fn retarget(xml: &str, moves: &[(String, Target)]) -> Result<String, String> {
+    let pci = hostdevs(xml);
+    let mdev = mdevs(xml);
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     for (alias, to) in moves {
-        let hostdev = found
-            .iter()
-            .find(|h| h.alias.as_deref() == Some(alias.as_str()))
-            .ok_or_else(|| format!("the domain XML has no PCI <hostdev> with alias {alias}"))?;
-        edits.push((hostdev.source_address.clone(), to.element()));
+        let (range, element) = match to {
+            Target::Pci(address) => pci
+                .iter()
+                .find(|h| h.alias.as_deref() == Some(alias.as_str()))
+                .map(|h| (h.source_address.clone(), address.element()))
+                .ok_or_else(|| format!("the domain XML has no PCI <hostdev> with alias {alias}"))?,
+            Target::Mdev(uuid) => mdev
+                .iter()
+                .find(|(a, _, _)| a.as_deref() == Some(alias.as_str()))
+                .map(|(_, _, range)| (range.clone(), format!("<address uuid='{uuid}'/>")))
+                .ok_or_else(|| format!("the domain XML has no mdev <hostdev> with alias {alias}"))?,
+        };
+        edits.push((range, element));
     }
     // From the end, so that earlier ranges stay valid.
     edits.sort_by_key(|(range, _)| std::cmp::Reverse(range.start));
@@ -240,8 +321,8 @@ mod tests {
         let moved = retarget(
             DOMAIN,
             &[
-                ("hostdev0".into(), pci("0000:5e:00.3")),
-                ("ua-gpu0".into(), pci("0001:af:10.7")),
+                ("hostdev0".into(), Target::Pci(pci("0000:5e:00.3"))),
+                ("ua-gpu0".into(), Target::Pci(pci("0001:af:10.7"))),
             ],
         )
         .expect("both aliases exist");
@@ -255,11 +336,49 @@ mod tests {
 
     #[test]
     fn retargeting_an_alias_the_domain_does_not_have_is_refused() {
-        let refused = retarget(DOMAIN, &[("hostdev9".into(), pci("0000:5e:00.3"))]);
+        let refused = retarget(DOMAIN, &[("hostdev9".into(), Target::Pci(pci("0000:5e:00.3")))]);
         assert_eq!(
             refused,
             Err("the domain XML has no PCI <hostdev> with alias hostdev9".to_string())
         );
+    }
+
+    #[test]
+    fn a_vgpu_moves_to_another_mediated_device_by_uuid() {
+        assert_eq!(
+            mdev_of(DOMAIN, "hostdev2").as_deref(),
+            Some("c2177883-f1bb-47f0-914d-32a22e3a8804")
+        );
+        assert_eq!(
+            mdev_uuids(DOMAIN),
+            vec!["c2177883-f1bb-47f0-914d-32a22e3a8804".to_string()]
+        );
+        let uuid = "4b20d080-1b54-4048-85b3-a6a62d165c01".to_string();
+        let moved =
+            retarget(DOMAIN, &[("hostdev2".into(), Target::Mdev(uuid.clone()))]).expect("an mdev hostdev");
+        assert_eq!(mdev_of(&moved, "hostdev2"), Some(uuid.clone()));
+        assert_eq!(
+            address_of(&moved, "hostdev0"),
+            Some(pci("0000:3b:00.1")),
+            "the PCI hostdevs stay"
+        );
+        assert_eq!(
+            retarget(DOMAIN, &[("hostdev0".into(), Target::Mdev(uuid))]),
+            Err("the domain XML has no mdev <hostdev> with alias hostdev0".to_string())
+        );
+    }
+
+    #[test]
+    fn a_mediated_device_s_type_and_uuid_are_read_from_its_node_device_xml() {
+        let xml = "<device>\n  <name>mdev_4b20d080_1b54_4048_85b3_a6a62d165c01_0000_06_00_0</name>\n  <parent>pci_0000_06_00_0</parent>\n  <driver>\n    <name>vfio_mdev</name>\n  </driver>\n  <capability type='mdev'>\n    <type id='nvidia-63'/>\n    <uuid>4B20D080-1B54-4048-85B3-A6A62D165C01</uuid>\n    <iommuGroup number='12'/>\n  </capability>\n</device>";
+        assert_eq!(
+            nodedev_mdev(xml),
+            Some((
+                "nvidia-63".to_string(),
+                "4b20d080-1b54-4048-85b3-a6a62d165c01".to_string()
+            ))
+        );
+        assert_eq!(nodedev_mdev("<device><capability type='pci'/></device>"), None);
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct LibvirtTarget {
     /// Hostdevs that pass a different host device through on the destination: the
     /// hostdev's alias (the plan's device id) and the destination host's PCI address.
     pub device_moves: Vec<(String, String)>,
+    /// The same for mediated devices (vGPUs): the alias and the destination's UUID.
+    pub mdev_moves: Vec<(String, String)>,
 }
 
 /// Where the migration call is.
@@ -452,7 +454,7 @@ impl LibvirtDriver {
     /// device must exist there, be bound to the driver its source device is bound to,
     /// and not be passed through to a running domain already.
     async fn device_move_problems(&self) -> Result<Vec<String>, DriverError> {
-        if self.target.device_moves.is_empty() {
+        if self.target.device_moves.is_empty() && self.target.mdev_moves.is_empty() {
             return Ok(Vec::new());
         }
         let domain = self.source_domain("dumpxml")?;
@@ -492,6 +494,32 @@ impl LibvirtDriver {
                 ));
             }
         }
+        for (alias, to) in &self.target.mdev_moves {
+            let Some(from) = hostdev::mdev_of(&source_xml, alias) else {
+                problems.push(format!(
+                    "device {alias}: the source domain has no mdev <hostdev> with that alias to move to {to}"
+                ));
+                continue;
+            };
+            let Some(destination_type) = self.mdev_type(Side::Destination, to).await? else {
+                problems.push(format!(
+                    "device {alias}: the destination host has no mediated device {to}"
+                ));
+                continue;
+            };
+            if let Some(source_type) = self.mdev_type(Side::Source, &from).await? {
+                if source_type != destination_type {
+                    problems.push(format!(
+                        "device {alias}: mediated device {to} is of type {destination_type} on the destination, {from} of type {source_type} on the source"
+                    ));
+                }
+            }
+            if let Some(user) = self.destination_mdev_user_of(to).await? {
+                problems.push(format!(
+                    "device {alias}: mediated device {to} is passed through to domain {user} on the destination"
+                ));
+            }
+        }
         Ok(problems)
     }
 
@@ -514,6 +542,38 @@ impl LibvirtDriver {
         .await
     }
 
+    /// A mediated device's type on one side, by UUID; `None` when the host has none.
+    async fn mdev_type(&self, side: Side, uuid: &str) -> Result<Option<String>, DriverError> {
+        let connection = self.connection(side, "nodedev-list")?;
+        let uuid = uuid.to_ascii_lowercase();
+        self.call(side, "nodedev-list", move || {
+            for device in connection.list_all_node_devices(sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV)? {
+                if let Some((kind, found)) = hostdev::nodedev_mdev(&device.xml_desc(0)?) {
+                    if found == uuid {
+                        return Ok(Some(kind));
+                    }
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// The running domain on the destination that passes this mediated device through.
+    async fn destination_mdev_user_of(&self, uuid: &str) -> Result<Option<String>, DriverError> {
+        let connection = self.connection(Side::Destination, "list")?;
+        let uuid = uuid.to_ascii_lowercase();
+        self.call(Side::Destination, "list", move || {
+            for domain in connection.list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)? {
+                if hostdev::mdev_uuids(&domain.xml_desc(0)?).contains(&uuid) {
+                    return Ok(Some(domain.name()?));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
     /// The running domain on the destination that passes this device through, if any.
     async fn destination_user_of(&self, address: hostdev::PciAddress) -> Result<Option<String>, DriverError> {
         let connection = self.connection(Side::Destination, "list")?;
@@ -531,19 +591,20 @@ impl LibvirtDriver {
     /// The domain XML for the destination with the plan's devices moved, when it moves
     /// any.
     async fn destination_xml(&self) -> Result<Option<String>, DriverError> {
-        if self.target.device_moves.is_empty() {
+        if self.target.device_moves.is_empty() && self.target.mdev_moves.is_empty() {
             return Ok(None);
         }
-        let moves = self
+        let pci = self.target.device_moves.iter().map(|(alias, to)| {
+            hostdev::PciAddress::parse(to)
+                .map(|to| (alias.clone(), hostdev::Target::Pci(to)))
+                .ok_or_else(|| format!("device {alias}: {to} is not a PCI address"))
+        });
+        let mdev = self
             .target
-            .device_moves
+            .mdev_moves
             .iter()
-            .map(|(alias, to)| {
-                hostdev::PciAddress::parse(to)
-                    .map(|to| (alias.clone(), to))
-                    .ok_or_else(|| format!("device {alias}: {to} is not a PCI address"))
-            })
-            .collect::<Result<Vec<_>, _>>();
+            .map(|(alias, to)| Ok((alias.clone(), hostdev::Target::Mdev(to.clone()))));
+        let moves = pci.chain(mdev).collect::<Result<Vec<_>, String>>();
         let domain = self.source_domain("dumpxml")?;
         let xml = self
             .call(Side::Source, "dumpxml", move || {
@@ -1039,6 +1100,11 @@ impl Driver for LibvirtDriver {
             for (alias, to) in &self.target.device_moves {
                 notes.push(format!("device {alias} passes through {to} on the destination"));
             }
+            for (alias, to) in &self.target.mdev_moves {
+                notes.push(format!(
+                    "device {alias} passes through mediated device {to} on the destination"
+                ));
+            }
         }
         if self.monitor_commands.is_empty() {
             return notes;
@@ -1200,4 +1266,113 @@ pub fn override_hint(alias: &str) -> String {
          name='migration-events' type='bool' value='true'/></qemu:frontend></qemu:device></qemu:override>, \
          then restart the domain"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::driver::{StreamSetup, TlsSetup};
+
+    use super::*;
+
+    fn driver(peer_to_peer: bool) -> LibvirtDriver {
+        LibvirtDriver::new(LibvirtTarget {
+            source_uri: "qemu:///system".into(),
+            domain: "vm".into(),
+            destination_uri: "qemu+ssh://dst.example/system".into(),
+            destination_name: None,
+            peer_to_peer,
+            persist: true,
+            undefine_source: true,
+            devices: Vec::new(),
+            device_moves: Vec::new(),
+            mdev_moves: Vec::new(),
+        })
+    }
+
+    fn setup(stream: StreamSetup) -> Setup {
+        Setup {
+            downtime_limit_ms: 300,
+            max_bandwidth: Some(100 << 20),
+            arm_auto_converge: true,
+            switchover_ack: true,
+            tls: Some(TlsSetup {
+                source_dir: "/etc/pki/qemu".into(),
+                destination_dir: "/etc/pki/qemu".into(),
+                hostname: Some("dst.example".into()),
+            }),
+            stream,
+        }
+    }
+
+    fn has(flags: u32, flag: u32) -> bool {
+        flags & flag == flag
+    }
+
+    #[test]
+    fn multifd_with_zstd_tls_and_auto_converge_become_libvirt_s_flags_and_parameters() {
+        let mut d = driver(true);
+        d.setup = Some(setup(StreamSetup {
+            multifd_channels: Some(4),
+            multifd_compression: Some(MultifdCompression::Zstd),
+            multifd_compression_level: Some(3),
+            ..StreamSetup::default()
+        }));
+        let (flags, params) = d
+            .migration_request("tcp://10.0.0.2:49152")
+            .expect("carried by libvirt");
+        for flag in [
+            sys::VIR_MIGRATE_LIVE,
+            sys::VIR_MIGRATE_PAUSED,
+            sys::VIR_MIGRATE_PEER2PEER,
+            sys::VIR_MIGRATE_PERSIST_DEST,
+            sys::VIR_MIGRATE_UNDEFINE_SOURCE,
+            sys::VIR_MIGRATE_AUTO_CONVERGE,
+            sys::VIR_MIGRATE_PARALLEL,
+            sys::VIR_MIGRATE_COMPRESSED,
+            sys::VIR_MIGRATE_TLS,
+        ] {
+            assert!(has(flags, flag), "flag {flag:#x} missing from {flags:#x}");
+        }
+        assert!(
+            !has(flags, sys::VIR_MIGRATE_POSTCOPY),
+            "post-copy is never offered"
+        );
+        assert_eq!(params.parallel_connections, Some(4));
+        assert_eq!(params.compression.as_deref(), Some("zstd"));
+        assert_eq!(params.compression_zstd_level, Some(3));
+        assert_eq!(params.bandwidth, Some(100), "MiB/s");
+        assert_eq!(
+            (params.auto_converge_initial, params.auto_converge_increment),
+            (Some(1), Some(1))
+        );
+        assert_eq!(params.tls_destination.as_deref(), Some("dst.example"));
+        assert_eq!(params.uri.as_deref(), Some("tcp://10.0.0.2:49152"));
+    }
+
+    #[test]
+    fn xbzrle_is_libvirt_s_compression_method_with_its_cache() {
+        let mut d = driver(false);
+        d.setup = Some(setup(StreamSetup {
+            xbzrle_cache_bytes: Some(64 << 20),
+            ..StreamSetup::default()
+        }));
+        let (flags, params) = d.migration_request("").expect("carried by libvirt");
+        assert!(has(flags, sys::VIR_MIGRATE_COMPRESSED));
+        assert!(!has(flags, sys::VIR_MIGRATE_PEER2PEER), "managed");
+        assert!(!has(flags, sys::VIR_MIGRATE_PARALLEL));
+        assert_eq!(params.compression.as_deref(), Some("xbzrle"));
+        assert_eq!(params.compression_xbzrle_cache, Some(64 << 20));
+        assert_eq!(params.uri, None, "libvirt chooses the route");
+    }
+
+    #[test]
+    fn what_libvirt_has_no_parameter_for_is_refused_before_anything_changes() {
+        let mut d = driver(false);
+        d.setup = Some(setup(StreamSetup {
+            zero_page_detection: Some(plans::ZeroPageDetection::None),
+            ..StreamSetup::default()
+        }));
+        let refused = d.migration_request("").expect_err("no libvirt parameter");
+        assert!(refused.message.contains("zero-page"), "{}", refused.message);
+    }
 }

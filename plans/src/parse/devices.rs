@@ -38,7 +38,14 @@ fn read_device(path: String, t: &DeTable<'_>, s: std::ops::Range<usize>, m: &mut
         path.clone(),
         t,
         s,
-        &["id", "host", "destination_host", "precopy", "state_size"],
+        &[
+            "id",
+            "host",
+            "destination_host",
+            "destination_mdev",
+            "precopy",
+            "state_size",
+        ],
     );
     let id = r.name(m, "id", "hostdev0");
     if id.is_none() && !r.has("id") {
@@ -73,6 +80,31 @@ fn read_device(path: String, t: &DeTable<'_>, s: std::ops::Range<usize>, m: &mut
         // Hex digits in either case name the same device; one spelling compares equal.
         h => h.map(|h| h.value.to_ascii_lowercase()),
     };
+    let destination_mdev = match r.string(m, "destination_mdev") {
+        Some(u) if !is_uuid(&u.value) => {
+            m.push(
+                Diagnostic::new(
+                    format!("{path}.destination_mdev"),
+                    u.span.clone(),
+                    format!("{} is not a mediated device's UUID", quoted(&u.value)),
+                )
+                .hint("write the UUID as `mdevctl list` or sysfs shows it there, e.g. \"4b20d080-1b54-4048-85b3-a6a62d165c01\""),
+            );
+            None
+        }
+        Some(u) if destination_host.is_some() => {
+            m.push(
+                Diagnostic::new(
+                    format!("{path}.destination_mdev"),
+                    u.span.clone(),
+                    "`destination_host` and `destination_mdev` cannot both be set".to_string(),
+                )
+                .hint("a PCI device (a VF, a whole GPU) is named by its address, a vGPU by its UUID: keep the one this device is"),
+            );
+            None
+        }
+        u => u.map(|u| u.value.to_ascii_lowercase()),
+    };
     let precopy = r.boolean(m, "precopy");
     let state_size = r.bytes(m, "state_size", "512MiB");
     r.finish(m);
@@ -80,9 +112,20 @@ fn read_device(path: String, t: &DeTable<'_>, s: std::ops::Range<usize>, m: &mut
         id: id?.value,
         host: host.map(|h| h.value),
         destination_host,
+        destination_mdev,
         precopy: precopy.map_or(defaults::devices::PRECOPY, |p| p.value),
         state_size: state_size.map(|s| s.value),
     })
+}
+
+/// 8-4-4-4-12 hexadecimal digits, as mdev UUIDs are written.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn is_pci_address(text: &str) -> bool {

@@ -124,6 +124,20 @@ fn check_libvirt_plan(
         }
         seen.push(host);
     }
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, d) in plan.devices.iter().enumerate() {
+        let Some(uuid) = d.destination_mdev.as_deref() else {
+            continue;
+        };
+        if seen.contains(&uuid) {
+            refuse(
+                &format!("devices[{i}].destination_mdev"),
+                format!("{} is the destination of two devices", quoted(uuid)),
+                "each device becomes its own mediated device on the destination host",
+            );
+        }
+        seen.push(uuid);
+    }
 }
 
 fn check_qmp_plan(plan: &Plan, spans: &Spans, refuse: &mut impl FnMut(&str, String, &str)) {
@@ -135,13 +149,15 @@ fn check_qmp_plan(plan: &Plan, spans: &Spans, refuse: &mut impl FnMut(&str, Stri
         );
     }
     for i in 0..plan.devices.len() {
-        let key = format!("devices[{i}].destination_host");
-        if spans.written(&key) {
-            refuse(
-                &key,
-                "`destination_host` applies only to libvirt endpoints".into(),
-                "over QMP the destination QEMU is started with its devices already: remove the key",
-            );
+        for name in ["destination_host", "destination_mdev"] {
+            let key = format!("devices[{i}].{name}");
+            if spans.written(&key) {
+                refuse(
+                    &key,
+                    format!("`{name}` applies only to libvirt endpoints"),
+                    "over QMP the destination QEMU is started with its devices already: remove the key",
+                );
+            }
         }
     }
 }
