@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod tls;
 
 use std::path::Path;
 use std::sync::Mutex;

@@ -100,12 +100,13 @@ impl LibvirtDaemon {
     /// The daemon dies if the thread that started it exits (parent-death signal), so use
     /// and drop it on that thread.
     pub fn start(side: &str) -> Result<LibvirtDaemon, RigError> {
-        let daemon = LibvirtDaemon::spawn(side)?;
+        let daemon = LibvirtDaemon::spawn(side, None)?;
         daemon.wait_until_ready()
     }
 
-    /// Starts the daemon without waiting for it, so that two can start in parallel.
-    pub(crate) fn spawn(side: &str) -> Result<Starting, RigError> {
+    /// Starts the daemon without waiting for it, so that two can start in parallel;
+    /// `tls_dir` is its `migrate_tls_x509_cert_dir`, when migrations are to be encrypted.
+    pub(crate) fn spawn(side: &str, tls_dir: Option<&Path>) -> Result<Starting, RigError> {
         check_available()?;
         let t = Instant::now();
         let tree = tempfile::Builder::new()
@@ -124,7 +125,10 @@ impl LibvirtDaemon {
         let host_uuid = random_uuid()?;
         let migration_ports = free_port_range()?;
         write(&tree.path().join("etc/libvirtd.conf"), &libvirtd_conf(&host_uuid))?;
-        write(&tree.path().join("etc/qemu.conf"), &qemu_conf(&migration_ports))?;
+        write(
+            &tree.path().join("etc/qemu.conf"),
+            &qemu_conf(&migration_ports, tls_dir),
+        )?;
 
         let stderr_path = tree.path().join("libvirtd.stderr");
         let stderr =
@@ -467,7 +471,16 @@ log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
     )
 }
 
-fn qemu_conf(ports: &RangeInclusive<u16>) -> String {
+fn qemu_conf(ports: &RangeInclusive<u16>, tls_dir: Option<&Path>) -> String {
+    let tls = match tls_dir {
+        // One directory with the CA, the server's and the client's certificates: the
+        // daemon listens with the first and connects with the second.
+        Some(dir) => format!(
+            "migrate_tls_x509_cert_dir = \"{}\"\nmigrate_tls_x509_verify = 1\n",
+            dir.display()
+        ),
+        None => String::new(),
+    };
     format!(
         r#"# Written by vfio-migrate's rig for a private daemon.
 user = "root"
@@ -481,7 +494,7 @@ stdio_handler = "file"
 # Ranges distinct per daemon, so that concurrent pairs do not collide.
 migration_port_min = {}
 migration_port_max = {}
-"#,
+{tls}"#,
         ports.start(),
         ports.end()
     )

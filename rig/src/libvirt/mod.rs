@@ -49,6 +49,10 @@ pub struct LibvirtPairOptions {
     pub emulator_env: Vec<(String, String)>,
     /// The domain's name.
     pub domain: String,
+    /// A directory with `ca-cert.pem`, `server-cert.pem`, `server-key.pem`,
+    /// `client-cert.pem` and `client-key.pem`, given to both daemons as their
+    /// `migrate_tls_x509_cert_dir`, for encrypted migrations (`VIR_MIGRATE_TLS`).
+    pub migrate_tls_dir: Option<PathBuf>,
 }
 
 impl Default for LibvirtPairOptions {
@@ -64,6 +68,7 @@ impl Default for LibvirtPairOptions {
             qemu: PathBuf::from("qemu-system-x86_64"),
             emulator: None,
             emulator_env: Vec::new(),
+            migrate_tls_dir: None,
             domain: "rig-guest".into(),
         }
     }
@@ -115,8 +120,8 @@ impl LibvirtPair {
                 .ok_or_else(|| RigError::Options(format!("QEMU binary {} not found", opts.qemu.display())))?,
         };
         // Both daemons start while the accelerator is probed.
-        let source = LibvirtDaemon::spawn("source")?;
-        let destination = LibvirtDaemon::spawn("destination")?;
+        let source = LibvirtDaemon::spawn("source", opts.migrate_tls_dir.as_deref())?;
+        let destination = LibvirtDaemon::spawn("destination", opts.migrate_tls_dir.as_deref())?;
         let dir = tempfile::Builder::new()
             .prefix("vfio-migrate-rig-")
             .tempdir()
