@@ -136,9 +136,10 @@ pub enum Command {
         #[arg(long)]
         sim: bool,
         /// Run the guest as a libvirt domain under two private libvirt daemons on this
-        /// machine and migrate it through libvirt instead of QMP. Implies --no-devices:
-        /// the libvirt backend does not follow VFIO devices yet. Needs root, libvirt and
-        /// QEMU; without them it exits 3 (no fallback to QMP or the simulated pair).
+        /// machine and migrate it through libvirt instead of QMP; the modelled devices sit
+        /// behind libvirt's monitor (its emulator runs the device model's wrapper,
+        /// vfio-model-qemu, built beside this binary). Needs root, libvirt and QEMU;
+        /// without them it exits 3 (no fallback to QMP or the simulated pair).
         #[arg(long, conflicts_with = "sim")]
         libvirt: bool,
         /// Drawings of the run's report (the HTML page goes to

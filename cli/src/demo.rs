@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use plans::Plan;
 use rig::{Accel, GuestParams, LibvirtPair, LibvirtPairOptions, PairOptions, QemuPair, RigError};
+use standins::devmodel::emulator::{emulator_script, EmulatorConfig, CONFIG_ENV};
 use standins::devmodel::{Proxy, ProxyConfig, Role};
 use standins::sim::{SimDriver, SimVm};
 use standins::vfio::ModelDevice;
@@ -60,8 +61,8 @@ pub enum Pair {
 /// The domain `--libvirt` runs the guest as.
 pub const LIBVIRT_DOMAIN: &str = "vfio-migrate-demo";
 
-/// What `--libvirt` says about the devices it leaves out.
-const LIBVIRT_NO_DEVICES: &str = "through libvirt without VFIO devices: the libvirt backend does not follow them yet (a plan with [[devices]] is refused at preflight)";
+/// What `--libvirt` says about its devices.
+const LIBVIRT_DEVICES: &str = "the two modelled VFIO devices sit behind libvirt's monitor: libvirt starts QEMU through the device model's wrapper (vfio-model-qemu), so it relays their events as it would a real device's";
 
 /// Where the bundled plan's two sides are.
 #[derive(Debug, Clone, Copy)]
@@ -182,8 +183,6 @@ pub fn run(
     quiet: bool,
 ) -> i32 {
     let charts = &with_page(charts, keep);
-    // Not yet through libvirt: the backend refuses a plan with devices.
-    let devices = devices && pair != Pair::Libvirt;
     // `--libvirt` never falls back: it is asked for to see libvirt migrate.
     if pair == Pair::Simulated || (pair == Pair::Qemu && !qemu_installed()) {
         if pair != Pair::Simulated && !quiet {
@@ -246,14 +245,23 @@ impl Stage {
                     "starting two private libvirt daemons and a domain (guest dirties {} MiB/s over {} MiB)",
                     guest.rate_mb, guest.wss_mb
                 ));
-                say(LIBVIRT_NO_DEVICES);
-                let options = LibvirtPairOptions {
+                let mut options = LibvirtPairOptions {
                     guest,
                     accel: Accel::Auto,
                     dirty_ring: true,
                     domain: LIBVIRT_DOMAIN.into(),
                     ..LibvirtPairOptions::default()
                 };
+                if devices {
+                    say(LIBVIRT_DEVICES);
+                    let script = model_emulator().map_err(not_ready)?;
+                    options.emulator = Some(script);
+                    let config = EmulatorConfig {
+                        devices: demo_devices(),
+                        link_bytes_per_sec: 128 << 20,
+                    };
+                    options.emulator_env = vec![(CONFIG_ENV.to_string(), config.to_json())];
+                }
                 let pair = LibvirtPair::start(&options).map_err(|e| match e {
                     RigError::LibvirtUnavailable { why } => not_ready(format!(
                         "demo --libvirt cannot run: libvirt is not usable here: {why}"
@@ -274,7 +282,7 @@ impl Stage {
                         destination: pair.destination.uri(),
                         domain: pair.domain(),
                     },
-                    false,
+                    devices,
                 );
                 // The source daemon's tree outlives the run and is removed with the pair.
                 let dir = pair.source.tree().to_path_buf();
@@ -386,6 +394,23 @@ struct Proxies {
     source: Proxy,
     destination: Proxy,
     _runtime: tokio::runtime::Runtime,
+}
+
+/// The `<emulator>` that puts the device model behind libvirt's monitor: a script that
+/// runs `vfio-model-qemu` (built beside this binary by `scripts/demo`) over the QEMU
+/// from `PATH`.
+fn model_emulator() -> Result<PathBuf, String> {
+    let wrapper = std::env::current_exe()
+        .map_err(|e| format!("cannot find this binary: {e}"))?
+        .with_file_name("vfio-model-qemu");
+    if !wrapper.is_file() {
+        return Err(format!(
+            "the device model's emulator wrapper is not built: {} is missing (scripts/demo builds it; or `cargo build -p vfio-migrate-standins --bin vfio-model-qemu`, or --no-devices)",
+            wrapper.display()
+        ));
+    }
+    emulator_script(&wrapper, Path::new("qemu-system-x86_64"))
+        .map_err(|e| format!("cannot write the emulator script for libvirt: {e}"))
 }
 
 fn start_proxies(pair: &QemuPair) -> Result<Proxies, String> {

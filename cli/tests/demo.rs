@@ -91,6 +91,16 @@ fn without_a_kept_directory_the_demo_draws_into_the_current_one() {
 /// `CI_REQUIRE_LIBVIRT=1`.
 #[test]
 fn the_libvirt_demo_migrates_the_domain_and_the_guest_runs_on_the_destination_daemon() {
+    // The device model's wrapper, which the demo finds beside its own binary.
+    let wrapper = assert_cmd::cargo::cargo_bin("vfio-migrate").with_file_name("vfio-model-qemu");
+    if !wrapper.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = std::process::Command::new(cargo)
+            .args(["build", "-p", "vfio-migrate-standins", "--bin", "vfio-model-qemu"])
+            .status()
+            .expect("run cargo");
+        assert!(built.success(), "build vfio-model-qemu");
+    }
     let cwd = tempfile::tempdir().expect("temporary directory");
     let out = Command::cargo_bin("vfio-migrate")
         .expect("binary")
@@ -117,11 +127,15 @@ fn the_libvirt_demo_migrates_the_domain_and_the_guest_runs_on_the_destination_da
         report["capabilities"]["switchover_hold"], false,
         "through libvirt, which answers pre-switchover itself"
     );
-    assert_eq!(report["devices"].as_array().map(Vec::len), Some(0));
-    assert!(
-        stderr.contains("through libvirt without VFIO devices"),
-        "{stderr}"
-    );
+    // The two modelled devices, behind libvirt's monitor, each through stop-copy.
+    let devices = report["devices"].as_array().expect("devices");
+    assert_eq!(devices.len(), 2, "{report:#}");
+    for device in devices {
+        let states = device["timeline"].to_string();
+        assert!(states.contains("stop-copy"), "{device:#}");
+    }
+    assert!(report["gate_opened_ms"].is_u64(), "{report:#}");
+    assert!(stderr.contains("behind libvirt's monitor"), "{stderr}");
     // The guest's serial output on the destination daemon, after the migration.
     assert!(
         stderr.contains("guest alive on the destination daemon") && stderr.contains(", 0 memory errors"),
