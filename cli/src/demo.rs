@@ -252,6 +252,14 @@ impl Stage {
                     domain: LIBVIRT_DOMAIN.into(),
                     ..LibvirtPairOptions::default()
                 };
+                // Whether libvirt can run here at all comes first: it is the answer that
+                // matters where it cannot.
+                LibvirtPair::available().map_err(|e| match e {
+                    RigError::LibvirtUnavailable { why } => not_ready(format!(
+                        "demo --libvirt cannot run: libvirt is not usable here: {why}"
+                    )),
+                    e => not_ready(format!("cannot start the libvirt pair: {e}")),
+                })?;
                 if devices {
                     say(LIBVIRT_DEVICES);
                     let script = model_emulator().map_err(not_ready)?;

@@ -164,6 +164,13 @@ impl LibvirtPair {
         })
     }
 
+    /// Whether private libvirt daemons can run here (libvirt and its QEMU driver
+    /// installed, root), before anything is started: [`RigError::LibvirtUnavailable`]
+    /// says why not.
+    pub fn available() -> Result<(), RigError> {
+        daemon::check_available()
+    }
+
     /// [`Self::start`] for a test: `None` (and "skipped" on stderr) where libvirt cannot
     /// run here, except under `CI_REQUIRE_LIBVIRT=1` (set by CI, which installs libvirt),
     /// where that panics; any other failure panics with the daemons' logs.
