@@ -3,6 +3,8 @@
 //! And `--libvirt`, which never falls back: through two private libvirt daemons where
 //! libvirt can run, exit 3 with the reason where it cannot.
 
+mod common;
+
 use assert_cmd::Command;
 use serde_json::Value;
 
@@ -92,15 +94,7 @@ fn without_a_kept_directory_the_demo_draws_into_the_current_one() {
 #[test]
 fn the_libvirt_demo_migrates_the_domain_and_the_guest_runs_on_the_destination_daemon() {
     // The device model's wrapper, which the demo finds beside its own binary.
-    let wrapper = assert_cmd::cargo::cargo_bin("vfio-migrate").with_file_name("vfio-model-qemu");
-    if !wrapper.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = std::process::Command::new(cargo)
-            .args(["build", "-p", "vfio-migrate-standins", "--bin", "vfio-model-qemu"])
-            .status()
-            .expect("run cargo");
-        assert!(built.success(), "build vfio-model-qemu");
-    }
+    common::model_wrapper();
     let cwd = tempfile::tempdir().expect("temporary directory");
     let out = Command::cargo_bin("vfio-migrate")
         .expect("binary")

@@ -404,27 +404,13 @@ fn a_domain_the_source_daemon_does_not_run_is_refused_before_anything_changes() 
     assert_eq!(state(&pair.destination, pair.domain()), None);
 }
 
-/// The device model's `<emulator>` wrapper, built when this test binary was built alone.
-fn model_wrapper() -> std::path::PathBuf {
-    let tool = assert_cmd::cargo::cargo_bin("vfio-migrate");
-    let wrapper = tool.with_file_name("vfio-model-qemu");
-    if !wrapper.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = std::process::Command::new(cargo)
-            .args(["build", "-p", "vfio-migrate-standins", "--bin", "vfio-model-qemu"])
-            .status()
-            .expect("run cargo");
-        assert!(built.success(), "build vfio-model-qemu");
-    }
-    wrapper
-}
-
 /// A pair whose QEMUs carry the demo's two modelled VFIO devices behind libvirt's
 /// monitor: `gpu0` with pre-copy and 64 MiB of state, `nic0` stop-copy only with 8 MiB.
 fn pair_with_devices(wss_mb: u32, rate_mb: u32) -> Option<LibvirtPair> {
     use standins::devmodel::emulator::{emulator_script, EmulatorConfig, CONFIG_ENV};
     use standins::vfio::ModelDevice;
-    let script = emulator_script(&model_wrapper(), Path::new("qemu-system-x86_64")).expect("emulator script");
+    let script =
+        emulator_script(&common::model_wrapper(), Path::new("qemu-system-x86_64")).expect("emulator script");
     let config = EmulatorConfig {
         devices: vec![
             ModelDevice {

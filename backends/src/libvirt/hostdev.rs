@@ -109,21 +109,24 @@ fn alias_of(element: &str) -> Option<String> {
     attribute(&element[at..end], "name")
 }
 
+/// Where the `<address .../>` inside `<source>` is in a hostdev element of this `type`
+/// (`pci`, `mdev`): its start and end offsets.
+fn source_address(element: &str, kind: &str) -> Option<(usize, usize)> {
+    let open_tag = &element[..element.find('>').unwrap_or(element.len())];
+    if attribute(open_tag, "type").as_deref() != Some(kind) {
+        return None;
+    }
+    let source = element.find("<source")?;
+    let address = element[source..].find("<address")? + source;
+    let close = element[address..].find("/>")? + address + 2;
+    Some((address, close))
+}
+
 /// Every PCI hostdev of a domain's XML.
 fn hostdevs(xml: &str) -> Vec<Hostdev> {
     let mut found = Vec::new();
     for (start, element) in elements(xml) {
-        let open_tag = &element[..element.find('>').unwrap_or(element.len())];
-        if attribute(open_tag, "type").as_deref() != Some("pci") {
-            continue;
-        }
-        let Some(source) = element.find("<source") else {
-            continue;
-        };
-        let Some(address) = element[source..].find("<address").map(|i| i + source) else {
-            continue;
-        };
-        let Some(close) = element[address..].find("/>").map(|i| i + address + 2) else {
+        let Some((address, close)) = source_address(element, "pci") else {
             continue;
         };
         let Some(pci) = PciAddress::from_element(&element[address..close]) else {
@@ -164,17 +167,7 @@ pub fn mdev_uuids(xml: &str) -> Vec<String> {
 fn mdevs(xml: &str) -> Vec<(Option<String>, String, std::ops::Range<usize>)> {
     let mut found = Vec::new();
     for (start, element) in elements(xml) {
-        let open_tag = &element[..element.find('>').unwrap_or(element.len())];
-        if attribute(open_tag, "type").as_deref() != Some("mdev") {
-            continue;
-        }
-        let Some(source) = element.find("<source") else {
-            continue;
-        };
-        let Some(address) = element[source..].find("<address").map(|i| i + source) else {
-            continue;
-        };
-        let Some(close) = element[address..].find("/>").map(|i| i + address + 2) else {
+        let Some((address, close)) = source_address(element, "mdev") else {
             continue;
         };
         let Some(uuid) = attribute(&element[address..close], "uuid") else {

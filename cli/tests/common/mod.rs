@@ -159,3 +159,18 @@ pub fn row<'a>(answer: &'a Value, id: &str) -> &'a Value {
         panic!("no row {id}; rows: {ids:?}")
     })
 }
+
+/// The device model's `<emulator>` wrapper, built when this test binary was built alone.
+pub fn model_wrapper() -> std::path::PathBuf {
+    let tool = assert_cmd::cargo::cargo_bin("vfio-migrate");
+    let wrapper = tool.with_file_name("vfio-model-qemu");
+    if !wrapper.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = std::process::Command::new(cargo)
+            .args(["build", "-p", "vfio-migrate-standins", "--bin", "vfio-model-qemu"])
+            .status()
+            .expect("run cargo");
+        assert!(built.success(), "build vfio-model-qemu");
+    }
+    wrapper
+}
