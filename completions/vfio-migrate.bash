@@ -40,6 +40,9 @@ _vfio__migrate() {
             vfio__migrate,report)
                 cmd="vfio__migrate__subcmd__report"
                 ;;
+            vfio__migrate,run)
+                cmd="vfio__migrate__subcmd__run"
+                ;;
             vfio__migrate,schema)
                 cmd="vfio__migrate__subcmd__schema"
                 ;;
@@ -70,6 +73,9 @@ _vfio__migrate() {
             vfio__migrate__subcmd__help,report)
                 cmd="vfio__migrate__subcmd__help__subcmd__report"
                 ;;
+            vfio__migrate__subcmd__help,run)
+                cmd="vfio__migrate__subcmd__help__subcmd__run"
+                ;;
             vfio__migrate__subcmd__help,schema)
                 cmd="vfio__migrate__subcmd__help__subcmd__schema"
                 ;;
@@ -83,7 +89,7 @@ _vfio__migrate() {
 
     case "${cmd}" in
         vfio__migrate)
-            opts="-o -q -h -V --output --quiet --state-dir --report-html --report-svg --help --version migrate recover check validate schema demo report guard completions help"
+            opts="-o -q -h -V --output --quiet --state-dir --report-html --report-svg --help --version migrate run recover check validate schema demo report guard completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -245,7 +251,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__help)
-            opts="migrate recover check validate schema demo report guard completions help"
+            opts="migrate run recover check validate schema demo report guard completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -370,6 +376,20 @@ _vfio__migrate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        vfio__subcmd__migrate__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         vfio__subcmd__migrate__subcmd__help__subcmd__schema)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -471,6 +491,44 @@ _vfio__migrate() {
                     ;;
                 --svg)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "human json ndjson" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfio__subcmd__migrate__subcmd__run)
+            opts="-o -q -h --parallel --bandwidth-budget --fail-fast --order --output --quiet --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --parallel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bandwidth-budget)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --order)
+                    COMPREPLY=($(compgen -W "plan shortest-first" -- "${cur}"))
                     return 0
                     ;;
                 --output)

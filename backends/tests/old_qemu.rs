@@ -35,7 +35,7 @@ async fn a_qemu_2_0_source_is_refused_in_preflight_and_never_asked_to_migrate() 
     let (_interrupt_tx, interrupt) = watch::channel(false);
     let report = tokio::time::timeout(
         Duration::from_secs(30),
-        engine::migrate(&plan, driver.as_mut(), &mut NullSink, interrupt),
+        engine::migrate(&plan, driver.as_mut(), &mut NullSink, interrupt.into()),
     )
     .await
     .expect("preflight ends the run");
@@ -90,7 +90,7 @@ async fn a_destination_too_old_for_precopy_devices_is_refused_naming_switchover_
     );
     let mut driver = backends::open(&plan);
     let (_interrupt_tx, interrupt) = watch::channel(false);
-    let report = engine::migrate(&plan, driver.as_mut(), &mut NullSink, interrupt).await;
+    let report = engine::migrate(&plan, driver.as_mut(), &mut NullSink, interrupt.into()).await;
     assert_eq!(report.rc, engine::ExitStatus::NotReady.code());
     let error = report.error.clone().unwrap_or_default();
     assert!(

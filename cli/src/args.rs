@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use engine::ExitStatus;
+use plans::units::Rate;
 
 /// Live-migrate a QEMU/KVM VM that owns VFIO devices, as a TOML plan describes.
 #[derive(Debug, Parser)]
@@ -77,6 +78,31 @@ pub enum Command {
         /// Drawings of the run's report.
         #[command(flatten)]
         report_files: ReportFiles,
+    },
+    /// Migrate several VMs in one run, as when a host is emptied: at most --parallel
+    /// migrations at once, sharing --bandwidth-budget; each plan keeps its own limits,
+    /// policy and device gate. One report with every VM's; the exit code is the worst
+    /// of the VMs' (4 over 3 over 1 over 0), 130 when interrupted.
+    #[command(after_help = ExitStatus::help_table())]
+    Run {
+        /// Plan files, or directories whose `*.toml` files are plans (in name order).
+        #[arg(required = true, value_name = "PLAN|DIR")]
+        plans: Vec<PathBuf>,
+        /// How many migrations run at once.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
+        /// The bandwidth all running migrations share (e.g. `1GiB/s`, `800MiB/s`):
+        /// divided equally among them (a plan's lower `max_bandwidth` kept), and
+        /// divided again as they start and finish. Without it each plan's own cap holds.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        bandwidth_budget: Option<Rate>,
+        /// Start no new migration after one did not migrate; the running ones finish or
+        /// abort by their own policies.
+        #[arg(long)]
+        fail_fast: bool,
+        /// In which order the VMs start.
+        #[arg(long, value_enum, default_value_t = Order::Plan)]
+        order: Order,
     },
     /// Look at both sides of a plan and repair what a run that died left behind: cancel
     /// a migration nobody drives, put back changed settings, resume a paused source
@@ -172,6 +198,21 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// The order in which `run` starts its VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Order {
+    /// As the plans were given.
+    Plan,
+    /// Shortest predicted migration first (check's prediction from one dirty-rate
+    /// measurement per VM; the guest's RAM size when there is none).
+    ShortestFirst,
+}
+
+/// A `--bandwidth-budget` value, in the plan's units.
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    Rate::parse(text).map_err(|e| e.to_string())
 }
 
 /// The side `check --side` looks at.

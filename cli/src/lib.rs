@@ -10,8 +10,10 @@ mod check;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod draw;
+mod evacuate;
 pub mod exit;
 pub mod generate;
+mod guarded;
 mod guardian;
 mod recover;
 pub mod render;
@@ -48,6 +50,25 @@ pub fn run(cli: Cli) -> i32 {
         (Some(Command::Report { json, html, svg }), _) => {
             draw::run(&json, &chart::Files { html, svg }, output)
         }
+        (
+            Some(Command::Run {
+                plans,
+                parallel,
+                bandwidth_budget,
+                fail_fast,
+                order,
+            }),
+            _,
+        ) => evacuate::run(evacuate::Request {
+            plans,
+            parallel: usize::from(parallel),
+            budget: bandwidth_budget.map(|r| r.bytes_per_sec()),
+            fail_fast,
+            order,
+            output,
+            quiet: cli.quiet,
+            state_dir: cli.state_dir.clone(),
+        }),
         (Some(Command::Recover { plan }), _) => recover::recover_file(&plan, output, state_dir),
         (Some(Command::Guard { plan }), _) => guardian::watch(&plan, &state::state_dir(state_dir)),
         (Some(Command::Validate { plan }), _) => validate_file(&plan, output),
@@ -169,7 +190,8 @@ fn migrate_file(
 
 /// Migrates the plan read from `path` with the backend it names, safely against this
 /// tool dying: the VM's lock is held, a journal is kept, a guardian watches, and what a
-/// previous run that died left behind is repaired first. Returns the exit code.
+/// previous run that died left behind is repaired first (see [`guarded`]). Returns the
+/// exit code.
 pub fn migrate_guarded(
     plan: &Plan,
     path: &Path,
@@ -179,54 +201,22 @@ pub fn migrate_guarded(
     charts: &chart::Files,
 ) -> i32 {
     let dir = state::state_dir(state_dir);
-    let lock = match state::VmLock::acquire(&dir, &state::vm_keys(plan)) {
-        Ok(lock) => lock,
-        Err(held) => return exit::not_ready(output, &held.to_string()),
+    let mut guarded = match guarded::Guarded::begin(plan, path, &dir, quiet) {
+        Ok(guarded) => guarded,
+        Err(guarded::Refusal::NotReady(msg)) => return exit::not_ready(output, &msg),
+        Err(guarded::Refusal::NeedsAttention(msg)) => return exit::needs_attention(output, &msg),
     };
-    let key = state::journal_key(plan);
-    if state::Journal::read(&dir, &key).is_some_and(|(_, record)| !record.finished) {
-        let repair = recover::repair_now(plan, &dir, &lock);
-        if repair.rc != 0 {
-            return exit::needs_attention(
-                output,
-                &format!("a previous run of this plan died; {}", repair.msg),
-            );
-        }
-        if repair.changed && !quiet {
-            eprintln!(
-                "vfio-migrate: a previous run of this plan died; repaired: {}",
-                repair.done.join("; ")
-            );
-        }
-    }
-    let mut journal = match state::Journal::start(&dir, &key, &plan.vm.name, path) {
-        Ok(journal) => journal,
-        Err(e) => {
-            let msg = format!(
-                "cannot keep a journal under {}: {e} (choose another with --state-dir)",
-                dir.display()
-            );
-            return exit::not_ready(output, &msg);
-        }
-    };
-    let guardian = match guardian::Guardian::spawn(path, &dir) {
-        Ok(guardian) => Some(guardian),
-        Err(e) => {
-            eprintln!("vfio-migrate: warning: no guardian for this run ({e}); if it dies, run `vfio-migrate recover`");
-            None
-        }
-    };
+    guarded.watch(path, &dir);
     let mut driver = backends::open(plan);
-    let rc = migrate_with(plan, driver.as_mut(), output, quiet, Some(&mut journal), charts);
-    if let Err(e) = journal.finish(rc) {
-        eprintln!(
-            "vfio-migrate: warning: cannot mark the journal {} finished: {e}",
-            journal.path().display()
-        );
-    }
-    if let Some(guardian) = guardian {
-        guardian.stand_down();
-    }
+    let rc = migrate_with(
+        plan,
+        driver.as_mut(),
+        output,
+        quiet,
+        Some(guarded.journal()),
+        charts,
+    );
+    guarded.end(rc);
     rc
 }
 
@@ -252,9 +242,9 @@ pub fn migrate_with(
         let report = match journal {
             Some(journal) => {
                 let mut sink = state::JournalSink::new(&mut renderer, journal);
-                engine::migrate(plan, driver, &mut sink, interrupt).await
+                engine::migrate(plan, driver, &mut sink, interrupt.into()).await
             }
-            None => engine::migrate(plan, driver, &mut renderer, interrupt).await,
+            None => engine::migrate(plan, driver, &mut renderer, interrupt.into()).await,
         };
         renderer.finish(output, &report);
         charts.write_for_run(&report, quiet);

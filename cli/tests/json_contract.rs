@@ -131,6 +131,56 @@ fn a_run_answers_with_the_four_keys_when_the_plan_is_bad_or_the_hosts_do_not_ans
 }
 
 #[test]
+fn an_evacuation_answers_with_the_four_keys_and_each_vm_inside() {
+    let dir = dir();
+    let unreachable = answer(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "run",
+            "--bandwidth-budget",
+            "100MiB/s",
+            "{good}",
+        ],
+    );
+    assert_eq!(
+        unreachable.code, 3,
+        "the worst of the VMs': {:#}",
+        unreachable.json
+    );
+    assert_eq!(
+        unreachable.json["summary"]["failed"], 1,
+        "not ready: nothing was changed"
+    );
+    assert_eq!(unreachable.json["vms"][0]["running_on"], "unknown");
+    assert_eq!(unreachable.json["vms"][0]["rc"], 3);
+    assert!(unreachable.json["vms"][0]["plan_file"].is_string());
+    // One bad plan among good ones: nothing is started.
+    let bad = answer(dir.path(), &["--output", "json", "run", "{good}", "{bad}"]);
+    assert_eq!(bad.code, 2);
+    assert_eq!(bad.json["result"], "invalid");
+    let starved = answer(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "run",
+            "--parallel",
+            "4",
+            "--bandwidth-budget",
+            "2MiB/s",
+            "{good}",
+        ],
+    );
+    assert_eq!(starved.code, 2, "{:#}", starved.json);
+    assert!(starved.json["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("at least 1 MiB/s"));
+}
+
+#[test]
 fn check_answers_with_the_four_keys_when_the_monitors_are_missing_or_the_plan_is_bad() {
     let dir = dir();
     let not_ready = answer(dir.path(), &["--output", "json", "check", "{good}"]);

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use plans::{DirtyRateSource, KernelDirtyMode};
-use tokio::sync::watch;
 
-use crate::driver::{DirtyRateMode, DriverEvent, MigrationStatus, Sample, Side, SideFacts};
+use crate::controls::{Controls, ShareInForce};
+use crate::driver::{DirtyRateMode, DriverError, DriverEvent, MigrationStatus, Sample, Side, SideFacts};
 use crate::events::{EngineEvent, Progress};
 use crate::gate::GateViolation;
 use crate::outcome::Reason;
@@ -91,10 +91,23 @@ impl StatsRate {
     }
 }
 
+/// Before the migration starts: puts in force a share of the bandwidth budget that
+/// changed since the run configured its cap.
+pub(crate) async fn follow_share(run: &mut Run<'_>, controls: &mut Controls) -> Result<(), DriverError> {
+    let Some(share) = controls.bandwidth.as_mut().filter(|s| s.is_changed()) else {
+        return Ok(());
+    };
+    let cap = share.take();
+    run.driver.set_max_bandwidth(cap).await?;
+    share.put_in_force(cap);
+    run.note(ShareInForce(cap).to_string());
+    Ok(())
+}
+
 /// The loop's working state.
 pub(crate) struct Converge<'r, 'a> {
     run: &'r mut Run<'a>,
-    interrupt: &'r mut watch::Receiver<bool>,
+    controls: &'r mut Controls,
     started: Instant,
     state: PolicyState,
     ctx: Context,
@@ -114,7 +127,7 @@ impl<'r, 'a> Converge<'r, 'a> {
     /// `source`.
     pub(crate) fn new(
         run: &'r mut Run<'a>,
-        interrupt: &'r mut watch::Receiver<bool>,
+        controls: &'r mut Controls,
         started: Instant,
         source: &SideFacts,
     ) -> Self {
@@ -126,7 +139,7 @@ impl<'r, 'a> Converge<'r, 'a> {
         };
         Converge {
             run,
-            interrupt,
+            controls,
             started,
             state,
             ctx: Context::of(plan),
@@ -153,17 +166,46 @@ impl<'r, 'a> Converge<'r, 'a> {
                 }
                 continue;
             }
+            let Controls { interrupt, bandwidth } = &mut *self.controls;
+            let share_changed = async {
+                match bandwidth.as_mut() {
+                    Some(share) => share.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             let end = tokio::select! {
                 biased;
-                changed = self.interrupt.changed() => match changed {
-                    Ok(()) if *self.interrupt.borrow() => Some(LoopEnd::Stopped(Reason::Interrupted)),
+                changed = interrupt.changed() => match changed {
+                    Ok(()) if *interrupt.borrow() => Some(LoopEnd::Stopped(Reason::Interrupted)),
                     _ => None,
                 },
+                () = share_changed => self.on_share_changed().await,
                 event = self.run.next_event() => self.on_event(event).await,
                 _ = tick.tick() => self.on_tick().await,
             };
             if let Some(end) = end {
                 return end;
+            }
+        }
+    }
+
+    /// The run's share of an evacuation's bandwidth budget changed: put it in force,
+    /// unless QEMU holds the guest at `pre-switchover` meanwhile (the final stage is
+    /// QEMU's own and not rate-limited).
+    async fn on_share_changed(&mut self) -> Option<LoopEnd> {
+        let share = self.controls.bandwidth.as_mut()?;
+        let cap = share.take();
+        match self.run.unless_held(|driver| driver.set_max_bandwidth(cap)).await {
+            Ok(Ok(())) => {
+                share.put_in_force(cap);
+                self.ctx.fallback_bandwidth = Some(cap);
+                self.run.note(ShareInForce(cap).to_string());
+                None
+            }
+            Ok(Err(error)) => Some(LoopEnd::Stopped(Reason::failed_request(error))),
+            Err((event, at)) => {
+                self.run.seen.record(&event);
+                Some(LoopEnd::PreSwitchover(at))
             }
         }
     }

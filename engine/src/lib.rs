@@ -18,15 +18,21 @@
 //! 6. [`report`] — the final record; [`outcome::Reason`] says why, typed, and
 //!    [`exit`] maps it to the documented exit code.
 //!
-//! The engine drives a [`driver::Driver`] (QMP, the simulator; libvirt next) and asks it
+//! Many VMs in one run (a host emptied) are many such runs side by side, each with its
+//! [`controls::Controls`]; [`evacuation`] divides the bandwidth budget among them and
+//! sums them up.
+//!
+//! The engine drives a [`driver::Driver`] (QMP, libvirt, the simulator) and asks it
 //! for optional capabilities; it tells the outside world what happens through
 //! [`events::EventSink`] and never prints. Every sentence it says about why lives in
 //! `words.rs`.
 
 pub mod check;
+pub mod controls;
 pub mod converge;
 pub mod driver;
 pub mod estimate;
+pub mod evacuation;
 pub mod events;
 pub mod exit;
 pub mod gate;
@@ -45,6 +51,7 @@ mod state;
 mod verify;
 mod words;
 
+pub use controls::Controls;
 pub use driver::{Capabilities, Driver, DriverError, Side};
 pub use events::{EngineEvent, EventSink};
 pub use exit::ExitStatus;

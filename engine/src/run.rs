@@ -11,9 +11,9 @@
 //! (resumed if it was left paused) unless the destination already runs the VM.
 
 use plans::{Plan, Step, ThrottleMethod};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::controls::Controls;
 use crate::converge::{Converge, LoopEnd};
 use crate::driver::{
     DeviceTransferSetup, Driver, DriverEvent, MigrationStatus, Setup, StreamSetup, TlsSetup,
@@ -30,12 +30,14 @@ use crate::report::Report;
 use crate::state::Run;
 
 /// Migrates the plan's VM. Never panics on what the hypervisors say; every path ends in a
-/// report that says where the VM runs.
+/// report that says where the VM runs. `controls` carry the operator's interrupt and,
+/// in an evacuation, the run's share of the bandwidth budget (a `watch::Receiver<bool>`
+/// converts into controls with the interrupt alone).
 pub async fn migrate(
     plan: &Plan,
     driver: &mut dyn Driver,
     sink: &mut dyn EventSink,
-    mut interrupt: watch::Receiver<bool>,
+    mut controls: Controls,
 ) -> Report {
     let clock = PhaseClock::new(Phase::Connect);
     sink.emit(EngineEvent::Phase {
@@ -68,12 +70,12 @@ pub async fn migrate(
             },
         );
     }
-    if *interrupt.borrow() {
+    if *controls.interrupt.borrow() {
         return finish(run, Ending::Stopped(Reason::Interrupted)).await;
     }
     // From here on the hosts change; every way out goes through `finish` (verify or
     // recover).
-    let ending = change(&mut run, &ready, &mut interrupt).await;
+    let ending = change(&mut run, &ready, &mut controls).await;
     finish(run, ending).await
 }
 
@@ -103,10 +105,17 @@ async fn prepare_devices(run: &mut Run<'_>, ready: &Ready) -> Result<(), Vec<Pro
 }
 
 /// Configure, listen, migrate, converge, switch over: the phases that change the hosts.
-async fn change(run: &mut Run<'_>, ready: &Ready, interrupt: &mut watch::Receiver<bool>) -> Ending {
+async fn change(run: &mut Run<'_>, ready: &Ready, controls: &mut Controls) -> Ending {
     let plan = run.plan;
     run.enter(Phase::Configure);
-    let configured = run.driver.configure(&setup_of(plan, ready)).await;
+    let mut setup = setup_of(plan, ready);
+    if let Some(share) = controls.bandwidth.as_mut() {
+        setup.max_bandwidth = Some(share.take());
+    }
+    let configured = run.driver.configure(&setup).await;
+    if let (Ok(()), Some(share), Some(cap)) = (&configured, &controls.bandwidth, setup.max_bandwidth) {
+        share.put_in_force(cap);
+    }
     // Saved even after a partial failure: whatever was changed must be put back.
     if let Some(settings) = run.driver.saved_settings() {
         run.sink.emit(EngineEvent::SettingsSaved { settings });
@@ -125,6 +134,11 @@ async fn change(run: &mut Run<'_>, ready: &Ready, interrupt: &mut watch::Receive
     }
 
     run.enter(Phase::Migrate);
+    // A share that changed since it was configured is put in force before anything is
+    // sent, so a migration never starts on bandwidth another one was given meanwhile.
+    if let Err(error) = crate::converge::follow_share(run, controls).await {
+        return Ending::Stopped(Reason::Driver { error });
+    }
     let started = Instant::now();
     run.seen.started = Some(started);
     run.seen.gate = DeviceGate::new(ready.devices.follow.clone(), started, plan.limits.saving_timeout);
@@ -133,7 +147,7 @@ async fn change(run: &mut Run<'_>, ready: &Ready, interrupt: &mut watch::Receive
     }
 
     run.enter(Phase::Converge);
-    let end = Converge::new(run, interrupt, started, &ready.facts.source)
+    let end = Converge::new(run, controls, started, &ready.facts.source)
         .until_decided()
         .await;
     match end {
@@ -334,9 +348,9 @@ mod tests {
             plan: &'a Plan,
             driver: &'a mut dyn Driver,
             sink: &'a mut dyn EventSink,
-            interrupt: watch::Receiver<bool>,
+            controls: Controls,
         ) {
-            assert_send(&migrate(plan, driver, sink, interrupt));
+            assert_send(&migrate(plan, driver, sink, controls));
         }
         let _ = check;
     }

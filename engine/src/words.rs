@@ -320,6 +320,16 @@ fn placement_words(f: &mut Formatter<'_>, placement: &Placement, sides: &Sides) 
     }
 }
 
+impl Display for crate::controls::ShareInForce {
+    fn fmt(&self, f: &mut Formatter<'_>) -> Result {
+        write!(
+            f,
+            "bandwidth share now {}/s of the evacuation's budget (max-bandwidth)",
+            b(self.0)
+        )
+    }
+}
+
 impl Display for Reason {
     fn fmt(&self, f: &mut Formatter<'_>) -> Result {
         match self {

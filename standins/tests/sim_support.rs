@@ -87,7 +87,7 @@ pub async fn run_with(plan: &Plan, vm: SimVm, interrupt: watch::Receiver<bool>) 
     let mut driver = SimDriver::new(vm);
     let sim = driver.inspector();
     let mut sink = VecSink::default();
-    let report = engine::migrate(plan, &mut driver, &mut sink, interrupt).await;
+    let report = engine::migrate(plan, &mut driver, &mut sink, interrupt.into()).await;
     Run {
         report,
         sim,

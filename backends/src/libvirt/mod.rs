@@ -931,6 +931,16 @@ impl Driver for LibvirtDriver {
         .await
     }
 
+    async fn set_max_bandwidth(&mut self, bytes_per_sec: u64) -> Result<(), DriverError> {
+        // libvirt counts in MiB/s; a share below 1 MiB/s is still a cap, never "none" (0).
+        let mib = (bytes_per_sec / (1024 * 1024)).max(1);
+        let domain = self.source_domain("migrate-setspeed")?;
+        self.call(Side::Source, "migrate-setspeed", move || {
+            domain.migrate_set_max_speed(mib, 0).map(|_| ())
+        })
+        .await
+    }
+
     async fn throttle(&mut self, throttle: &Throttle) -> Result<(), DriverError> {
         match throttle {
             Throttle::AutoConverge {

@@ -465,6 +465,14 @@ impl Driver for QmpDriver {
         .await
     }
 
+    async fn set_max_bandwidth(&mut self, bytes_per_sec: u64) -> Result<(), DriverError> {
+        self.set_parameters(MigrateSetParameters {
+            max_bandwidth: Some(bytes_per_sec as _),
+            ..MigrateSetParameters::default()
+        })
+        .await
+    }
+
     async fn throttle(&mut self, throttle: &Throttle) -> Result<(), DriverError> {
         match throttle {
             Throttle::AutoConverge {

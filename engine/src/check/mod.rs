@@ -22,5 +22,5 @@ pub use predict::{predict, Forecast, Inputs, Prediction, StepAt};
 mod plan;
 mod report;
 
-pub use plan::check_plan;
+pub use plan::{check_plan, expected_ms};
 pub use report::CheckReport;

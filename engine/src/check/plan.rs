@@ -18,6 +18,24 @@ pub async fn check_plan(plan: &Plan, driver: &mut dyn Driver, measure: bool, ext
     check_reading(plan, reading, extra)
 }
 
+/// How long migrating `plan` is expected to take, ms, from what was read: check's
+/// prediction when it can make one, else the guest's RAM sent at the plan's (or the
+/// source's) bandwidth; `None` when neither is known. What `run --order shortest-first`
+/// sorts by.
+pub fn expected_ms(plan: &Plan, reading: &Reading) -> Option<u64> {
+    if let Some(p) = prediction(plan, reading, &mut Vec::new()) {
+        return Some(p.total_ms);
+    }
+    let ram = reading.facts.as_ref()?.source.ram_bytes?;
+    let bandwidth = plan
+        .limits
+        .max_bandwidth
+        .map(|r| r.bytes_per_sec())
+        .or(reading.source.as_ref()?.max_bandwidth)
+        .filter(|b| *b > 0)?;
+    Some(crate::estimate::transfer_ms(ram, bandwidth))
+}
+
 /// Judges what was read.
 fn check_reading(plan: &Plan, reading: Reading, extra: Vec<Row>) -> CheckReport {
     let mut rows = vec![Row::pass(

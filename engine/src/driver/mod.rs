@@ -64,6 +64,9 @@ pub trait Driver: Send {
     async fn sample(&mut self) -> Result<Sample, DriverError>;
     /// Changes the downtime limit while migrating.
     async fn set_downtime_limit(&mut self, ms: u64) -> Result<(), DriverError>;
+    /// Caps the migration stream at `bytes_per_sec` while it runs (a share of an
+    /// evacuation's bandwidth budget); takes effect at once.
+    async fn set_max_bandwidth(&mut self, bytes_per_sec: u64) -> Result<(), DriverError>;
     /// Throttles the source's vCPUs.
     async fn throttle(&mut self, throttle: &Throttle) -> Result<(), DriverError>;
     /// Removes a throttle the engine set (after an abort the guest runs at full speed).

@@ -279,6 +279,13 @@ impl Model {
         Ok(())
     }
 
+    /// `migrate-set-parameters {max-bandwidth}`: QEMU applies it to the running stream at
+    /// once (`migration_rate_set`), so the next tick sends at the new rate.
+    pub(super) fn set_max_bandwidth(&mut self, bytes_per_sec: u64) -> Reply<()> {
+        self.params.max_bandwidth = bytes_per_sec;
+        Ok(())
+    }
+
     /// Auto-converge's parameters (`migrate-set-parameters`), or `set-vcpu-dirty-limit`,
     /// which needs KVM with the dirty ring (QEMU's text keeps its stray quote).
     pub(super) fn throttle(&mut self, throttle: &Throttle) -> Reply<()> {

@@ -160,6 +160,12 @@ impl Driver for SimDriver {
         })
     }
 
+    async fn set_max_bandwidth(&mut self, bytes_per_sec: u64) -> Result<(), DriverError> {
+        self.call(Side::Source, "migrate-set-parameters", |m| {
+            m.set_max_bandwidth(bytes_per_sec)
+        })
+    }
+
     async fn throttle(&mut self, throttle: &Throttle) -> Result<(), DriverError> {
         self.call(Side::Source, "migrate-set-parameters", |m| m.throttle(throttle))
     }
