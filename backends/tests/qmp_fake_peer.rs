@@ -711,3 +711,46 @@ async fn a_timeout_says_what_came_instead_of_the_reply() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn commands_reach_the_peer_in_the_order_they_were_sent_when_the_socket_is_full() {
+    // The first command is larger than the socket takes at once: its rest and every
+    // command after it wait for the writer task, and none overtakes it.
+    let big = "x".repeat(4 * 1024 * 1024);
+    let fake = fake(|mut peer| async move {
+        peer.handshake().await;
+        for name in ["first", "second", "third"] {
+            let command = peer.recv().await.expect("a command");
+            assert_eq!(command["execute"], name, "in order");
+            peer.reply(&command["id"], json!({})).await;
+        }
+        peer.idle().await;
+    });
+    let client = connect(&fake).await;
+    let (first, second, third) = tokio::join!(
+        client.execute_raw("first", Some(json!({"pad": big}))),
+        client.execute_raw("second", None),
+        client.execute_raw("third", None),
+    );
+    for reply in [first, second, third] {
+        assert_eq!(reply.expect("answered"), json!({}));
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_hung_up_is_known_hung_up_and_a_live_one_is_not() {
+    let (hang_up_tx, hang_up_rx) = tokio::sync::oneshot::channel::<()>();
+    let fake = fake(|mut peer| async move {
+        peer.handshake().await;
+        let _ = hang_up_rx.await;
+        drop(peer);
+    });
+    let client = connect(&fake).await;
+    assert!(!client.is_hung_up(), "connected and answering");
+    let _ = hang_up_tx.send(());
+    let deadline = Instant::now() + SHORT;
+    while !client.is_hung_up() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(client.is_hung_up());
+}

@@ -210,6 +210,15 @@ async fn switchover(run: &mut Run<'_>, at: Instant) -> Ending {
         }
         run.record_late(&event, MigrationStatus::PreSwitchover);
     }
+    // The kernel may know before any event does: a monitor whose peer hung up while
+    // this run could not read (its readiness is polled with the event that brought us
+    // here, but the task that would read it may not have run yet).
+    if let (None, Some(side)) = (&lost, run.driver.hung_up()) {
+        lost = Some(Reason::ConnectionLost {
+            side,
+            why: "monitor connection closed".into(),
+        });
+    }
     if let Some(reason) = lost {
         return Ending::Stopped(reason);
     }

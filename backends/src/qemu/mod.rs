@@ -325,6 +325,16 @@ impl Driver for QmpDriver {
         Ok(())
     }
 
+    fn hung_up(&self) -> Option<Side> {
+        [
+            (Side::Source, &self.source),
+            (Side::Destination, &self.destination),
+        ]
+        .into_iter()
+        .find(|(_, client)| client.as_ref().is_some_and(QmpClient::is_hung_up))
+        .map(|(side, _)| side)
+    }
+
     fn take_events(&mut self) -> mpsc::UnboundedReceiver<DriverEvent> {
         self.events.take().unwrap_or_else(|| mpsc::unbounded_channel().1)
     }

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use super::connection::{CloseReason, Connection};
-use super::endpoint::{QmpEndpoint, QmpPeer, ReadHalf};
+use super::endpoint::{QmpEndpoint, QmpPeer, StreamReader};
 use super::envelope::{classify, Envelope, NoReturn};
 use super::error::QmpError;
 use super::event::QmpEvent;
@@ -59,7 +59,7 @@ impl QmpClient {
             label: label.to_owned(),
             endpoint: endpoint.clone(),
         };
-        let (read, write, peer_pid) = match tokio::time::timeout(timeout, endpoint.open()).await {
+        let (stream, peer_pid) = match tokio::time::timeout(timeout, endpoint.open()).await {
             Err(_) => {
                 return Err(QmpError::Timeout {
                     endpoint: peer,
@@ -74,9 +74,12 @@ impl QmpClient {
                     source,
                 })
             }
-            Ok(Ok(halves)) => halves,
+            Ok(Ok(opened)) => opened,
         };
-        let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_GREETING_BYTES));
+        let mut lines = FramedRead::new(
+            stream.reader(),
+            LinesCodec::new_with_max_length(MAX_GREETING_BYTES),
+        );
         let greeting = match tokio::time::timeout(timeout, read_greeting(&mut lines)).await {
             Err(_) => {
                 return Err(QmpError::NoGreeting {
@@ -95,7 +98,7 @@ impl QmpClient {
         // Past the greeting, replies may be long (the codec keeps what it has buffered).
         *lines.decoder_mut() = LinesCodec::new_with_max_length(MAX_LINE_BYTES);
         let client = QmpClient {
-            connection: Arc::new(Connection::start(peer, lines, write)),
+            connection: Arc::new(Connection::start(peer, lines, stream)),
             greeting: Arc::new(greeting),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             peer_pid,
@@ -164,6 +167,13 @@ impl QmpClient {
     /// Whether the connection has closed (peer gone, or a fatal protocol error).
     pub fn is_closed(&self) -> bool {
         self.connection.is_closed()
+    }
+
+    /// Whether the connection has closed or the kernel already reports that the peer
+    /// hung up, before the reader has read to the end: what a run checks while QEMU
+    /// holds the guest, where continuing into a side that is gone cannot be undone.
+    pub fn is_hung_up(&self) -> bool {
+        self.connection.is_closed() || self.connection.hung_up()
     }
 
     /// Recent protocol problems that did not close the connection (unparseable
@@ -254,7 +264,7 @@ impl Drop for Abandon<'_> {
 }
 
 /// Reads lines until the greeting; the error says why there is none.
-async fn read_greeting(lines: &mut FramedRead<ReadHalf, LinesCodec>) -> Result<Greeting, String> {
+async fn read_greeting(lines: &mut FramedRead<StreamReader, LinesCodec>) -> Result<Greeting, String> {
     loop {
         let line = match lines.next().await {
             None => return Err("connection closed before the greeting".to_owned()),

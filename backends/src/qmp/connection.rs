@@ -1,5 +1,10 @@
-//! One open monitor connection: a reader task that dispatches replies and events,
-//! a writer task that sends command lines, and the table of waiting commands.
+//! One open monitor connection: a reader task that dispatches replies and events, the
+//! writing of command lines, and the table of waiting commands.
+//!
+//! A command line is written straight from the caller's task when nothing is waiting
+//! to be written before it (one non-blocking write): `migrate-continue`, sent while
+//! QEMU holds the guest paused, goes out without a hop through another task. What the
+//! socket does not take at once waits in order for the writer task.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -7,12 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
-use super::endpoint::{QmpPeer, ReadHalf, WriteHalf};
+use super::endpoint::{QmpPeer, Stream, StreamReader};
 use super::envelope::{classify, excerpt, Envelope, NoReturn};
 use super::error::Noise;
 use super::event::QmpEvent;
@@ -145,20 +149,44 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Lines on their way to the socket.
+struct Outgoing {
+    queue: Mutex<Queue>,
+    /// Wakes the writer task when a line is queued.
+    queued: Notify,
+}
+
+struct Queue {
+    /// The socket; `None` once the connection closed, so that the socket closes with
+    /// the reader and the writer even while the client is kept.
+    stream: Option<Stream>,
+    /// Lines (with their newlines) the socket did not take yet, in order.
+    lines: VecDeque<Vec<u8>>,
+    /// The writer task holds the front line's rest outside the queue.
+    writing: bool,
+}
+
+impl Outgoing {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// A running connection. Dropping it stops both tasks and closes the socket.
 pub(crate) struct Connection {
     peer: QmpPeer,
     state: Arc<State>,
-    outgoing: mpsc::UnboundedSender<String>,
+    outgoing: Arc<Outgoing>,
     _reader: AbortOnDrop,
+    _writer: AbortOnDrop,
 }
 
 impl Connection {
     /// Spawns the reader and writer tasks on an already greeted stream.
     pub(crate) fn start(
         peer: QmpPeer,
-        lines: FramedRead<ReadHalf, LinesCodec>,
-        write: WriteHalf,
+        lines: FramedRead<StreamReader, LinesCodec>,
+        stream: Stream,
     ) -> Connection {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let (closed, closed_rx) = watch::channel(false);
@@ -174,14 +202,22 @@ impl Connection {
             }),
             closed,
         });
-        let (outgoing, queue) = mpsc::unbounded_channel();
+        let outgoing = Arc::new(Outgoing {
+            queue: Mutex::new(Queue {
+                stream: Some(stream),
+                lines: VecDeque::new(),
+                writing: false,
+            }),
+            queued: Notify::new(),
+        });
         let reader = tokio::spawn(read_loop(Arc::clone(&state), lines));
-        tokio::spawn(write_loop(Arc::clone(&state), queue, write, closed_rx));
+        let writer = tokio::spawn(write_loop(Arc::clone(&state), Arc::clone(&outgoing), closed_rx));
         Connection {
             peer,
             state,
             outgoing,
             _reader: AbortOnDrop(reader),
+            _writer: AbortOnDrop(writer),
         }
     }
 
@@ -214,9 +250,42 @@ impl Connection {
         }
     }
 
-    /// Queues one line (without its newline) for the writer; `false` if the writer is gone.
+    /// Sends one line (without its newline): written at once when nothing waits before
+    /// it and the socket takes it, else queued in order for the writer task. `false`
+    /// when the connection is closed or the write failed (which closes it).
     pub(crate) fn send(&self, line: String) -> bool {
-        self.outgoing.send(line).is_ok()
+        if self.is_closed() {
+            return false;
+        }
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        let mut queue = self.outgoing.lock();
+        let Some(stream) = queue.stream.as_ref() else {
+            return false;
+        };
+        if queue.lines.is_empty() && !queue.writing {
+            match stream.try_write(&bytes) {
+                Ok(n) if n == bytes.len() => return true,
+                Ok(n) => {
+                    bytes.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    drop(queue);
+                    self.state.close(CloseReason::Gone);
+                    return false;
+                }
+            }
+        }
+        queue.lines.push_back(bytes);
+        drop(queue);
+        self.outgoing.queued.notify_one();
+        true
+    }
+
+    /// Whether the kernel reports that the peer hung up (see [`Stream::hung_up`]).
+    pub(crate) fn hung_up(&self) -> bool {
+        self.outgoing.lock().stream.as_ref().is_none_or(Stream::hung_up)
     }
 
     /// A receiver for every event read after this call; it reports `Closed` once
@@ -253,7 +322,7 @@ impl Connection {
     }
 }
 
-async fn read_loop(state: Arc<State>, mut lines: FramedRead<ReadHalf, LinesCodec>) {
+async fn read_loop(state: Arc<State>, mut lines: FramedRead<StreamReader, LinesCodec>) {
     let reason = loop {
         match lines.next().await {
             Some(Ok(line)) => state.dispatch(&line),
@@ -270,34 +339,50 @@ async fn read_loop(state: Arc<State>, mut lines: FramedRead<ReadHalf, LinesCodec
     state.close(reason);
 }
 
-async fn write_loop(
-    state: Arc<State>,
-    mut queue: mpsc::UnboundedReceiver<String>,
-    mut out: WriteHalf,
-    mut closed: watch::Receiver<bool>,
-) {
-    loop {
-        let line = tokio::select! {
-            biased;
-            _ = closed.wait_for(|closed| *closed) => break,
-            line = queue.recv() => match line {
-                Some(line) => line,
-                None => break,
-            },
-        };
-        let written = tokio::select! {
-            _ = closed.wait_for(|closed| *closed) => break,
-            written = write_line(&mut out, line) => written,
-        };
-        if written.is_err() {
-            state.close(CloseReason::Gone);
-            break;
-        }
-    }
+/// Writes what [`Connection::send`] could not, in order, as the socket takes it; lets
+/// go of the socket when the connection closes.
+async fn write_loop(state: Arc<State>, outgoing: Arc<Outgoing>, mut closed: watch::Receiver<bool>) {
+    write_queued(&state, &outgoing, &mut closed).await;
+    let mut queue = outgoing.lock();
+    queue.stream = None;
+    queue.lines.clear();
 }
 
-async fn write_line(out: &mut WriteHalf, mut line: String) -> io::Result<()> {
-    line.push('\n');
-    out.write_all(line.as_bytes()).await?;
-    out.flush().await
+async fn write_queued(state: &State, outgoing: &Outgoing, closed: &mut watch::Receiver<bool>) {
+    loop {
+        let next = {
+            let mut queue = outgoing.lock();
+            let next = queue.lines.pop_front();
+            queue.writing = next.is_some();
+            next.zip(queue.stream.clone())
+        };
+        let Some((mut rest, stream)) = next else {
+            tokio::select! {
+                biased;
+                _ = closed.wait_for(|closed| *closed) => return,
+                () = outgoing.queued.notified() => continue,
+            }
+        };
+        while !rest.is_empty() {
+            let writable = tokio::select! {
+                biased;
+                _ = closed.wait_for(|closed| *closed) => return,
+                writable = stream.writable() => writable,
+            };
+            let written = writable.and_then(|()| match stream.try_write(&rest) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                other => other,
+            });
+            match written {
+                Ok(n) => {
+                    rest.drain(..n);
+                }
+                Err(_) => {
+                    state.close(CloseReason::Gone);
+                    return;
+                }
+            }
+        }
+        outgoing.lock().writing = false;
+    }
 }

@@ -98,6 +98,14 @@ pub trait Driver: Send {
         })
     }
 
+    /// A side whose monitor connection the kernel already reports closed though no
+    /// event has said so yet: asked, without a round trip, while QEMU holds the guest at
+    /// `pre-switchover`, where continuing into a side that is gone cannot be undone.
+    /// `None` by default.
+    fn hung_up(&self) -> Option<Side> {
+        None
+    }
+
     /// What [`Driver::configure`] changed, in a form a journal can keep, so that another
     /// process can put it back after this one died. `None` when nothing was changed.
     fn saved_settings(&self) -> Option<serde_json::Value> {
