@@ -37,12 +37,18 @@ pub fn run(bin: &Path, dir: &Path, plan: &str) -> Measured {
         eprintln!("bench: cannot write plan: {e}");
         std::process::exit(1);
     }
+    run_args(bin, dir, &[path.as_os_str()])
+}
+
+/// Runs the binary with `--output json --quiet` and then `args`, with its state under
+/// `dir`.
+pub fn run_args(bin: &Path, dir: &Path, args: &[&std::ffi::OsStr]) -> Measured {
     let started = Instant::now();
     let child = Command::new(bin)
         // Locks and journals stay with the pair, not in the machine's state directory.
         .env("VFIO_MIGRATE_STATE_DIR", dir.join("state"))
         .args(["--output", "json", "--quiet"])
-        .arg(&path)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn();

@@ -25,6 +25,9 @@
 //!    libvirt daemons), alternating, 5 runs each (or N): total and wall time, the pause,
 //!    the downtime, the tool's CPU and peak memory, and each phase's time. Skipped where
 //!    libvirt cannot run (not installed, not root).
+//! 8. `evacuate`: three small VMs emptied from a host with `vfio-migrate run`, all at
+//!    once under a 96 MiB/s budget against one after another, taking turns, 5 rounds
+//!    (or N): wall time, the sum and the longest of the pauses, bytes sent.
 //!
 //! `vfio-migrate-bench predict [--runs N]` instead measures `check`'s prediction against
 //! the migration that follows it, on five workloads (`BENCH_ONLY=TEXT` keeps those
@@ -33,6 +36,7 @@
 mod child;
 mod converging;
 mod demos;
+mod evacuate;
 mod gate;
 mod libvirt;
 mod observe;
@@ -142,6 +146,9 @@ fn main() {
     }
     if wants("libvirt") {
         libvirt::compare(&bin, runs.unwrap_or(5));
+    }
+    if wants("evacuate") {
+        evacuate::compare(&bin, runs.unwrap_or(5));
     }
 }
 

@@ -222,6 +222,10 @@ fn a_three_vms_share_the_budget_two_at_a_time_and_all_arrive_intact() {
         c_started >= first_done,
         "vm-c started sending at {c_started:?}, before the first completed at {first_done:?}"
     );
+    // The report says the same in its own times.
+    let ms = |name: &str, key: &str| vm(&report, name)[key].as_u64().expect(key);
+    let first_end = ms("vm-a", "ended_ms").min(ms("vm-b", "ended_ms"));
+    assert!(ms("vm-c", "started_ms") >= first_end, "{report:#}");
 }
 
 #[test]
@@ -360,4 +364,32 @@ fn d_sigint_during_an_evacuation_leaves_every_vm_on_its_source() {
         assert_eq!(status(&pair.source.qmp_socket), "running");
         assert_guest_alive(&pair.source);
     }
+}
+
+#[test]
+fn e_shortest_first_starts_the_quiet_vm_before_the_busy_one_given_first() {
+    let _one = ONE_AT_A_TIME.lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let busy = small_pair(128, 24);
+    let idle = small_pair(16, 0);
+    let limits = "downtime = \"300ms\"";
+    let policy = "escalation = [\"abort\"]";
+    let plans = vec![
+        write_plan(dir.path(), "vm-busy", &busy, limits, policy),
+        write_plan(dir.path(), "vm-idle", &idle, limits, policy),
+    ];
+    let (code, report) = evacuate(dir.path(), &["--order", "shortest-first"], &plans);
+    assert_eq!(code, 0, "{:#}", report["msg"]);
+    let started = |name: &str| vm(&report, name)["started_ms"].as_u64().expect("started_ms");
+    let ended = |name: &str| vm(&report, name)["ended_ms"].as_u64().expect("ended_ms");
+    assert!(
+        ended("vm-idle") <= started("vm-busy"),
+        "the quiet VM went first: idle {}..{} ms, busy from {} ms",
+        started("vm-idle"),
+        ended("vm-idle"),
+        started("vm-busy")
+    );
+    assert_eq!(vm(&report, "vm-busy")["result"], "migrated");
+    // The report lists the VMs in the order the plans were given.
+    assert_eq!(report["vms"][0]["vm"], "vm-busy");
 }

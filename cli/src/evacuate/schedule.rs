@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use engine::controls::{self, ShareHandle};
 use engine::evacuation::budget;
 use engine::evacuation::report::VmEntry;
@@ -81,6 +83,7 @@ pub async fn evacuate(
     let mut tasks = JoinSet::new();
     let mut task_of = HashMap::new();
     let mut stop: Option<String> = None;
+    let began = Instant::now();
     loop {
         while stop.is_none() && running.len() < options.parallel {
             let Some(index) = queue.pop_front() else { break };
@@ -100,7 +103,14 @@ pub async fn evacuate(
                 interrupt: interrupt.clone(),
                 bandwidth,
             };
-            let task = tasks.spawn(migrate_one(vm, index, dir.to_path_buf(), controls, board.clone()));
+            let task = tasks.spawn(migrate_one(
+                vm,
+                index,
+                dir.to_path_buf(),
+                controls,
+                board.clone(),
+                began,
+            ));
             task_of.insert(task.id(), index);
         }
         if running.is_empty() {
@@ -203,7 +213,9 @@ async fn migrate_one(
     dir: PathBuf,
     controls: Controls,
     board: Arc<Mutex<Board>>,
+    began: Instant,
 ) -> (usize, VmEntry) {
+    let started_ms = began.elapsed().as_millis() as u64;
     let Vm {
         path,
         plan,
@@ -223,6 +235,8 @@ async fn migrate_one(
         index,
         VmEntry::Ran {
             plan: path,
+            started_ms,
+            ended_ms: began.elapsed().as_millis() as u64,
             report: Box::new(report),
         },
     )

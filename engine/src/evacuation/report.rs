@@ -21,6 +21,11 @@ pub enum VmEntry {
         /// The plan file (`plan_file`: the report's own `plan` is the plan's settings).
         #[serde(rename = "plan_file")]
         plan: PathBuf,
+        /// When its run started, ms since the evacuation began.
+        started_ms: u64,
+        /// When its run ended (report made, journal closed), ms since the evacuation
+        /// began.
+        ended_ms: u64,
         /// The VM's report, as `vfio-migrate PLAN --output json` prints it.
         #[serde(flatten)]
         report: Box<Report>,
