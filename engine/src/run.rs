@@ -332,6 +332,7 @@ async fn finish(mut run: Run<'_>, ending: Ending) -> Report {
         Some(_) => crate::recover::recover(&mut run).await,
     };
     run.await_resume().await;
+    run.take_in_queued();
     for note in &place.notes {
         run.note(note.clone());
     }

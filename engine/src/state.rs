@@ -138,7 +138,23 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Records device and pause events that arrive after the convergence loop.
+    /// Takes in the events queued by now, as [`Run::record_late`] does, under the
+    /// migration status last read. The run's end calls it before the report, so that
+    /// transitions nobody was waiting for (devices back to `running` after a cancel, a
+    /// late `stop`) reach the stream and the report like any other.
+    pub(crate) fn take_in_queued(&mut self) {
+        let status = self
+            .seen
+            .last_sample
+            .as_ref()
+            .map_or(MigrationStatus::None, |s| s.status.clone());
+        while let Some(event) = self.try_next_event() {
+            self.record_late(&event, status.clone());
+        }
+    }
+
+    /// Records device and pause events that arrive after the convergence loop; every
+    /// device transition among them goes to the sink too.
     pub(crate) fn record_late(&mut self, event: &DriverEvent, status: MigrationStatus) {
         self.seen.record(event);
         if let DriverEvent::DeviceState {
