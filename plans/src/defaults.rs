@@ -155,6 +155,18 @@ pub mod libvirt {
     pub const UNDEFINE_SOURCE: bool = true;
 }
 
+/// `[notify]`.
+pub mod notify {
+    use std::time::Duration;
+
+    /// A webhook receiver answers at once and does its work afterwards; one that takes
+    /// longer is taken as not answering, and tried again.
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+    /// Long enough to ride out a receiver's restart, short enough that a finished
+    /// migration's process does not linger long for a receiver that is gone.
+    pub const RETRY_FOR: Duration = Duration::from_secs(30);
+}
+
 /// Applies the defaults that follow another key to the keys the plan left out;
 /// `written` tells whether the plan wrote a key (by dotted path).
 pub(crate) fn follow(plan: &mut Plan, written: impl Fn(&str) -> bool) {

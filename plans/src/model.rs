@@ -47,6 +47,12 @@ pub struct Plan {
     /// How libvirt migrates, for a plan whose sides are libvirt domains.
     #[serde(default)]
     pub libvirt: LibvirtOptions,
+    /// Who is told about the run as it happens (webhooks); none when left out.
+    // TOML has no null: the schema describes the table a plan writes, not the echo's
+    // `null` for a plan without one.
+    #[serde(default)]
+    #[schemars(with = "Notify")]
+    pub notify: Option<Notify>,
 }
 
 /// The VM being moved.
@@ -303,6 +309,14 @@ fn undefine_source() -> bool {
 
 fn precopy() -> bool {
     defaults::devices::PRECOPY
+}
+
+fn notify_timeout() -> Duration {
+    defaults::notify::TIMEOUT
+}
+
+fn notify_retry_for() -> Duration {
+    defaults::notify::RETRY_FOR
 }
 
 /// How the migration stream travels.
@@ -729,6 +743,47 @@ impl Default for LibvirtOptions {
             peer_to_peer: defaults::libvirt::PEER_TO_PEER,
             persist: defaults::libvirt::PERSIST,
             undefine_source: defaults::libvirt::UNDEFINE_SOURCE,
+        }
+    }
+}
+
+/// Webhooks: the run's events POSTed as JSON, as they happen, to each URL (`[notify]`).
+/// Delivery never delays the migration; see `docs/notify.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// Where the events go: `http://` or `https://` URLs, at least one, each once.
+    #[schemars(length(min = 1))]
+    pub urls: Vec<String>,
+    /// The name of the environment variable that holds the key each request is signed
+    /// with (HMAC-SHA256 over the body); the key itself never goes in a plan. When left
+    /// out, requests are not signed.
+    pub secret_env: Option<String>,
+    /// A PEM file with the CA that signed an HTTPS endpoint's certificate, when that is a
+    /// private CA (an absolute path); trusted besides the system's CAs. There is no way
+    /// to accept any certificate.
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take.
+    #[serde(default = "notify_timeout", serialize_with = "serialize_duration")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// How long a delivery that failed is tried again, with growing pauses between
+    /// tries; at most 10m. A run's result is tried for this long after the migration
+    /// ended.
+    #[serde(default = "notify_retry_for", serialize_with = "serialize_duration")]
+    #[schemars(with = "String")]
+    pub retry_for: Duration,
+}
+
+impl Notify {
+    /// Webhooks to `urls`, with every other key at its default.
+    pub fn to(urls: Vec<String>) -> Self {
+        Notify {
+            urls,
+            secret_env: None,
+            ca_file: None,
+            timeout: defaults::notify::TIMEOUT,
+            retry_for: defaults::notify::RETRY_FOR,
         }
     }
 }

@@ -7,6 +7,7 @@ mod devices;
 mod endpoints;
 mod libvirt;
 mod limits;
+mod notify;
 mod policy;
 mod security;
 mod spans;
@@ -22,6 +23,7 @@ use crate::model::*;
 use crate::reader::{Mistakes, TableReader};
 
 pub(crate) use endpoints::LIBVIRT_TEST_DRIVER;
+pub use notify::webhook_url_problem;
 pub(crate) use spans::Spans;
 
 /// The plan's parts as read; a part is `None` when reading it found a mistake.
@@ -36,6 +38,8 @@ struct Parts {
     policy: Option<Policy>,
     security: Option<Security>,
     libvirt: Option<LibvirtOptions>,
+    /// `Some(None)` when the plan has no `[notify]`.
+    notify: Option<Option<Notify>>,
 }
 
 impl Parts {
@@ -52,6 +56,7 @@ impl Parts {
             policy: self.policy?,
             security: self.security?,
             libvirt: self.libvirt?,
+            notify: self.notify?,
         })
     }
 }
@@ -70,6 +75,7 @@ pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes
         "policy",
         "security",
         "libvirt",
+        "notify",
     ];
     let spans = Spans::of_document(root, span.clone());
     let top = TableReader::new("", root, span, KEYS);
@@ -97,6 +103,13 @@ pub(crate) fn read_plan(root: &DeTable<'_>, span: Range<usize>, m: &mut Mistakes
         policy: optional_table(&top, m, "policy", policy::read_policy),
         security: optional_table(&top, m, "security", security::read_security),
         libvirt: optional_table(&top, m, "libvirt", libvirt::read_libvirt),
+        notify: match top.has("notify") {
+            true => top
+                .table(m, "notify")
+                .and_then(|(t, s)| notify::read_notify(t, s, m))
+                .map(Some),
+            false => Some(None),
+        },
     };
     top.finish(m);
     let mut plan = parts.plan();
