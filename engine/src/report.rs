@@ -180,6 +180,22 @@ pub struct Report {
     /// repaired, and what it did to the VM that its operator should know (a libvirt
     /// domain marked tainted).
     pub notes: Vec<String>,
+    /// What became of the run's webhooks; `null` when the run had none. The engine
+    /// leaves it so: the caller that delivers them fills it in.
+    pub notify: Option<NotifyCounts>,
+}
+
+/// What became of a run's webhook deliveries, one per event and URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NotifyCounts {
+    /// Delivered: the receiver answered 2xx.
+    pub sent: u64,
+    /// Tried and given up on: every try failed, or the receiver refused the request
+    /// (a 4xx other than 408 and 429), or the run ended first.
+    pub failed: u64,
+    /// Never tried: progress events left out while the queue was full, or still queued
+    /// when the run ended.
+    pub dropped: u64,
 }
 
 impl Report {
@@ -221,6 +237,7 @@ impl Report {
             source_state: None,
             destination_state: None,
             notes: Vec::new(),
+            notify: None,
         }
     }
 
