@@ -36,7 +36,7 @@ mod validate;
 pub use diagnostic::{Diagnostic, PlanErrors, PlanSource};
 pub use input::{load_bytes, load_file, MAX_PLAN_BYTES};
 pub use model::*;
-pub use parse::webhook_url_problem;
+pub use parse::{is_variable_name, webhook_url_problem};
 pub use redact::redact;
 pub use validate::QEMU_MAX_DOWNTIME_MS;
 

@@ -124,6 +124,18 @@ fn a_password_in_a_url_is_masked_in_messages() {
 }
 
 #[test]
+fn a_url_the_http_client_would_refuse_is_refused_in_the_plan() {
+    let (found, _) = mistakes("urls = [\"http://hooks.example:99999/\", \"http://hooks^example/\"]");
+    let messages: Vec<_> = found.iter().map(|f| f.3.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].ends_with("has a port that is not a number up to 65535"),
+        "{messages:?}"
+    );
+    assert!(messages[1].contains("is not a valid URL"), "{messages:?}");
+}
+
+#[test]
 fn notify_without_urls_or_with_none_is_refused() {
     let (found, _) = mistakes("timeout = \"1s\"");
     assert_eq!(found[0].2, "notify.urls");

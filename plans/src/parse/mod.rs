@@ -23,7 +23,7 @@ use crate::model::*;
 use crate::reader::{Mistakes, TableReader};
 
 pub(crate) use endpoints::LIBVIRT_TEST_DRIVER;
-pub use notify::webhook_url_problem;
+pub use notify::{is_variable_name, webhook_url_problem};
 pub(crate) use spans::Spans;
 
 /// The plan's parts as read; a part is `None` when reading it found a mistake.

@@ -48,30 +48,40 @@ pub(super) fn read_notify(t: &DeTable<'_>, s: Range<usize>, m: &mut Mistakes) ->
 }
 
 /// What is wrong with a webhook URL, if anything: it must be `http://` or `https://`
-/// with a host, and free of spaces and control characters. The command line's
-/// `--notify` takes URLs by the same rule.
+/// with a host, free of spaces and control characters, and a URL the HTTP client takes
+/// (a port up to 65535, a host name of valid characters). The command line's `--notify`
+/// takes URLs by the same rule.
 ///
 /// ```
 /// assert_eq!(plans::webhook_url_problem("https://hooks.example/vfio"), None);
 /// assert!(plans::webhook_url_problem("ftp://hooks.example/").is_some());
 /// assert!(plans::webhook_url_problem("https:///vfio").is_some());
+/// assert!(plans::webhook_url_problem("http://hooks.example:99999/").is_some());
 /// ```
-pub fn webhook_url_problem(url: &str) -> Option<&'static str> {
-    let web = |scheme: &str| scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
-    let rest = match url.split_once("://") {
-        Some((scheme, rest)) if web(scheme) => rest,
-        _ => return Some("is not an http:// or https:// URL"),
-    };
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Some("contains a space or a control character");
+pub fn webhook_url_problem(text: &str) -> Option<String> {
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains a space or a control character".into());
     }
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
-        None => host_port.split_once(':').map_or(host_port, |(h, _)| h),
+    let web = |scheme: &str| scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+    let rest = match text.split_once("://") {
+        Some((scheme, rest)) if web(scheme) => rest,
+        _ => return Some("is not an http:// or https:// URL".into()),
     };
-    host.is_empty().then_some("names no host")
+    // The URL standard reads `https:///x` as `https://x/`: a host left out is a mistake
+    // here, not a path to take for one.
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .is_empty()
+    {
+        return Some("names no host".into());
+    }
+    match url::Url::parse(text) {
+        Ok(_) => None,
+        Err(url::ParseError::InvalidPort) => Some("has a port that is not a number up to 65535".into()),
+        Err(e) => Some(format!("is not a valid URL: {e}")),
+    }
 }
 
 /// `urls`: required, at least one, each a webhook URL and each once.
@@ -117,12 +127,7 @@ fn read_urls(r: &TableReader<'_, '_>, m: &mut Mistakes) -> Option<Vec<String>> {
 /// with a digit. Anything else may be the key itself, so the value is not quoted.
 fn check_secret_env(r: &TableReader<'_, '_>, at: &At<String>, m: &mut Mistakes) -> bool {
     let name = &at.value;
-    let is_name = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if is_name {
+    if is_variable_name(name) {
         return true;
     }
     let problem = match name.is_empty() {
@@ -135,6 +140,15 @@ fn check_secret_env(r: &TableReader<'_, '_>, at: &At<String>, m: &mut Mistakes) 
         ),
     );
     false
+}
+
+/// Whether `name` can name an environment variable, as `secret_env` and
+/// `--notify-secret-env` must: letters, digits and `_`, not starting with a digit.
+pub fn is_variable_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `ca_file`: an absolute path, read by the tool when the run starts. `None` inside
