@@ -15,6 +15,7 @@ pub mod exit;
 pub mod generate;
 mod guarded;
 mod guardian;
+pub mod notify;
 mod recover;
 pub mod render;
 mod signals;
