@@ -89,7 +89,7 @@ _vfio__migrate() {
 
     case "${cmd}" in
         vfio__migrate)
-            opts="-o -q -h -V --output --quiet --state-dir --report-html --report-svg --help --version migrate run recover check validate schema demo report guard completions help"
+            opts="-o -q -h -V --output --quiet --state-dir --report-html --report-svg --notify --notify-secret-env --help --version migrate run recover check validate schema demo report guard completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -115,6 +115,14 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -123,7 +131,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__check)
-            opts="-o -q -h --host --side --sysfs-root --no-measure --output --quiet --state-dir --help"
+            opts="-o -q -h --host --side --sysfs-root --no-measure --output --quiet --state-dir --notify --notify-secret-env --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -149,6 +157,14 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -157,7 +173,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__completions)
-            opts="-o -q -h --output --quiet --state-dir --help bash elvish fish powershell zsh"
+            opts="-o -q -h --output --quiet --state-dir --notify --notify-secret-env --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -175,6 +191,14 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -183,7 +207,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__demo)
-            opts="-o -q -h --scenario --keep --no-devices --sim --libvirt --report-html --report-svg --output --quiet --state-dir --help"
+            opts="-o -q -h --scenario --keep --no-devices --sim --libvirt --report-html --report-svg --output --quiet --state-dir --notify --notify-secret-env --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -217,6 +241,14 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -225,7 +257,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__guard)
-            opts="-o -q -h --output --quiet --state-dir --help"
+            opts="-o -q -h --output --quiet --state-dir --notify --notify-secret-env --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -240,6 +272,14 @@ _vfio__migrate() {
                     return 0
                     ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -419,7 +459,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__migrate)
-            opts="-o -q -h --report-html --report-svg --output --quiet --state-dir --help"
+            opts="-o -q -h --report-html --report-svg --output --quiet --state-dir --notify --notify-secret-env --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -445,6 +485,14 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -453,7 +501,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__recover)
-            opts="-o -q -h --output --quiet --state-dir --help"
+            opts="-o -q -h --output --quiet --state-dir --notify --notify-secret-env --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -471,6 +519,14 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -479,7 +535,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__report)
-            opts="-o -q -h --html --svg --output --quiet --state-dir --help"
+            opts="-o -q -h --html --svg --output --quiet --state-dir --notify --notify-secret-env --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -505,6 +561,14 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -513,7 +577,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__run)
-            opts="-o -q -h --parallel --bandwidth-budget --fail-fast --order --output --quiet --state-dir --help"
+            opts="-o -q -h --parallel --bandwidth-budget --fail-fast --order --output --quiet --state-dir --notify --notify-secret-env --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -543,6 +607,14 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -551,7 +623,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__schema)
-            opts="-o -q -h --output --quiet --state-dir --help"
+            opts="-o -q -h --output --quiet --state-dir --notify --notify-secret-env --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -569,6 +641,14 @@ _vfio__migrate() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -577,7 +657,7 @@ _vfio__migrate() {
             return 0
             ;;
         vfio__subcmd__migrate__subcmd__validate)
-            opts="-o -q -h --output --quiet --state-dir --help"
+            opts="-o -q -h --output --quiet --state-dir --notify --notify-secret-env --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -592,6 +672,14 @@ _vfio__migrate() {
                     return 0
                     ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-secret-env)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vfio_migrate_global_optspecs
-    string join \n o/output= q/quiet state-dir= report-html= report-svg= h/help V/version
+    string join \n o/output= q/quiet state-dir= report-html= report-svg= notify= notify-secret-env= h/help V/version
 end
 
 function __fish_vfio_migrate_needs_command
@@ -30,6 +30,8 @@ ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -l report-html -d 'Also draw the report as one self-contained HTML page (a chart over time with device lanes, the numbers, the policy\'s actions and the plan\'s limits) into FILE' -r -F
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -l report-svg -d 'Also draw the report\'s chart alone as an SVG file, for embedding' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_needs_command" -s V -l version -d 'Print version'
@@ -50,6 +52,8 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -s o 
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand migrate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand run" -l parallel -d 'How many migrations run at once' -r
@@ -60,6 +64,8 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand run" -s o -l o
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand run" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand run" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand run" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand run" -l fail-fast -d 'Start no new migration after one did not migrate; the running ones finish or abort by their own policies'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand run" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -67,6 +73,8 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -s o 
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand recover" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l side -d 'Only this host\'s own checks of the plan\'s devices for one side, contacting no monitor but that side\'s own: run it on each host and combine the JSON' -r -f -a "source\t'The host the VM runs on now'
@@ -76,6 +84,8 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -s o -l
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l host -d 'Check this host alone, without a plan'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -l no-measure -d 'Take no dirty-rate measurement, so make no prediction'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand check" -s q -l quiet -d 'No progress display, only the result'
@@ -84,12 +94,16 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -s o
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand validate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand schema" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l scenario -d 'What the guest does and how the bundled plan reacts' -r -f -a "converge\t'256 MiB working set dirtied at 50 MiB/s over a 128 MiB/s link: converges'
@@ -103,6 +117,8 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -s o -l 
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l no-devices -d 'Migrate without the two modelled VFIO devices'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l sim -d 'Use the built-in simulated hypervisor pair instead of starting QEMU (chosen automatically when qemu-system-x86_64 is not installed)'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand demo" -l libvirt -d 'Run the guest as a libvirt domain under two private libvirt daemons on this machine and migrate it through libvirt instead of QMP; the modelled devices sit behind libvirt\'s monitor (its emulator runs the device model\'s wrapper, vfio-model-qemu, built beside this binary). Needs root, libvirt and QEMU; without them it exits 3 (no fallback to QMP or the simulated pair)'
@@ -114,18 +130,24 @@ complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -s o -
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand guard" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s o -l output -d 'How results are written to stdout' -r -f -a "human\t'Progress bars on a terminal (stderr), a readable report on stdout'
 json\t'One JSON report object on stdout; nothing else on stdout'
 ndjson\t'One JSON object per line: events as they happen, then the report'"
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -l state-dir -d 'Where locks and journals live (default: $VFIO_MIGRATE_STATE_DIR, else /var/lib/vfio-migrate for root, else $XDG_STATE_HOME/vfio-migrate)' -r -F
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -l notify -d 'Also POST the run\'s events as JSON to URL (http:// or https://; repeatable), with the plan\'s `[notify]` settings or their defaults' -r
+complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -l notify-secret-env -d 'Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256), instead of the one the plan\'s `notify.secret_env` names' -r
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s q -l quiet -d 'No progress display, only the result'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfio-migrate -n "__fish_vfio_migrate_using_subcommand help; and not __fish_seen_subcommand_from migrate run recover check validate schema demo report guard completions help" -f -a "migrate" -d 'Migrate the VM as the plan says'

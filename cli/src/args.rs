@@ -38,6 +38,10 @@ pub struct Cli {
     #[command(flatten)]
     pub report_files: ReportFiles,
 
+    /// Webhooks for the run, besides the plan's `[notify]`.
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -54,6 +58,31 @@ pub struct ReportFiles {
     /// Also draw the report's chart alone as an SVG file, for embedding.
     #[arg(long, value_name = "FILE")]
     pub report_svg: Option<PathBuf>,
+}
+
+/// Webhooks given on the command line: they add to the plan's `[notify]` (see
+/// docs/notify.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct NotifyArgs {
+    /// Also POST the run's events as JSON to URL (http:// or https://; repeatable), with
+    /// the plan's `[notify]` settings or their defaults.
+    #[arg(long = "notify", value_name = "URL", global = true, value_parser = webhook_url)]
+    pub urls: Vec<String>,
+
+    /// Sign the webhooks with the key in the environment variable NAME (HMAC-SHA256),
+    /// instead of the one the plan's `notify.secret_env` names.
+    // Checked when the run starts, not by clap, whose refusal would quote the value: it
+    // may be the key itself, given by mistake.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub notify_secret_env: Option<String>,
+}
+
+/// A webhook URL, by the plan's rule.
+fn webhook_url(text: &str) -> Result<String, String> {
+    match plans::webhook_url_problem(text) {
+        None => Ok(text.to_string()),
+        Some(problem) => Err(format!("{} {problem}", plans::text::quoted(text))),
+    }
 }
 
 /// Output formats.

@@ -45,9 +45,9 @@ pub fn run(cli: Cli) -> i32 {
     match (cli.command, cli.plan) {
         (Some(Command::Migrate { plan, report_files }), _) => {
             let charts = files(&report_files, Some(&top));
-            migrate_file(&plan, output, cli.quiet, state_dir, &charts)
+            migrate_file(&plan, output, cli.quiet, state_dir, &charts, &cli.notify)
         }
-        (None, Some(plan)) => migrate_file(&plan, output, cli.quiet, state_dir, &top),
+        (None, Some(plan)) => migrate_file(&plan, output, cli.quiet, state_dir, &top, &cli.notify),
         (Some(Command::Report { json, html, svg }), _) => {
             draw::run(&json, &chart::Files { html, svg }, output)
         }
@@ -182,9 +182,15 @@ fn migrate_file(
     quiet: bool,
     state_dir: Option<&Path>,
     charts: &chart::Files,
+    webhooks: &args::NotifyArgs,
 ) -> i32 {
     match load_plan(path, output) {
-        Ok(plan) => migrate_guarded(&plan, path, output, quiet, state_dir, charts),
+        Ok(mut plan) => {
+            if let Err(msg) = notify::run::add_command_line(&mut plan, webhooks) {
+                return exit::usage(output, msg);
+            }
+            migrate_guarded(&plan, path, output, quiet, state_dir, charts)
+        }
         Err(code) => code,
     }
 }
@@ -239,14 +245,23 @@ pub fn migrate_with(
     };
     runtime.block_on(async {
         let interrupt = signals::watch_interrupts();
+        // Webhooks that cannot be delivered as asked (no key, no CA) stop the run here,
+        // before the migration starts.
+        let webhooks = match notify::run::start(plan) {
+            Ok(webhooks) => webhooks,
+            Err(e) => return notify::run::refuse(output, &e),
+        };
         let mut renderer = Renderer::new(output, quiet);
-        let report = match journal {
+        let mut report = match journal {
             Some(journal) => {
                 let mut sink = state::JournalSink::new(&mut renderer, journal);
-                engine::migrate(plan, driver, &mut sink, interrupt.into()).await
+                notify::run::migrate(plan, driver, &mut sink, interrupt.into(), webhooks.as_ref()).await
             }
-            None => engine::migrate(plan, driver, &mut renderer, interrupt.into()).await,
+            None => {
+                notify::run::migrate(plan, driver, &mut renderer, interrupt.into(), webhooks.as_ref()).await
+            }
         };
+        notify::run::finish(webhooks, &mut report).await;
         renderer.finish(output, &report);
         charts.write_for_run(&report, quiet);
         report.rc

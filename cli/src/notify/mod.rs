@@ -40,6 +40,7 @@
 mod counts;
 pub mod event;
 mod lane;
+pub mod run;
 mod sign;
 mod sink;
 mod targets;

@@ -196,6 +196,13 @@ pub fn report_text(r: &Report) -> String {
     if let (Some(s), Some(d)) = (&r.source_state, &r.destination_state) {
         let _ = writeln!(t, "  state:      source {s}, destination {d}");
     }
+    if let Some(n) = &r.notify {
+        let _ = writeln!(
+            t,
+            "  webhooks:   {} sent, {} failed, {} dropped",
+            n.sent, n.failed, n.dropped
+        );
+    }
     t.trim_end().to_string()
 }
 
