@@ -6,71 +6,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{check, pair, row, run, status, ONE_AT_A_TIME};
-use rig::QemuPair;
+use common::devmodel::{device, modelled, Modelled, MIB};
+use common::{check, row, run, status, ONE_AT_A_TIME};
 use serde_json::Value;
-use standins::devmodel::{Proxy, ProxyConfig, Role};
 use standins::vfio::{Fault, ModelDevice};
-
-const MIB: u64 = 1024 * 1024;
-const LINK: u64 = 128 * MIB;
-
-/// A pair with a device-model proxy in front of each QEMU. The proxies run on their own
-/// runtime, which must outlive the test's use of them.
-struct Modelled {
-    pair: QemuPair,
-    source: PathBuf,
-    destination: PathBuf,
-    _proxies: (Proxy, Proxy),
-    _runtime: tokio::runtime::Runtime,
-}
-
-fn device(id: &str, precopy: bool, state_mib: u64, fault: Fault) -> ModelDevice {
-    ModelDevice {
-        precopy,
-        state_size: state_mib * MIB,
-        fault,
-        ..ModelDevice::new(id)
-    }
-}
-
-fn modelled(wss_mb: u32, rate_mb: u32, devices: Vec<ModelDevice>) -> Modelled {
-    let pair = pair(wss_mb, rate_mb);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let source = pair.dir().join("source-proxy.qmp");
-    let destination = pair.dir().join("destination-proxy.qmp");
-    let start = |upstream: PathBuf, listen: PathBuf, role: Role| {
-        runtime
-            .block_on(Proxy::start(ProxyConfig {
-                upstream,
-                listen,
-                role,
-                devices: devices.clone(),
-                link_bytes_per_sec: LINK,
-            }))
-            .expect("start the device-model proxy")
-    };
-    let src = start(pair.source.qmp_socket.clone(), source.clone(), Role::Source);
-    let dst = start(
-        pair.destination.qmp_socket.clone(),
-        destination.clone(),
-        Role::Destination,
-    );
-    Modelled {
-        pair,
-        source,
-        destination,
-        _proxies: (src, dst),
-        _runtime: runtime,
-    }
-}
 
 /// A plan for the modelled pair; `devices` is TOML for the [[devices]] tables.
 fn plan(m: &Modelled, devices: &str, limits: &str, policy: &str) -> String {

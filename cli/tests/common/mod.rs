@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod devmodel;
 pub mod proxy;
 pub mod tls;
 
