@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod devmodel;
+pub mod hooks;
 pub mod proxy;
 pub mod tls;
 
