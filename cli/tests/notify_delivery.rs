@@ -282,19 +282,22 @@ fn a_full_queue_leaves_progress_out_but_the_result_gets_through() {
         .expect("start");
         send_run(&notifier, "db-01", 399);
         // All that was queued gets through once the receiver answers again.
-        let got = receiver.wait_for(258, Duration::from_secs(20));
-        assert_eq!(got.len(), 258, "the first, 256 queued, the result");
+        receiver.wait_for_result(Duration::from_secs(20));
         notifier.finish().await
     });
+    let got = receiver.requests();
+    println!("full queue: {} received, {counts:?}", got.len());
+    // 256 queued, and the first besides when the delivery task took it out before the
+    // queue filled; the result on top.
+    assert!((257..=258).contains(&got.len()), "{} received", got.len());
     assert_eq!(
         counts,
         NotifyCounts {
-            sent: 258,
+            sent: got.len() as u64,
             failed: 0,
-            dropped: 143
+            dropped: 401 - got.len() as u64
         }
     );
-    let got = receiver.requests();
     let last = got.last().map(Request::json).unwrap_or_default();
     assert_eq!(last["event"], "result");
     assert_eq!(last["seq"], 401, "numbered as sent, so a receiver sees the gap");

@@ -11,7 +11,7 @@
 //! abandoned and what is being tried is given up; a result is tried for `retry_for`
 //! after it was queued, whatever the grace.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 pub(crate) struct Lane {
     tx: mpsc::UnboundedSender<Arc<Event>>,
     queued_progress: Arc<AtomicUsize>,
+    /// Progress left out at a full queue, for the warnings.
+    left_out: Arc<AtomicU64>,
     shown: Arc<str>,
 }
 
@@ -52,17 +54,20 @@ impl Lane {
     /// A lane for `deliver.url` and its task, to be spawned where deliveries run.
     pub(crate) fn new(deliver: Deliver) -> (Lane, impl std::future::Future<Output = ()> + Send) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let queued_progress = Arc::new(AtomicUsize::new(0));
-        let shown: Arc<str> = shown(&deliver.url).into();
-        let task = work(rx, deliver, queued_progress.clone(), shown.clone());
-        (
-            Lane {
-                tx,
-                queued_progress,
-                shown,
-            },
-            task,
-        )
+        let lane = Lane {
+            tx,
+            queued_progress: Arc::new(AtomicUsize::new(0)),
+            left_out: Arc::new(AtomicU64::new(0)),
+            shown: shown(&deliver.url).into(),
+        };
+        let task = work(
+            rx,
+            deliver,
+            lane.queued_progress.clone(),
+            lane.left_out.clone(),
+            lane.shown.clone(),
+        );
+        (lane, task)
     }
 
     /// Queues `event` unless it is progress and the lane is full; never waits.
@@ -72,11 +77,11 @@ impl Lane {
             if before >= QUEUE {
                 self.queued_progress.fetch_sub(1, Ordering::AcqRel);
                 counts.left_out();
-                // Once per filling: the first event left out after the queue had room.
-                if before == QUEUE {
+                // Once: how many in all is said at the end.
+                if self.left_out.fetch_add(1, Ordering::Relaxed) == 0 {
                     warn(
                         &self.shown,
-                        "its queue is full; progress events are left out until it drains",
+                        "its queue is full; progress events are left out while it is",
                     );
                 }
                 return;
@@ -106,6 +111,7 @@ async fn work(
     mut rx: mpsc::UnboundedReceiver<Arc<Event>>,
     deliver: Deliver,
     queued_progress: Arc<AtomicUsize>,
+    left_out: Arc<AtomicU64>,
     shown: Arc<str>,
 ) {
     let mut failing = false;
@@ -141,10 +147,13 @@ async fn work(
             }
         }
     }
-    if given_up + abandoned > 0 {
+    let left_out = left_out.load(Ordering::Relaxed);
+    if given_up + abandoned + left_out > 0 {
         warn(
             &shown,
-            &format!("{given_up} event(s) not delivered, {abandoned} left in the queue at the end"),
+            &format!(
+                "{given_up} event(s) not delivered, {left_out} left out at a full queue, {abandoned} still queued at the end"
+            ),
         );
     }
 }

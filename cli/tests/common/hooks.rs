@@ -151,6 +151,18 @@ impl Receiver {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// Waits up to `within` for a `result`; returns the requests there are.
+    pub fn wait_for_result(&self, within: Duration) -> Vec<Request> {
+        let until = Instant::now() + within;
+        loop {
+            let seen = self.requests();
+            if seen.iter().any(|r| r.event == "result") || Instant::now() >= until {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits up to `within` for at least `n` requests; returns those there are.
     pub fn wait_for(&self, n: usize, within: Duration) -> Vec<Request> {
         let until = Instant::now() + within;
