@@ -19,12 +19,12 @@
 //! ```no_run
 //! # use vfio_migrate::notify::{Notifier, NotifySink, Targets};
 //! # async fn run(plan: &plans::Plan, driver: &mut dyn engine::Driver, inner: &mut dyn engine::EventSink,
-//! #     interrupt: tokio::sync::watch::Receiver<bool>) -> Result<(), Box<dyn std::error::Error>> {
+//! #     controls: engine::Controls) -> Result<(), Box<dyn std::error::Error>> {
 //! let notify = plan.notify.as_ref().ok_or("no webhooks")?;
 //! let notifier = Notifier::start(Targets::resolve(notify)?)?; // before anything changes
 //! let handle = notifier.handle(); // cheap to clone, one per VM
 //! let mut sink = NotifySink::new(inner, handle.clone(), plan); // sends `run_started`
-//! let mut report = engine::migrate(plan, driver, &mut sink, interrupt).await;
+//! let mut report = engine::migrate(plan, driver, &mut sink, controls).await;
 //! handle.result(&report); // queued; never left out
 //! report.notify = Some(notifier.finish().await); // waits for the result, at most `retry_for`
 //! # Ok(()) }
