@@ -191,7 +191,7 @@ pub struct NotifyCounts {
     /// Delivered: the receiver answered 2xx.
     pub sent: u64,
     /// Tried and given up on: every try failed, or the receiver refused the request
-    /// (a 4xx other than 408 and 429), or the run ended first.
+    /// (a redirect, a 4xx other than 408 and 429), or the run ended first.
     pub failed: u64,
     /// Never tried: progress events left out while the queue was full, or still queued
     /// when the run ended.
