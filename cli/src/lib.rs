@@ -69,6 +69,7 @@ pub fn run(cli: Cli) -> i32 {
             output,
             quiet: cli.quiet,
             state_dir: cli.state_dir.clone(),
+            notify: cli.notify.clone(),
         }),
         (Some(Command::Recover { plan }), _) => recover::recover_file(&plan, output, state_dir),
         (Some(Command::Guard { plan }), _) => guardian::watch(&plan, &state::state_dir(state_dir)),

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::hooks::{Answer, Receiver};
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,6 +16,8 @@ use rig::{Accel, GuestParams, PairOptions, QemuPair};
 use serde_json::Value;
 
 const MIB: u64 = 1024 * 1024;
+const KEY: &str = "a-key-for-the-evacuation-tests";
+const KEY_VAR: &str = "VFIO_MIGRATE_TEST_EVACUATION_KEY";
 
 /// A small pair: 256 MiB guest with `wss_mb` rewritten at `rate_mb` MiB/s.
 fn small_pair(wss_mb: u32, rate_mb: u32) -> QemuPair {
@@ -41,6 +45,7 @@ fn evacuate(dir: &Path, args: &[&str], plans: &[PathBuf]) -> (i32, Value) {
     let out = assert_cmd::Command::cargo_bin("vfio-migrate")
         .expect("binary")
         .env("VFIO_MIGRATE_STATE_DIR", dir.join("state"))
+        .env(KEY_VAR, KEY)
         .args(["--output", "json", "run"])
         .args(args)
         .args(plans)
@@ -392,4 +397,71 @@ fn e_shortest_first_starts_the_quiet_vm_before_the_busy_one_given_first() {
     assert_eq!(vm(&report, "vm-busy")["result"], "migrated");
     // The report lists the VMs in the order the plans were given.
     assert_eq!(report["vms"][0]["vm"], "vm-busy");
+}
+
+#[test]
+fn f_every_vm_tells_the_receiver_its_steps_in_order_and_the_run_counts_them() {
+    let _one = ONE_AT_A_TIME.lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pairs = [small_pair(32, 8), small_pair(32, 8)];
+    let limits = "downtime = \"300ms\"";
+    let policy = "escalation = [\"abort\"]";
+    let plans: Vec<PathBuf> = ["vm-a", "vm-b"]
+        .iter()
+        .zip(&pairs)
+        .map(|(name, pair)| write_plan(dir.path(), name, pair, limits, policy))
+        .collect();
+    let receiver = Receiver::start(Answer::Status(204));
+    let (code, report) = evacuate(
+        dir.path(),
+        &[
+            "--notify",
+            &receiver.url,
+            "--notify-secret-env",
+            KEY_VAR,
+            "--parallel",
+            "2",
+            "--bandwidth-budget",
+            "128MiB/s",
+        ],
+        &plans,
+    );
+    assert_eq!(code, 0, "{:#}", report["msg"]);
+    let requests = receiver.requests();
+    assert!(!requests.is_empty());
+    for request in &requests {
+        assert!(
+            request.signed_with(KEY.as_bytes()),
+            "a valid signature on {}",
+            request.event
+        );
+    }
+    for name in ["vm-a", "vm-b"] {
+        let bodies: Vec<Value> = requests
+            .iter()
+            .map(|r| r.json())
+            .filter(|b| b["vm"] == name)
+            .collect();
+        let kinds: Vec<&str> = bodies.iter().filter_map(|b| b["event"].as_str()).collect();
+        assert_eq!(kinds.first(), Some(&"run_started"), "{name}: {kinds:?}");
+        assert_eq!(kinds.last(), Some(&"result"), "{name}: {kinds:?}");
+        assert!(kinds.contains(&"switchover"), "{name}: {kinds:?}");
+        let seqs: Vec<u64> = bodies.iter().filter_map(|b| b["seq"].as_u64()).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "{name}: in order, none left out: {seqs:?}"
+        );
+        assert_eq!(
+            bodies.last().map(|b| b["data"]["result"].clone()),
+            Some(Value::from("migrated"))
+        );
+    }
+    assert_eq!(
+        report["notify"]["sent"],
+        requests.len() as u64,
+        "{:#}",
+        report["notify"]
+    );
+    assert_eq!(report["notify"]["failed"], 0);
+    assert_eq!(report["notify"]["dropped"], 0);
 }

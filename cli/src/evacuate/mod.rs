@@ -18,8 +18,9 @@ use engine::evacuation::budget::MIN_SHARE;
 use engine::evacuation::report::EvacuationReport;
 use serde::Serialize;
 
-use crate::args::{Order, Output};
+use crate::args::{NotifyArgs, Order, Output};
 use crate::guarded::{Guarded, Refusal};
+use crate::notify::{self, Notifier};
 use crate::render::print_json;
 use crate::{exit, signals, state};
 
@@ -42,6 +43,8 @@ pub struct Request {
     pub quiet: bool,
     /// `--state-dir`.
     pub state_dir: Option<PathBuf>,
+    /// `--notify` and `--notify-secret-env`, for every VM.
+    pub notify: NotifyArgs,
 }
 
 /// Runs the evacuation; returns the exit code.
@@ -66,7 +69,12 @@ pub fn run(request: Request) -> i32 {
     let mut plans = Vec::with_capacity(files.len());
     for file in &files {
         match crate::load_plan(file, output) {
-            Ok(plan) => plans.push(plan),
+            Ok(mut plan) => {
+                if let Err(msg) = notify::run::add_command_line(&mut plan, &request.notify) {
+                    return exit::usage(output, msg);
+                }
+                plans.push(plan)
+            }
             Err(code) => return code,
         }
     }
@@ -78,6 +86,7 @@ pub fn run(request: Request) -> i32 {
                 path: path.clone(),
                 plan: plan.clone(),
                 guarded,
+                webhooks: None,
             }),
             Err(Refusal::NotReady(msg)) => {
                 return exit::not_ready(output, &format!("{}: {msg}; nothing was started", path.display()))
@@ -89,6 +98,14 @@ pub fn run(request: Request) -> i32 {
                 )
             }
         }
+    }
+    // Webhooks that cannot be delivered as asked stop the run before anything starts.
+    let webhooks = match webhooks_of(&plans) {
+        Ok(webhooks) => webhooks,
+        Err(e) => return notify::run::refuse(output, &e),
+    };
+    for (vm, plan) in vms.iter_mut().zip(&plans) {
+        vm.webhooks = webhooks.handle_for(plan);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -110,7 +127,9 @@ pub fn run(request: Request) -> i32 {
         let started = Instant::now();
         let (entries, interrupted) =
             schedule::evacuate(vms, order, options, &dir, board.clone(), interrupt).await;
-        EvacuationReport::new(entries, started.elapsed().as_millis() as u64, interrupted)
+        let mut report = EvacuationReport::new(entries, started.elapsed().as_millis() as u64, interrupted);
+        report.notify = webhooks.finish().await;
+        report
     });
     board
         .lock()
@@ -118,6 +137,62 @@ pub fn run(request: Request) -> i32 {
         .clear();
     print_report(output, &report);
     report.rc
+}
+
+/// The evacuation's webhooks: one notifier for each distinct `[notify]` among the plans
+/// (the command line's `--notify` is in every plan by now), shared by their VMs.
+struct Webhooks(Vec<(plans::Notify, Notifier)>);
+
+impl Webhooks {
+    /// The handle the VM of `plan` sends its events with.
+    fn handle_for(&self, plan: &plans::Plan) -> Option<notify::NotifyHandle> {
+        let wanted = plan.notify.as_ref()?;
+        self.0
+            .iter()
+            .find(|(notify, _)| notify == wanted)
+            .map(|(_, notifier)| notifier.handle())
+    }
+
+    /// Waits for what every notifier owes; the counts added up (`None` without webhooks).
+    async fn finish(self) -> Option<engine::report::NotifyCounts> {
+        let mut total: Option<engine::report::NotifyCounts> = None;
+        let finishing: Vec<_> = self.0.into_iter().map(|(_, n)| n.finish()).collect();
+        for counts in futures_join_all(finishing).await {
+            let sum = total.get_or_insert_with(Default::default);
+            sum.sent += counts.sent;
+            sum.failed += counts.failed;
+            sum.dropped += counts.dropped;
+        }
+        total
+    }
+}
+
+/// Awaits every future side by side (each notifier waits for its own receivers).
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if let Ok(output) = task.await {
+            outputs.push(output);
+        }
+    }
+    outputs
+}
+
+/// Starts one notifier per distinct `[notify]` of `plans`.
+fn webhooks_of(plans: &[plans::Plan]) -> Result<Webhooks, notify::NotifyError> {
+    let mut started: Vec<(plans::Notify, Notifier)> = Vec::new();
+    for notify in plans.iter().filter_map(|p| p.notify.as_ref()) {
+        if started.iter().any(|(n, _)| n == notify) {
+            continue;
+        }
+        let notifier = Notifier::start(notify::Targets::resolve(notify)?)?;
+        started.push((notify.clone(), notifier));
+    }
+    Ok(Webhooks(started))
 }
 
 #[derive(Serialize)]

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 
 use super::board::{Board, VmSink};
 use crate::guarded::Guarded;
+use crate::notify::{NotifyHandle, NotifySink};
 use crate::render::human::outcome_word;
 use crate::state::JournalSink;
 
@@ -42,6 +43,8 @@ pub struct Vm {
     pub plan: Plan,
     /// Its lock and journal.
     pub guarded: Guarded,
+    /// Where its webhooks go, when its plan has any.
+    pub webhooks: Option<NotifyHandle>,
 }
 
 /// What the operator asked of the run.
@@ -220,13 +223,22 @@ async fn migrate_one(
         path,
         plan,
         mut guarded,
+        webhooks,
     } = vm;
     guarded.watch(&path, &dir);
     let mut driver = backends::open(&plan);
     let mut shown = VmSink::new(board, index);
     let report: Report = {
         let mut sink = JournalSink::new(&mut shown, guarded.journal());
-        engine::migrate(&plan, driver.as_mut(), &mut sink, controls).await
+        match &webhooks {
+            Some(handle) => {
+                let mut sink = NotifySink::new(&mut sink, handle.clone(), &plan);
+                let report = engine::migrate(&plan, driver.as_mut(), &mut sink, controls).await;
+                handle.result(&report);
+                report
+            }
+            None => engine::migrate(&plan, driver.as_mut(), &mut sink, controls).await,
+        }
     };
     let rc = report.rc;
     // The guardian's goodbye waits for its process to exit.

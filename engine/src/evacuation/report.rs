@@ -163,6 +163,9 @@ pub struct EvacuationReport {
     pub summary: Summary,
     /// Every VM, in the order of the plans given.
     pub vms: Vec<VmEntry>,
+    /// What became of the webhooks' deliveries, all VMs together (each VM's own report
+    /// has `notify: null` in an evacuation); `null` without webhooks.
+    pub notify: Option<crate::report::NotifyCounts>,
 }
 
 impl EvacuationReport {
@@ -192,6 +195,7 @@ impl EvacuationReport {
             rc,
             summary,
             vms,
+            notify: None,
         }
     }
 }
