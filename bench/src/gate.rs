@@ -121,21 +121,9 @@ pub fn compare(bin: &Path, runs: usize) {
             (Ok(()), None) => eprintln!("bench: a raw run showed no gate"),
         }
     }
-    let line = |name: &str, v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        println!(
-            "{name}: n={} p50 {:.3} ms ({:.3}–{:.3})",
-            v.len(),
-            crate::percentile(&v, 50.0),
-            v.first().copied().unwrap_or(f64::NAN),
-            v.last().copied().unwrap_or(f64::NAN)
-        );
-        crate::percentile(&v, 50.0)
-    };
-    let t = line("tool", &tool);
-    let f = line("raw client (floor)", &floor);
-    line("tool's own event-to-issue (switchover_latency_us)", &issued);
+    let t = crate::spread("tool", &tool);
+    let f = crate::spread("raw client (floor)", &floor);
+    crate::spread("tool's own event-to-issue (switchover_latency_us)", &issued);
     println!(
         "tool / floor at p50: {:.2} (target ≤ 1.3): {}",
         t / f,

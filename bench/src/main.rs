@@ -28,6 +28,8 @@
 //! 8. `evacuate`: three small VMs emptied from a host with `vfio-migrate run`, all at
 //!    once under a 96 MiB/s budget against one after another, taking turns, 5 rounds
 //!    (or N): wall time, the sum and the longest of the pauses, bytes sent.
+//! 9. `webhooks`: the gate and the pause of an idle migration with `--notify` to a
+//!    receiver that never answers, against none, taking turns, 11 runs each (or N).
 //!
 //! `vfio-migrate-bench predict [--runs N]` instead measures `check`'s prediction against
 //! the migration that follows it, on five workloads (`BENCH_ONLY=TEXT` keeps those
@@ -43,6 +45,7 @@ mod observe;
 mod peers;
 mod predict;
 mod streams;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,6 +95,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Prints `name: n=N p50 X ms (min–max)` for `values` (ms); returns the p50.
+fn spread(name: &str, values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let p50 = percentile(&v, 50.0);
+    println!(
+        "{name}: n={} p50 {p50:.3} ms ({:.3}–{:.3})",
+        v.len(),
+        v.first().copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN)
+    );
+    p50
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -149,6 +166,9 @@ fn main() {
     }
     if wants("evacuate") {
         evacuate::compare(&bin, runs.unwrap_or(5));
+    }
+    if wants("webhooks") {
+        webhooks::compare(&bin, runs.unwrap_or(11));
     }
 }
 

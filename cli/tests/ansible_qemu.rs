@@ -42,12 +42,26 @@ fn ansible_playbook() -> Option<PathBuf> {
 /// Runs the playbook on `plan`, hermetically: Ansible's home, temp and config are under
 /// `dir`, so nothing from this machine's `~/.ansible` or an `ansible.cfg` takes part.
 fn playbook(ansible: &Path, dir: &Path, plan: &Path, check_mode: bool) -> (Output, String) {
-    let home = dir.join("ansible-home");
-    std::fs::create_dir_all(&home).expect("Ansible's home");
     let extra = serde_json::json!({
         "vfio_migrate_plan": plan,
         "vfio_migrate_bin": assert_cmd::cargo::cargo_bin("vfio-migrate"),
     });
+    let inventory = example("inventory.ini");
+    run_playbook(ansible, dir, &inventory, "migrate.yml", &extra, check_mode)
+}
+
+/// Runs the example playbook `book` with `inventory` and the extra variables `extra`,
+/// hermetically as [`playbook`] says.
+fn run_playbook(
+    ansible: &Path,
+    dir: &Path,
+    inventory: &Path,
+    book: &str,
+    extra: &serde_json::Value,
+    check_mode: bool,
+) -> (Output, String) {
+    let home = dir.join("ansible-home");
+    std::fs::create_dir_all(&home).expect("Ansible's home");
     let mut command = assert_cmd::Command::new(ansible);
     command
         .current_dir(&home)
@@ -62,8 +76,8 @@ fn playbook(ansible: &Path, dir: &Path, plan: &Path, check_mode: bool) -> (Outpu
         .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
         .env("VFIO_MIGRATE_STATE_DIR", dir.join("state"))
         .arg("-i")
-        .arg(example("inventory.ini"))
-        .arg(example("migrate.yml"))
+        .arg(inventory)
+        .arg(example(book))
         .arg("-e")
         .arg(extra.to_string())
         .timeout(Duration::from_secs(120));
@@ -85,15 +99,21 @@ fn playbook(ansible: &Path, dir: &Path, plan: &Path, check_mode: bool) -> (Outpu
 
 /// The count `key` (`changed`, `failed`, ...) on localhost's PLAY RECAP line.
 fn recap(text: &str, key: &str) -> u32 {
+    recap_of(text, "localhost", key).unwrap_or_else(|| panic!("no PLAY RECAP line for localhost in:\n{text}"))
+}
+
+/// The count `key` on `host`'s PLAY RECAP line; `None` when the play never reached it.
+fn recap_of(text: &str, host: &str, key: &str) -> Option<u32> {
     let line = text
         .lines()
         .skip_while(|l| !l.starts_with("PLAY RECAP"))
-        .find(|l| l.starts_with("localhost"))
-        .unwrap_or_else(|| panic!("no PLAY RECAP line for localhost in:\n{text}"));
-    line.split_whitespace()
+        .find(|l| l.split_whitespace().next() == Some(host))?;
+    let count = line
+        .split_whitespace()
         .find_map(|field| field.strip_prefix(&format!("{key}=")))
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"));
+    Some(count)
 }
 
 #[test]
@@ -149,4 +169,94 @@ fn the_example_playbook_predicts_in_check_mode_migrates_once_and_then_changes_no
     );
     assert_eq!(recap(&text, "changed"), 0);
     assert_eq!(status(&pair.destination.observer_socket), "running");
+}
+
+/// An inventory of two hypervisors, both this machine, for `drain.yml`.
+fn two_hosts(dir: &Path) -> PathBuf {
+    let path = dir.join("hosts.ini");
+    let local = "ansible_connection=local ansible_python_interpreter=\"{{ ansible_playbook_python }}\"";
+    std::fs::write(&path, format!("[hypervisors]\nhv1 {local}\nhv2 {local}\n")).expect("inventory");
+    path
+}
+
+/// Writes the plan of `pair` as VM `name` into the drain directory of `host`.
+fn drain_plan(root: &Path, host: &str, name: &str, pair: &rig::QemuPair, limits: &str) {
+    let dir = root.join(host);
+    std::fs::create_dir_all(&dir).expect("the host's plan directory");
+    let plan = plan_for(pair, limits, "escalation = [\"abort\"]")
+        .replace("name = \"test\"", &format!("name = \"{name}\""));
+    std::fs::write(dir.join(format!("{name}.toml")), plan).expect("write plan");
+}
+
+fn drain(ansible: &Path, dir: &Path, root: &Path) -> (Output, String) {
+    let extra = serde_json::json!({
+        "vfio_migrate_drain_root": root,
+        "vfio_migrate_bin": assert_cmd::cargo::cargo_bin("vfio-migrate"),
+        "vfio_migrate_budget": "256MiB/s",
+    });
+    run_playbook(ansible, dir, &two_hosts(dir), "drain.yml", &extra, false)
+}
+
+#[test]
+fn the_drain_playbook_empties_one_host_after_another() {
+    let Some(ansible) = ansible_playbook() else {
+        assert!(
+            std::env::var("CI_REQUIRE_ANSIBLE").as_deref() != Ok("1"),
+            "ansible-playbook not found; CI_REQUIRE_ANSIBLE=1 forbids skipping"
+        );
+        eprintln!("skipped: ansible-playbook not found");
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock();
+    let pairs = [pair(16, 0), pair(16, 0), pair(16, 0)];
+    let root = pairs[0].dir().join("drain");
+    drain_plan(&root, "hv1", "vm-a", &pairs[0], "");
+    drain_plan(&root, "hv1", "vm-b", &pairs[1], "");
+    drain_plan(&root, "hv2", "vm-c", &pairs[2], "");
+    let (out, text) = drain(&ansible, pairs[0].dir(), &root);
+    assert_eq!(out.status.code(), Some(0), "the drain failed:\n{text}");
+    for host in ["hv1", "hv2"] {
+        assert_eq!(
+            recap_of(&text, host, "changed"),
+            Some(1),
+            "{host} emptied:\n{text}"
+        );
+        assert_eq!(recap_of(&text, host, "failed"), Some(0));
+    }
+    assert!(text.contains("2 VMs: 2 migrated"), "hv1 says what moved:\n{text}");
+    // serial: 1 — hv1's evacuation ended before hv2's began.
+    let first = text.find("2 VMs: 2 migrated").unwrap_or(usize::MAX);
+    let second = text.find("1 VM: 1 migrated").unwrap_or(0);
+    assert!(first < second, "hv1 before hv2:\n{text}");
+    for pair in &pairs {
+        assert_eq!(status(&pair.destination.observer_socket), "running");
+    }
+}
+
+#[test]
+fn a_host_that_is_not_emptied_stops_the_drain_before_the_next_host() {
+    let Some(ansible) = ansible_playbook() else {
+        assert!(
+            std::env::var("CI_REQUIRE_ANSIBLE").as_deref() != Ok("1"),
+            "ansible-playbook not found; CI_REQUIRE_ANSIBLE=1 forbids skipping"
+        );
+        eprintln!("skipped: ansible-playbook not found");
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock();
+    let stuck = pair(256, 200);
+    let next = pair(16, 0);
+    let root = stuck.dir().join("drain");
+    drain_plan(&root, "hv1", "vm-stuck", &stuck, "max_bandwidth = \"128MiB/s\"");
+    drain_plan(&root, "hv2", "vm-next", &next, "");
+    let (out, text) = drain(&ansible, stuck.dir(), &root);
+    assert_ne!(out.status.code(), Some(0), "the play failed:\n{text}");
+    assert_eq!(recap_of(&text, "hv1", "failed"), Some(1), "{text}");
+    assert!(
+        recap_of(&text, "hv2", "ok").unwrap_or(0) == 0,
+        "hv2 was never touched:\n{text}"
+    );
+    assert_eq!(status(&stuck.source.observer_socket), "running");
+    assert_eq!(status(&next.source.observer_socket), "running");
+    assert_eq!(status(&next.destination.observer_socket), "inmigrate");
 }

@@ -465,3 +465,53 @@ fn f_every_vm_tells_the_receiver_its_steps_in_order_and_the_run_counts_them() {
     assert_eq!(report["notify"]["failed"], 0);
     assert_eq!(report["notify"]["dropped"], 0);
 }
+
+#[test]
+fn g_on_a_terminal_each_vm_has_a_line_and_a_total_line_follows_them() {
+    let _one = ONE_AT_A_TIME.lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pairs = [small_pair(32, 8), small_pair(32, 8)];
+    let plans: Vec<PathBuf> = ["vm-a", "vm-b"]
+        .iter()
+        .zip(&pairs)
+        .map(|(name, pair)| {
+            write_plan(
+                dir.path(),
+                name,
+                pair,
+                "downtime = \"300ms\"",
+                "escalation = [\"abort\"]",
+            )
+        })
+        .collect();
+    // `script` gives the run a terminal, as a person's shell would.
+    let command = format!(
+        "{} run --parallel 2 {} {}",
+        assert_cmd::cargo::cargo_bin("vfio-migrate").display(),
+        plans[0].display(),
+        plans[1].display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("VFIO_MIGRATE_STATE_DIR", dir.path().join("state"))
+        .env("COLUMNS", "160")
+        .output()
+        .expect("run script(1)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    for name in ["vm-a", "vm-b"] {
+        assert!(
+            screen.contains(&format!("{name} converge")),
+            "a line for {name}:\n{screen}"
+        );
+    }
+    assert!(screen.contains("total"), "a total line:\n{screen}");
+    assert!(
+        screen.contains("running"),
+        "the total line counts the running:\n{screen}"
+    );
+    assert!(
+        screen.contains("2 VMs: 2 migrated"),
+        "the report follows:\n{screen}"
+    );
+}
