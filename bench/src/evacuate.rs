@@ -1,10 +1,12 @@
-//! Emptying a host: three VMs (256 MiB guests, 64 MiB rewritten at 16 MiB/s, downtime
-//! limit 300 ms) evacuated with `vfio-migrate run` two ways, taking turns, N rounds on
-//! fresh pairs: all three at once under a 96 MiB/s budget (`--parallel 3`), and one
-//! after another with the whole budget each (`--parallel 1`). Per round and as
-//! medians: the run's wall time, the sum and the longest of the guests' pauses
-//! (`paused_ms`, STOP to RESUME as each VM's report has it), bytes sent, and how many
-//! migrated.
+//! Emptying a host: three VMs (256 MiB guests, downtime limit 300 ms) evacuated with
+//! `vfio-migrate run` two ways, taking turns, N rounds on fresh pairs: all three at
+//! once under the budget (`--parallel 3`), and one after another with the whole budget
+//! each (`--parallel 1`). Two workloads: busy guests (64 MiB rewritten at 16 MiB/s)
+//! under a 96 MiB/s budget, where the link is what limits, and quiet ones (16 MiB
+//! written once) under 1 GiB/s, where each VM's fixed steps (connect, preflight,
+//! setup, verify) are most of its time. Per round and as medians: the run's wall time,
+//! the sum and the longest of the guests' pauses (`paused_ms`, STOP to RESUME as each
+//! VM's report has it), bytes sent, and how many migrated.
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -13,7 +15,28 @@ use rig::{Accel, GuestParams, PairOptions, QemuPair};
 
 use crate::{child, median, plan};
 
-const BUDGET: &str = "96MiB/s";
+/// A workload: what each guest does, and the budget the three share.
+struct Workload {
+    name: &'static str,
+    wss_mb: u32,
+    rate_mb: u32,
+    budget: &'static str,
+}
+
+const WORKLOADS: [Workload; 2] = [
+    Workload {
+        name: "busy guests (64 MiB at 16 MiB/s), budget 96MiB/s",
+        wss_mb: 64,
+        rate_mb: 16,
+        budget: "96MiB/s",
+    },
+    Workload {
+        name: "quiet guests (16 MiB written once), budget 1GiB/s",
+        wss_mb: 16,
+        rate_mb: 0,
+        budget: "1GiB/s",
+    },
+];
 
 /// One evacuation's figures.
 struct Round {
@@ -25,12 +48,12 @@ struct Round {
     rc: i32,
 }
 
-fn small_pair() -> QemuPair {
+fn small_pair(w: &Workload) -> QemuPair {
     QemuPair::start(&PairOptions {
         mem_mb: 256,
         guest: GuestParams {
-            wss_mb: 64,
-            rate_mb: 16,
+            wss_mb: w.wss_mb,
+            rate_mb: w.rate_mb,
         },
         accel: Accel::Auto,
         dirty_ring: true,
@@ -40,8 +63,8 @@ fn small_pair() -> QemuPair {
 }
 
 /// Three fresh pairs evacuated with `--parallel parallel`.
-fn evacuate(bin: &std::path::Path, parallel: u32) -> Round {
-    let pairs = [small_pair(), small_pair(), small_pair()];
+fn evacuate(bin: &std::path::Path, w: &Workload, parallel: u32) -> Round {
+    let pairs = [small_pair(w), small_pair(w), small_pair(w)];
     let dir = pairs[0].dir();
     let plans: Vec<PathBuf> = pairs
         .iter()
@@ -60,7 +83,7 @@ fn evacuate(bin: &std::path::Path, parallel: u32) -> Round {
         OsStr::new("--parallel"),
         OsStr::new(&parallel),
         OsStr::new("--bandwidth-budget"),
-        OsStr::new(BUDGET),
+        OsStr::new(w.budget),
     ];
     args.extend(plans.iter().map(|p| p.as_os_str()));
     let r = child::run_args(bin, dir, &args);
@@ -97,23 +120,25 @@ fn medians(name: &str, rounds: &[Round]) {
     );
 }
 
-/// `runs` rounds, parallel and sequential taking turns at going first.
+/// `runs` rounds of each workload, parallel and sequential taking turns at going first.
 pub fn compare(bin: &std::path::Path, runs: usize) {
-    println!("== evacuate: three 256 MiB VMs (64 MiB at 16 MiB/s), budget {BUDGET}: --parallel 3 against --parallel 1");
-    let mut parallel = Vec::new();
-    let mut sequential = Vec::new();
-    for i in 1..=runs {
-        let order: [u32; 2] = if i % 2 == 1 { [3, 1] } else { [1, 3] };
-        for p in order {
-            let round = evacuate(bin, p);
-            let (name, all) = match p {
-                3 => ("parallel", &mut parallel),
-                _ => ("sequential", &mut sequential),
-            };
-            show(name, i, &round);
-            all.push(round);
+    for w in &WORKLOADS {
+        println!("== evacuate: three 256 MiB VMs, {}: --parallel 3 against --parallel 1", w.name);
+        let mut parallel = Vec::new();
+        let mut sequential = Vec::new();
+        for i in 1..=runs {
+            let order: [u32; 2] = if i % 2 == 1 { [3, 1] } else { [1, 3] };
+            for p in order {
+                let round = evacuate(bin, w, p);
+                let (name, all) = match p {
+                    3 => ("parallel", &mut parallel),
+                    _ => ("sequential", &mut sequential),
+                };
+                show(name, i, &round);
+                all.push(round);
+            }
         }
+        medians("parallel", &parallel);
+        medians("sequential", &sequential);
     }
-    medians("parallel", &parallel);
-    medians("sequential", &sequential);
 }

@@ -4,7 +4,6 @@
 //! the gate benchmark measures the tool: `pre-switchover` to `device` (the gate), and
 //! the guest's pause (the source's STOP to the destination's RESUME).
 
-use std::ffi::OsStr;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
@@ -30,20 +29,17 @@ fn hanging_receiver() -> String {
     format!("http://127.0.0.1:{port}/hook")
 }
 
-/// One idle migration, with `--notify url` when given: (gate ms, pause ms, rc).
+/// One idle migration, with webhooks to `url` when given: (gate ms, pause ms, rc).
+/// The plan's `[notify]` bounds what the run waits for at its end (each request 2 s,
+/// tries for 2 s), which the migration itself never waits for.
 fn one(bin: &Path, url: Option<&str>) -> (Option<f64>, Option<f64>, i32) {
     let p = crate::pair(64, 0);
-    let path = p.dir().join("plan.toml");
-    if let Err(e) = std::fs::write(&path, crate::plan(&p, "", "[\"abort\"]")) {
-        crate::die(&format!("cannot write plan: {e}"));
+    let mut plan = crate::plan(&p, "", "[\"abort\"]");
+    if let Some(url) = url {
+        plan.push_str(&format!("[notify]\nurls = [\"{url}\"]\ntimeout = \"2s\"\nretry_for = \"2s\"\n"));
     }
     let observer = Observer::start(&p).unwrap_or_else(|e| crate::die(&e));
-    let mut args: Vec<&OsStr> = Vec::new();
-    if let Some(url) = url {
-        args.extend([OsStr::new("--notify"), OsStr::new(url)]);
-    }
-    args.push(path.as_os_str());
-    let r = crate::child::run_args(bin, p.dir(), &args);
+    let r = crate::child::run(bin, p.dir(), &plan);
     let t = observer.finish(Duration::from_millis(500));
     (t.gate_ms(), t.pause_ms(), r.code)
 }
