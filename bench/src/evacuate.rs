@@ -123,7 +123,10 @@ fn medians(name: &str, rounds: &[Round]) {
 /// `runs` rounds of each workload, parallel and sequential taking turns at going first.
 pub fn compare(bin: &std::path::Path, runs: usize) {
     for w in &WORKLOADS {
-        println!("== evacuate: three 256 MiB VMs, {}: --parallel 3 against --parallel 1", w.name);
+        println!(
+            "== evacuate: three 256 MiB VMs, {}: --parallel 3 against --parallel 1",
+            w.name
+        );
         let mut parallel = Vec::new();
         let mut sequential = Vec::new();
         for i in 1..=runs {

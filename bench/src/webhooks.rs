@@ -36,7 +36,9 @@ fn one(bin: &Path, url: Option<&str>) -> (Option<f64>, Option<f64>, i32) {
     let p = crate::pair(64, 0);
     let mut plan = crate::plan(&p, "", "[\"abort\"]");
     if let Some(url) = url {
-        plan.push_str(&format!("[notify]\nurls = [\"{url}\"]\ntimeout = \"2s\"\nretry_for = \"2s\"\n"));
+        plan.push_str(&format!(
+            "[notify]\nurls = [\"{url}\"]\ntimeout = \"2s\"\nretry_for = \"2s\"\n"
+        ));
     }
     let observer = Observer::start(&p).unwrap_or_else(|e| crate::die(&e));
     let r = crate::child::run(bin, p.dir(), &plan);
