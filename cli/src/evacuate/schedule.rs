@@ -100,6 +100,16 @@ pub async fn evacuate(
                 }
                 None => (None, None),
             };
+            // An interrupt that came while the others lowered their shares: this VM is
+            // not started after all, and the others get its part back.
+            if *interrupt.borrow() {
+                waiting[index] = Some(vm);
+                stop = Some("not started: the run was interrupted".into());
+                if let Some(budget) = options.budget {
+                    spread(&running, budget);
+                }
+                break;
+            }
             running.push(Running { index, cap, share });
             lock(&board).started(index);
             let controls = Controls {
