@@ -39,6 +39,22 @@ fn ansible_playbook() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `ansible-playbook`, or `None` after saying the test is skipped; a missing Ansible
+/// fails the test under `CI_REQUIRE_ANSIBLE=1`.
+fn ansible_or_skip() -> Option<PathBuf> {
+    let found = ansible_playbook();
+    if found.is_none() {
+        let why =
+            "ansible-playbook not found (set VFIO_MIGRATE_ANSIBLE_PLAYBOOK, or run scripts/ansible-venv)";
+        assert!(
+            std::env::var("CI_REQUIRE_ANSIBLE").as_deref() != Ok("1"),
+            "{why}; CI_REQUIRE_ANSIBLE=1 forbids skipping"
+        );
+        eprintln!("skipped: {why}");
+    }
+    found
+}
+
 /// Runs the playbook on `plan`, hermetically: Ansible's home, temp and config are under
 /// `dir`, so nothing from this machine's `~/.ansible` or an `ansible.cfg` takes part.
 fn playbook(ansible: &Path, dir: &Path, plan: &Path, check_mode: bool) -> (Output, String) {
@@ -118,14 +134,7 @@ fn recap_of(text: &str, host: &str, key: &str) -> Option<u32> {
 
 #[test]
 fn the_example_playbook_predicts_in_check_mode_migrates_once_and_then_changes_nothing() {
-    let Some(ansible) = ansible_playbook() else {
-        let why =
-            "ansible-playbook not found (set VFIO_MIGRATE_ANSIBLE_PLAYBOOK, or run scripts/ansible-venv)";
-        assert!(
-            std::env::var("CI_REQUIRE_ANSIBLE").as_deref() != Ok("1"),
-            "{why}; CI_REQUIRE_ANSIBLE=1 forbids skipping"
-        );
-        eprintln!("skipped: {why}");
+    let Some(ansible) = ansible_or_skip() else {
         return;
     };
     let _one = ONE_AT_A_TIME.lock();
@@ -199,12 +208,7 @@ fn drain(ansible: &Path, dir: &Path, root: &Path) -> (Output, String) {
 
 #[test]
 fn the_drain_playbook_empties_one_host_after_another() {
-    let Some(ansible) = ansible_playbook() else {
-        assert!(
-            std::env::var("CI_REQUIRE_ANSIBLE").as_deref() != Ok("1"),
-            "ansible-playbook not found; CI_REQUIRE_ANSIBLE=1 forbids skipping"
-        );
-        eprintln!("skipped: ansible-playbook not found");
+    let Some(ansible) = ansible_or_skip() else {
         return;
     };
     let _one = ONE_AT_A_TIME.lock();
@@ -235,12 +239,7 @@ fn the_drain_playbook_empties_one_host_after_another() {
 
 #[test]
 fn a_host_that_is_not_emptied_stops_the_drain_before_the_next_host() {
-    let Some(ansible) = ansible_playbook() else {
-        assert!(
-            std::env::var("CI_REQUIRE_ANSIBLE").as_deref() != Ok("1"),
-            "ansible-playbook not found; CI_REQUIRE_ANSIBLE=1 forbids skipping"
-        );
-        eprintln!("skipped: ansible-playbook not found");
+    let Some(ansible) = ansible_or_skip() else {
         return;
     };
     let _one = ONE_AT_A_TIME.lock();
