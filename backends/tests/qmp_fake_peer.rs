@@ -125,6 +125,25 @@ async fn first_line_that_is_not_a_greeting_is_a_greeting_error() {
 }
 
 #[tokio::test]
+async fn events_ahead_of_the_greeting_are_skipped() {
+    // QEMU can broadcast an event to a monitor between a new client's connection and
+    // its greeting (the monitor is still in command mode from the client before).
+    let fake = fake(|mut peer| async move {
+        peer.send(&event("MIGRATION", json!({"status": "failed"}))).await;
+        peer.send(&event("STOP", json!({}))).await;
+        peer.handshake().await;
+        let id = peer.expect("query-status").await;
+        peer.reply(&id, json!({"status": "running", "running": true}))
+            .await;
+        peer.idle().await;
+    });
+    let client = connect(&fake).await;
+    assert_eq!(client.greeting().package, "fake");
+    let status = client.execute_raw("query-status", None).await.expect("a reply");
+    assert_eq!(status["status"], "running");
+}
+
+#[tokio::test]
 async fn greeting_is_parsed_into_version_and_capabilities() {
     let fake = fake(|mut peer| async move {
         peer.handshake().await;

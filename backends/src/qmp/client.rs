@@ -264,6 +264,12 @@ impl Drop for Abandon<'_> {
 }
 
 /// Reads lines until the greeting; the error says why there is none.
+///
+/// Events before the greeting are skipped. QEMU broadcasts an event to every monitor
+/// not in capabilities negotiation, and a monitor returns to negotiation only when it
+/// handles a new client's connection, after the socket is already connected: an event
+/// emitted in between (a migration's status change, while another client has just
+/// hung up) reaches the new client ahead of its greeting. It was meant for no one.
 async fn read_greeting(lines: &mut FramedRead<StreamReader, LinesCodec>) -> Result<Greeting, String> {
     loop {
         let line = match lines.next().await {
@@ -281,7 +287,8 @@ async fn read_greeting(lines: &mut FramedRead<StreamReader, LinesCodec>) -> Resu
         }
         return match classify(&line) {
             Ok(Envelope::Greeting(qmp)) => Greeting::from_value(&qmp),
-            Ok(_) => Err("first message is not a greeting".to_owned()),
+            Ok(Envelope::Event(_)) => continue,
+            Ok(Envelope::Reply { .. }) => Err("first message is not a greeting".to_owned()),
             Err(detail) => Err(detail),
         };
     }
