@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::observe::{Observer, Timeline};
+use crate::observe::{Observer, PauseParts, Timeline};
 use crate::{child, median, pair, peers, plan};
 
 const MIB: u64 = 1024 * 1024;
@@ -19,7 +19,6 @@ pub fn compare(bin: &Path, rounds: usize) {
         "== converging: 256 MiB dirtied at 50 MiB/s over 128 MiB/s; tool vs bare client, {rounds} rounds"
     );
     let (mut tool, mut bare) = (Vec::new(), Vec::new());
-    let (mut tool_total, mut bare_total) = (Vec::new(), Vec::new());
     for i in 0..rounds {
         let p = pair(256, 50);
         let observer = observe(&p);
@@ -42,7 +41,8 @@ pub fn compare(bin: &Path, rounds: usize) {
             mib(r.guardian_hwm_kib),
             r.threads.map_or("-".into(), |n| n.to_string()),
         );
-        keep(&t, &mut tool, &mut tool_total);
+        println!("  {}", parts_line(&t));
+        tool.push(t);
         drop(p);
         let p = pair(256, 50);
         let observer = observe(&p);
@@ -56,32 +56,100 @@ pub fn compare(bin: &Path, rounds: usize) {
                     ms(t.total_ms()),
                     ms(t.pause_ms())
                 );
-                keep(&t, &mut bare, &mut bare_total);
+                println!("  {}", parts_line(&t));
+                bare.push(t);
             }
             Ok(false) => eprintln!("bench: the bare migration did not finish"),
             Err(e) => eprintln!("bench: bare migration failed: {e}"),
         }
     }
-    let (t, b) = (median(tool.clone()), median(bare.clone()));
+    let tool = Summary::of(&tool);
+    let bare = Summary::of(&bare);
     println!(
-        "pause median: tool {t:.1} ms (n={}), bare {b:.1} ms (n={}); the tool {} within {PAUSE_SLACK_MS} ms of bare",
-        tool.len(),
-        bare.len(),
-        if t <= b + PAUSE_SLACK_MS { "is" } else { "is NOT" }
+        "pause median: tool {:.1} ms (n={}), bare {:.1} ms (n={}); the tool {} within {PAUSE_SLACK_MS} ms of bare",
+        tool.pause,
+        tool.n,
+        bare.pause,
+        bare.n,
+        if tool.pause <= bare.pause + PAUSE_SLACK_MS { "is" } else { "is NOT" }
     );
-    let (t, b) = (median(tool_total), median(bare_total));
-    println!("total median: tool {t:.0} ms, bare {b:.0} ms, ratio {:.3}", t / b);
+    println!("pause parts, medians (ms): tool {}", tool.parts);
+    println!("pause parts, medians (ms): bare {}", bare.parts);
+    println!(
+        "RAM sent paused, median: tool {:.2} MiB, bare {:.2} MiB; pause per MiB paused: tool {:.1} ms, bare {:.1} ms",
+        tool.downtime_mib,
+        bare.downtime_mib,
+        tool.pause / tool.downtime_mib,
+        bare.pause / bare.downtime_mib
+    );
+    println!(
+        "total median: tool {:.0} ms, bare {:.0} ms, ratio {:.3}",
+        tool.total,
+        bare.total,
+        tool.total / bare.total
+    );
+}
+
+/// The medians of one side's runs that finished.
+struct Summary {
+    n: usize,
+    pause: f64,
+    total: f64,
+    downtime_mib: f64,
+    parts: String,
+}
+
+impl Summary {
+    fn of(runs: &[Timeline]) -> Summary {
+        let done: Vec<&Timeline> = runs
+            .iter()
+            .filter(|t| t.pause_ms().is_some() && t.total_ms().is_some())
+            .collect();
+        let m = |f: &dyn Fn(&Timeline) -> Option<f64>| {
+            let v: Vec<f64> = done.iter().filter_map(|t| f(t)).collect();
+            (!v.is_empty()).then(|| median(v))
+        };
+        let part = |f: fn(&PauseParts) -> Option<f64>| m(&|t| t.pause_parts().as_ref().and_then(f));
+        let parts = PauseParts {
+            to_gate: part(|p| p.to_gate),
+            gate: part(|p| p.gate),
+            to_source_done: part(|p| p.to_source_done),
+            to_destination_done: part(|p| p.to_destination_done),
+            to_resume: part(|p| p.to_resume),
+        };
+        Summary {
+            n: done.len(),
+            pause: m(&Timeline::pause_ms).unwrap_or(f64::NAN),
+            total: m(&Timeline::total_ms).unwrap_or(f64::NAN),
+            downtime_mib: m(&|t| t.downtime_bytes.map(|b| b as f64 / MIB as f64)).unwrap_or(f64::NAN),
+            parts: describe(&parts),
+        }
+    }
+}
+
+/// One run's pause cut into its steps, and the RAM sent while paused.
+fn parts_line(t: &Timeline) -> String {
+    let parts = t.pause_parts().map_or("-".into(), |p| describe(&p));
+    let paused = t
+        .downtime_bytes
+        .map_or("-".into(), |b| format!("{:.2} MiB", b as f64 / MIB as f64));
+    format!("{parts}; RAM sent paused {paused}")
+}
+
+fn describe(p: &PauseParts) -> String {
+    let v = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}"));
+    format!(
+        "STOP→pre-switchover {}, gate {}, →source completed {}, →destination completed {}, →RESUME {}",
+        v(p.to_gate),
+        v(p.gate),
+        v(p.to_source_done),
+        v(p.to_destination_done),
+        v(p.to_resume)
+    )
 }
 
 fn observe(p: &rig::QemuPair) -> Observer {
     Observer::start(p).unwrap_or_else(|e| crate::die(&format!("cannot observe the pair: {e}")))
-}
-
-fn keep(t: &Timeline, pauses: &mut Vec<f64>, totals: &mut Vec<f64>) {
-    if let (Some(pause), Some(total)) = (t.pause_ms(), t.total_ms()) {
-        pauses.push(pause);
-        totals.push(total);
-    }
 }
 
 fn ms(v: Option<f64>) -> String {

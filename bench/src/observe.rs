@@ -33,13 +33,36 @@ pub struct Seen {
     pub at: SystemTime,
 }
 
-/// The events of one migration, in arrival order per side.
+/// The events of one migration, in arrival order per side, and what the source said of
+/// it afterwards.
 #[derive(Debug, Clone, Default)]
-pub struct Timeline(pub Vec<Seen>);
+pub struct Timeline {
+    pub events: Vec<Seen>,
+    /// `ram.downtime-bytes` of the source's `query-migrate` once it is over: the RAM
+    /// sent while the guest was paused, which sets most of the pause.
+    pub downtime_bytes: Option<u64>,
+}
+
+/// Where a pause went, on QEMU's timestamps, in milliseconds. A step the run did not
+/// take (`pre-switchover` without `pause-before-switchover`) is `None`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PauseParts {
+    /// The source's `STOP` to its `pre-switchover`.
+    pub to_gate: Option<f64>,
+    /// `pre-switchover` to `device`: the client's answer.
+    pub gate: Option<f64>,
+    /// From `device` (or `STOP`) to the source's `completed`: the last RAM and devices.
+    pub to_source_done: Option<f64>,
+    /// The source's `completed` to the destination's (negative when the destination
+    /// stamped it first).
+    pub to_destination_done: Option<f64>,
+    /// The destination's `completed` to its `RESUME`: the client's `cont`.
+    pub to_resume: Option<f64>,
+}
 
 impl Timeline {
     fn first(&self, side: Side, name: &str, status: Option<&str>) -> Option<SystemTime> {
-        self.0
+        self.events
             .iter()
             .find(|s| s.side == side && s.name == name && (status.is_none() || s.status.as_deref() == status))
             .map(|s| s.at)
@@ -53,13 +76,45 @@ impl Timeline {
     /// The guest's pause: the source's last `STOP` before the destination's `RESUME`.
     pub fn pause_ms(&self) -> Option<f64> {
         let resumed = self.resumed()?;
-        let stopped = self
-            .0
+        ms_between(self.stopped()?, resumed)
+    }
+
+    /// The source's last `STOP` before the destination's `RESUME`.
+    fn stopped(&self) -> Option<SystemTime> {
+        let resumed = self.resumed()?;
+        self.events
             .iter()
             .filter(|s| s.side == Side::Source && s.name == "STOP" && s.at <= resumed)
             .map(|s| s.at)
-            .max()?;
-        ms_between(stopped, resumed)
+            .max()
+    }
+
+    /// The pause cut at the events QEMU stamps while the guest is stopped.
+    pub fn pause_parts(&self) -> Option<PauseParts> {
+        let stopped = self.stopped()?;
+        let resumed = self.resumed()?;
+        let migration = |side, status| {
+            self.first(side, "MIGRATION", Some(status))
+                .filter(|t| *t >= stopped)
+        };
+        let gate = migration(Side::Source, "pre-switchover");
+        let device = migration(Side::Source, "device");
+        let source_done = migration(Side::Source, "completed");
+        let destination_done = migration(Side::Destination, "completed");
+        let signed = |from: Option<SystemTime>, to: Option<SystemTime>| {
+            let (from, to) = (from?, to?);
+            Some(match to.duration_since(from) {
+                Ok(d) => d.as_secs_f64() * 1000.0,
+                Err(e) => -e.duration().as_secs_f64() * 1000.0,
+            })
+        };
+        Some(PauseParts {
+            to_gate: signed(Some(stopped), gate),
+            gate: signed(gate, device),
+            to_source_done: signed(device.or(Some(stopped)), source_done),
+            to_destination_done: signed(source_done, destination_done),
+            to_resume: signed(destination_done, Some(resumed)),
+        })
     }
 
     /// From the source's `setup` to the destination's `RESUME`: the whole migration as
@@ -85,7 +140,7 @@ fn ms_between(from: SystemTime, to: SystemTime) -> Option<f64> {
 /// A running observer; [`Observer::finish`] returns what it saw.
 pub struct Observer {
     stop: Option<oneshot::Sender<Duration>>,
-    thread: Option<JoinHandle<Vec<Seen>>>,
+    thread: Option<JoinHandle<Timeline>>,
 }
 
 impl Observer {
@@ -101,7 +156,7 @@ impl Observer {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready_tx.send(Err(format!("observer runtime: {e}")));
-                    return Vec::new();
+                    return Timeline::default();
                 }
             };
             rt.block_on(watch(
@@ -127,7 +182,7 @@ impl Observer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(settle);
         }
-        Timeline(self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default())
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default()
     }
 }
 
@@ -136,7 +191,7 @@ async fn watch(
     destination: QmpEndpoint,
     ready: std_mpsc::Sender<Result<(), String>>,
     mut stop: oneshot::Receiver<Duration>,
-) -> Vec<Seen> {
+) -> Timeline {
     let connected = async {
         let t = Duration::from_secs(5);
         let src = QmpClient::connect(&source, "source observer", t)
@@ -160,7 +215,7 @@ async fn watch(
         Ok(clients) => clients,
         Err(e) => {
             let _ = ready.send(Err(e));
-            return Vec::new();
+            return Timeline::default();
         }
     };
     let (mut src_events, mut dst_events) = (src.subscribe(), dst.subscribe());
@@ -190,7 +245,16 @@ async fn watch(
             _ = tokio::time::sleep(nap) => {}
         }
     }
-    seen
+    let downtime_bytes = if src_open {
+        let stats = src.execute_raw("query-migrate", None).await.ok();
+        stats.and_then(|s| s["ram"]["downtime-bytes"].as_u64())
+    } else {
+        None
+    };
+    Timeline {
+        events: seen,
+        downtime_bytes,
+    }
 }
 
 /// Records an event; `false` once the monitor has closed.
