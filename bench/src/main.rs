@@ -10,7 +10,8 @@
 //!    128 MiB/s link, policy abort): passes and seconds until the policy acted.
 //! 2. `gate`: from QEMU's `pre-switchover` to its `device` (QEMU's timestamps), the tool
 //!    against a raw client that answers at once, 11 idle migrations each (or N if more).
-//! 3. `converging`: the converging workload, tool and bare client taking turns, 10
+//! 3. `converging`: the converging workload, the tool, the bare client and the bare
+//!    client holding the guest at `pre-switchover` taking turns, 10
 //!    rounds: the guest's pause and total time on QEMU's timestamps, the tool's CPU and
 //!    peak memory (`wait4` and `/proc`).
 //! 4. `peers`: the tool's "make it converge" plans against the peers' algorithms on the
@@ -89,12 +90,16 @@ fn die(msg: &str) -> ! {
     std::process::exit(1)
 }
 
+/// The `p`th percentile of `sorted`, interpolated between the two nearest ranks, so
+/// that the 50th of an even count is the mean of the middle two. (Rounding to one rank
+/// took the upper middle: of a pause that comes in two modes, the upper one.)
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
+    let Some(last) = sorted.len().checked_sub(1) else {
         return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    };
+    let rank = (p / 100.0).clamp(0.0, 1.0) * last as f64;
+    let (below, above) = (rank.floor() as usize, rank.ceil() as usize);
+    sorted[below] + (sorted[above] - sorted[below]) * (rank - below as f64)
 }
 
 /// Prints `name: n=N p50 X ms (min–max)` for `values` (ms); returns the p50.
@@ -205,4 +210,28 @@ fn rig_accel() -> Option<String> {
         "{} / cpu {} / dirty ring {}",
         p.accel.kind, p.accel.cpu, p.accel.dirty_ring
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![24.0, 18.0, 19.0, 23.0]), 21.0);
+    }
+
+    #[test]
+    fn the_median_of_an_odd_count_is_the_middle_value() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn percentiles_fall_between_ranks_and_stay_inside_the_values() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&v, 100.0), 5.0);
+        assert_eq!(percentile(&v, 90.0), 4.6);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
 }
