@@ -26,6 +26,13 @@ pub struct Measured {
     /// The guardian's peak, read the same way.
     #[allow(dead_code)] // the streams benchmark prints only `ru_maxrss`
     pub guardian_hwm_kib: Option<u64>,
+    /// The run's largest `RssAnon` seen: its own heap and stacks, without the shared
+    /// libraries' pages that `VmHWM` counts.
+    #[allow(dead_code)] // the streams benchmark prints only `ru_maxrss`
+    pub anon_kib: Option<u64>,
+    /// The guardian's, read the same way.
+    #[allow(dead_code)] // the streams benchmark prints only `ru_maxrss`
+    pub guardian_anon_kib: Option<u64>,
     /// The most threads the run had at once.
     #[allow(dead_code)] // the streams benchmark prints only `ru_maxrss`
     pub threads: Option<u64>,
@@ -89,6 +96,8 @@ pub fn run_args(bin: &Path, dir: &Path, args: &[&std::ffi::OsStr]) -> Measured {
         max_rss_kib: usage.ru_maxrss,
         hwm_kib: peaks.run,
         guardian_hwm_kib: peaks.guardian,
+        anon_kib: peaks.run_anon,
+        guardian_anon_kib: peaks.guardian_anon,
         threads: peaks.threads,
     }
 }

@@ -2,6 +2,11 @@
 //! process's own high-water mark, while `ru_maxrss` after `wait4` is the largest of the
 //! child and of every descendant it reaped. Read every 20 ms until the run exits (a
 //! zombie has no memory left to report), so the last reading is the peak.
+//!
+//! `VmHWM` counts every resident page mapped, the shared libraries' code and read-only
+//! data included (pages the host's other users of those libraries share); `RssAnon` is
+//! the process's own heap and stacks. Its peak is the largest reading seen, so it can
+//! miss a spike shorter than the 20 ms between readings.
 
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -13,6 +18,10 @@ pub struct Peaks {
     pub run: Option<u64>,
     /// The largest `VmHWM` among its children (the guardian), KiB.
     pub guardian: Option<u64>,
+    /// The run's largest `RssAnon` seen, KiB: its own heap and stacks.
+    pub run_anon: Option<u64>,
+    /// The largest `RssAnon` seen among its children, KiB.
+    pub guardian_anon: Option<u64>,
     /// The most threads the run had.
     pub threads: Option<u64>,
 }
@@ -26,10 +35,12 @@ pub fn watch(pid: u32) -> JoinHandle<Peaks> {
                 break; // a zombie
             };
             peaks.run = peaks.run.max(Some(hwm));
+            peaks.run_anon = peaks.run_anon.max(field(&status, "RssAnon:"));
             peaks.threads = peaks.threads.max(field(&status, "Threads:"));
             for child in children(pid) {
-                if let Some(hwm) = read(child).and_then(|s| field(&s, "VmHWM:")) {
-                    peaks.guardian = peaks.guardian.max(Some(hwm));
+                if let Some(status) = read(child) {
+                    peaks.guardian = peaks.guardian.max(field(&status, "VmHWM:"));
+                    peaks.guardian_anon = peaks.guardian_anon.max(field(&status, "RssAnon:"));
                 }
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -227,3 +227,9 @@ fn tool_plan(pair: &QemuPair, w: &Workload, cap: Duration) -> String {
 pub fn bare(pair: &QemuPair, max_bandwidth: u64, cap: Duration) -> Result<bool, String> {
     session::run(pair, &mut none::NoOrchestrator, max_bandwidth, cap).map(|end| end == End::Migrated)
 }
+
+/// The bare client holding the guest at `pre-switchover` and letting it go at once:
+/// the tool's shape of switchover, without the tool.
+pub fn bare_held(pair: &QemuPair, max_bandwidth: u64, cap: Duration) -> Result<bool, String> {
+    session::run(pair, &mut none::HeldAtSwitchover, max_bandwidth, cap).map(|end| end == End::Migrated)
+}

@@ -19,3 +19,26 @@ impl Policy for NoOrchestrator {
         Vec::new()
     }
 }
+
+/// Plain `migrate` with the guest held at `pre-switchover` and let go at once: what
+/// holding costs the pause by itself (QEMU's extra stop, the event's way out and the
+/// command's way back), with none of the tool's work.
+pub struct HeldAtSwitchover;
+
+impl Policy for HeldAtSwitchover {
+    fn capabilities(&self) -> Vec<&'static str> {
+        vec!["events", "pause-before-switchover"]
+    }
+
+    fn holds_switchover(&self) -> bool {
+        true
+    }
+
+    fn wait(&self) -> Duration {
+        NoOrchestrator.wait()
+    }
+
+    fn on_poll(&mut self, _elapsed: Duration, _stats: &Value) -> Vec<Act> {
+        Vec::new()
+    }
+}

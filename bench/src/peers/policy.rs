@@ -28,6 +28,13 @@ pub trait Policy {
         serde_json::Map::new()
     }
 
+    /// Whether it holds the guest at `pre-switchover` (`pause-before-switchover`) and
+    /// answers with `migrate-continue` at once, as the tool's gate does without its
+    /// checks.
+    fn holds_switchover(&self) -> bool {
+        false
+    }
+
     /// How long it waits before it looks again.
     fn wait(&self) -> Duration;
 

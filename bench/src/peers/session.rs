@@ -72,6 +72,26 @@ async fn drive(
     src.execute_raw("migrate-set-parameters", Some(Value::Object(parameters)))
         .await
         .map_err(err)?;
+    let held = policy
+        .holds_switchover()
+        .then(|| tokio::spawn(continue_at_pre_switchover(src.clone(), src.subscribe())));
+    let result = migrate_and_poll(&src, policy, &uri, cap, resumed).await;
+    if let Some(held) = held {
+        held.abort();
+    }
+    result
+}
+
+/// `migrate`, then the policy's loop until the migration has completed (and the
+/// destination resumed), failed, or reached `cap`.
+async fn migrate_and_poll(
+    src: &QmpClient,
+    policy: &mut dyn Policy,
+    uri: &str,
+    cap: Duration,
+    resumed: tokio::task::JoinHandle<Result<(), String>>,
+) -> Result<End, String> {
+    let err = |e: backends::qmp::QmpError| e.to_string();
     src.execute_raw("migrate", Some(json!({"uri": uri})))
         .await
         .map_err(err)?;
@@ -79,7 +99,7 @@ async fn drive(
     loop {
         tokio::time::sleep(policy.wait()).await;
         if started.elapsed() >= cap {
-            cancel(&src).await;
+            cancel(src).await;
             resumed.abort();
             return Ok(End::Capped);
         }
@@ -125,6 +145,25 @@ async fn set_capabilities(client: &QmpClient, on: &[&str]) -> Result<(), String>
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// `migrate-continue` on the source each time it reports `pre-switchover`.
+async fn continue_at_pre_switchover(
+    src: QmpClient,
+    mut events: tokio::sync::broadcast::Receiver<backends::qmp::QmpEvent>,
+) {
+    loop {
+        match events.recv().await {
+            Ok(e) if e.name == "MIGRATION" && e.data["status"] == "pre-switchover" => {
+                let state = json!({"state": "pre-switchover"});
+                if src.execute_raw("migrate-continue", Some(state)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 /// `cont` on the destination once its incoming migration has completed.
