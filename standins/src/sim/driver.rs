@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::commands::Refusal;
-use super::model::Model;
+use super::model::{Exchange, Model};
 use super::SimVm;
 
 /// Longest the background task sleeps between model steps.
@@ -83,6 +83,10 @@ impl SimDriver {
             return Err(DriverError::not_connected(side, request));
         }
         m.advance(Instant::now());
+        m.exchanges.borrow_mut().push(Exchange::Request {
+            side,
+            command: request.to_string(),
+        });
         f(&mut m).map_err(|r| refused(side, r))
     }
 }
@@ -298,6 +302,12 @@ impl SimInspector {
     /// The rate the guest dirties memory now, after throttling, bytes/s.
     pub fn guest_dirty_rate(&self) -> u64 {
         self.read(|m| m.guest_rate() as u64)
+    }
+
+    /// Every request the engine made and every event the model sent it (the devices'
+    /// own events aside), in order.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.read(|m| m.exchanges.borrow().clone())
     }
 
     /// The current `downtime-limit`, ms.

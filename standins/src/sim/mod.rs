@@ -66,6 +66,7 @@ mod ram;
 mod switchover;
 
 pub use driver::{SimDriver, SimInspector};
+pub use model::Exchange;
 
 use crate::vfio::ModelDevice;
 

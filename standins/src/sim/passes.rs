@@ -5,7 +5,8 @@ use engine::driver::{DirtyRateMode, DriverEvent, MigrationStatus, Side};
 
 use super::devices;
 use super::model::{
-    secs, Migration, Model, Probe, Stage, RATE_PERIOD, SETUP_TIME, THROTTLE_TRIGGER_THRESHOLD,
+    secs, Migration, Model, Probe, Stage, RATE_PERIOD, SETUP_TIME, STOP_AFTER_LAST_SYNC,
+    THROTTLE_TRIGGER_THRESHOLD,
 };
 use super::{MIB, PAGE_SIZE};
 use crate::vfio::Step;
@@ -110,6 +111,9 @@ impl Model {
         let Some(m) = &mut self.mig else {
             return;
         };
+        if m.stopping_at.is_some() {
+            return; // completing: no more iterations
+        }
         // `ram_save_iterate` ends every call with an end-of-section marker, so even an
         // idle window carries a few bytes and the threshold never drops to zero.
         m.ram_transferred += RAM_SAVE_FLAG_EOS_BYTES;
@@ -121,7 +125,10 @@ impl Model {
             pending = self.ram.remaining_bytes() + self.device_pending();
         }
         if (pending == 0 || (pending as f64) < threshold) && self.can_switchover() {
-            self.begin_completion();
+            let at = self.now + STOP_AFTER_LAST_SYNC;
+            if let Some(m) = &mut self.mig {
+                m.stopping_at = Some(at);
+            }
         }
     }
 
