@@ -7,11 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use engine::driver::{MigrationStatus, RunState, Side};
+use engine::driver::{DriverEvent, MigrationStatus, RunState, Side};
 use engine::policy::{AbortReason, Action};
 use engine::{Outcome, Reason, RunningOn};
 use plans::Plan;
-use standins::sim::MIB;
+use standins::sim::{Exchange, MIB};
 use support::{describe, device, device_toml, plan, run, run_with, vm, with_devices};
 use tokio::sync::watch;
 
@@ -355,4 +355,66 @@ async fn the_pause_is_still_checked_at_pre_switchover_with_the_state_the_plan_de
     );
     assert_eq!(run.sim.run_state(Side::Source), RunState::Running);
     assert_eq!(run.sim.migration_status(), MigrationStatus::Cancelled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_asked_of_the_source_between_qemus_last_sync_and_migrate_continue() {
+    // QEMU syncs the dirty log once more right before it stops the guest for the
+    // switchover: a query sent on that pass event waits in QEMU's monitor through the
+    // pause and is answered ahead of `migrate-continue`.
+    let plan = plan("[limits]\nmax_bandwidth = \"128MiB/s\"\n");
+    let run = run(&plan, vm(256, 50)).await;
+    assert_eq!(run.report.result, Outcome::Migrated, "{}", describe(&run));
+    let exchanges = run.sim.exchanges();
+    let is_request = |e: &Exchange, name: &str| matches!(e, Exchange::Request { side: Side::Source, command } if command == name);
+    let continued = exchanges
+        .iter()
+        .position(|e| is_request(e, "migrate-continue"))
+        .expect("the run continued at pre-switchover");
+    let last_sync = exchanges[..continued]
+        .iter()
+        .rposition(|e| matches!(e, Exchange::Event(DriverEvent::Pass { .. })))
+        .expect("QEMU synced before the switchover");
+    assert!(
+        exchanges[last_sync..continued].iter().any(|e| matches!(
+            e,
+            Exchange::Event(DriverEvent::Migration {
+                status: MigrationStatus::PreSwitchover,
+                ..
+            })
+        )),
+        "the last sync came before pre-switchover"
+    );
+    let asked: Vec<&Exchange> = exchanges[last_sync..continued]
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Exchange::Request {
+                    side: Side::Source,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(
+        asked.is_empty(),
+        "asked the source after its last sync: {asked:?}"
+    );
+    // Every boundary before it was still read before the next pass.
+    let passes: Vec<usize> = exchanges[..=last_sync]
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Exchange::Event(DriverEvent::Pass { .. })))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(passes.len() >= 2, "{}", describe(&run));
+    for pass in passes.windows(2) {
+        assert!(
+            exchanges[pass[0]..pass[1]]
+                .iter()
+                .any(|e| is_request(e, "query-migrate")),
+            "a boundary was not read before the next pass"
+        );
+    }
 }
