@@ -11,7 +11,7 @@
 //! 2. `gate`: from QEMU's `pre-switchover` to its `device` (QEMU's timestamps), the tool
 //!    against a raw client that answers at once, 11 idle migrations each (or N if more).
 //! 3. `converging`: the converging workload, the tool, the bare client and the bare
-//!    client holding the guest at `pre-switchover` taking turns, 10
+//!    client holding the guest at `pre-switchover` taking turns, 10 (or N if more)
 //!    rounds: the guest's pause and total time on QEMU's timestamps, the tool's CPU and
 //!    peak memory (`wait4` and `/proc`).
 //! 4. `peers`: the tool's "make it converge" plans against the peers' algorithms on the
@@ -155,7 +155,7 @@ fn main() {
         gate::compare(&bin, runs.unwrap_or(11).max(11));
     }
     if wants("converging") {
-        converging::compare(&bin, 10);
+        converging::compare(&bin, runs.unwrap_or(10).max(10));
     }
     if wants("peers") {
         peers::side_by_side(&bin, runs.unwrap_or(3), cap);
