@@ -30,10 +30,6 @@ impl Policy for HeldAtSwitchover {
         vec!["events", "pause-before-switchover"]
     }
 
-    fn holds_switchover(&self) -> bool {
-        true
-    }
-
     fn wait(&self) -> Duration {
         NoOrchestrator.wait()
     }

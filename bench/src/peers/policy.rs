@@ -17,7 +17,9 @@ pub enum Act {
 
 /// One peer's algorithm.
 pub trait Policy {
-    /// Migration capabilities it turns on (the rest stay at QEMU's defaults).
+    /// Migration capabilities it turns on (the rest stay at QEMU's defaults). With
+    /// `pause-before-switchover` among them, the session answers each `pre-switchover`
+    /// with `migrate-continue` at once.
     fn capabilities(&self) -> Vec<&'static str> {
         Vec::new()
     }
@@ -26,13 +28,6 @@ pub trait Policy {
     /// `max-bandwidth`).
     fn parameters(&self) -> serde_json::Map<String, Value> {
         serde_json::Map::new()
-    }
-
-    /// Whether it holds the guest at `pre-switchover` (`pause-before-switchover`) and
-    /// answers with `migrate-continue` at once, as the tool's gate does without its
-    /// checks.
-    fn holds_switchover(&self) -> bool {
-        false
     }
 
     /// How long it waits before it looks again.

@@ -73,7 +73,8 @@ async fn drive(
         .await
         .map_err(err)?;
     let held = policy
-        .holds_switchover()
+        .capabilities()
+        .contains(&"pause-before-switchover")
         .then(|| tokio::spawn(continue_at_pre_switchover(src.clone(), src.subscribe())));
     let result = migrate_and_poll(&src, policy, &uri, cap, resumed).await;
     if let Some(held) = held {
